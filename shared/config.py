@@ -1,0 +1,109 @@
+"""Settings: one typed object, read from the environment. Nothing else reads os.environ."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+MEMBERS: tuple[str, ...] = ("ocr_nb", "clip_svm", "clip_logreg")
+GATEWAY = "stacking"
+DEFAULT_PORTS: dict[str, int] = {"ocr_nb": 5000, "clip_svm": 5001, "clip_logreg": 5002, "stacking": 5003}
+# The seed's fixed addresses on the compose bridge network.
+COMPOSE_HOSTS: dict[str, str] = {
+    "ocr_nb": "172.16.238.10",
+    "clip_svm": "172.16.238.11",
+    "clip_logreg": "172.16.238.12",
+    "stacking": "172.16.238.13",
+}
+
+
+def _env(name: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": name, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable, with its environment variable and documented default."""
+
+    datasets_dir: Path = _env("DATASETS_DIR", Path("../shared/datasets"), "Read-only datasets folder")
+    models_dir: Path = _env("MODELS_DIR", Path("models"), "Trained artifacts")
+    weights_dir: Path = _env("WEIGHTS_DIR", Path("models/weights"), "CLIP and EasyOCR weights")
+    cache_dir: Path = _env("FEATURE_CACHE_DIR", Path("models/cache"), "Feature cache")
+
+    # image limits (shared by training and serving)
+    max_image_bytes: int = _env("MAX_IMAGE_BYTES", 20 * 1024 * 1024, "Largest accepted body, bytes")
+    max_image_pixels: int = _env("MAX_IMAGE_PIXELS", 40_000_000, "Largest accepted width*height")
+
+    # feature extraction
+    clip_model: str = _env("CLIP_MODEL", "ViT-B-32", "open_clip model name")
+    clip_pretrained: str = _env("CLIP_PRETRAINED", "openai", "open_clip pretrained tag")
+    clip_batch_size: int = _env("CLIP_BATCH_SIZE", 32, "Images per CLIP forward pass in training")
+    ocr_langs: str = _env("OCR_LANGS", "ru,en", "EasyOCR languages, comma-separated")
+    ocr_max_side: int = _env("OCR_MAX_SIDE", 640, "Longest side an image is downscaled to before OCR")
+    device: str = _env("DEVICE", "auto", "auto, cpu or cuda")
+    torch_threads: int = _env("TORCH_THREADS", 0, "torch intra-op threads per worker; 0 = torch default")
+
+    # dynamic batching in the CLIP services
+    batch_max_size: int = _env("BATCH_MAX_SIZE", 16, "Largest dynamic batch")
+    batch_max_wait_ms: float = _env("BATCH_MAX_WAIT_MS", 5.0, "Longest a request waits for a batch to fill")
+
+    # serving
+    service_name: str = _env("SERVICE_NAME", "", "Which service this process is")
+    drain_seconds: float = _env("DRAIN_SECONDS", 2.0, "After SIGTERM, report not-ready this long before stopping")
+    member_urls: str = _env(
+        "MEMBER_URLS",
+        "ocr_nb=http://127.0.0.1:5000,clip_svm=http://127.0.0.1:5001,clip_logreg=http://127.0.0.1:5002",
+        "Gateway: name=url pairs of the members",
+    )
+    member_timeout_s: float = _env("MEMBER_TIMEOUT_S", 10.0, "Gateway: per-member timeout")
+    deadline_s: float = _env("GATEWAY_DEADLINE_S", 15.0, "Gateway: overall deadline per request")
+
+    # prediction history (gateway)
+    history_enabled: bool = _env("HISTORY_ENABLED", True, "Record every gateway prediction")
+    history_db: Path = _env("HISTORY_DB", Path("models/history.sqlite3"), "SQLite file of the history")
+    history_keep_images: bool = _env("HISTORY_KEEP_IMAGES", False, "Also store the full image")
+    history_retention_days: int = _env("HISTORY_RETENTION_DAYS", 90, "Delete records older than this; 0 = keep")
+    history_max_rows: int = _env("HISTORY_MAX_ROWS", 100_000, "Keep at most this many records; 0 = no cap")
+
+    def member_url_map(self) -> dict[str, str]:
+        """MEMBER_URLS parsed into {name: base_url}."""
+        pairs = (item.split("=", 1) for item in self.member_urls.split(",") if item.strip())
+        return {name.strip(): url.strip().rstrip("/") for name, url in pairs}
+
+    def ocr_lang_list(self) -> list[str]:
+        return [lang.strip() for lang in self.ocr_langs.split(",") if lang.strip()]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build from the environment (default os.environ), then apply keyword overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(raw, type(f.default), f.metadata["env"])
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(raw: str, kind: type, name: str) -> Any:
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name} must be one of 1/0/true/false/yes/no/on/off, got {raw!r}")
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a {kind.__name__}, got {raw!r}") from exc
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(env var, default, doc) rows, for the README and `--help`."""
+    return [(f.metadata["env"], str(f.default), f.metadata["doc"]) for f in dataclasses.fields(Settings)]

@@ -1,0 +1,82 @@
+"""Typed errors. Each carries its HTTP status and a stable code; one handler maps them to JSON."""
+from __future__ import annotations
+
+
+class ClassifierError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+    def to_dict(self) -> dict:
+        """The JSON error body: {"error": {"code": ..., "message": ...}}."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+# --- input problems (4xx) -------------------------------------------------
+class BadRequest(ClassifierError):
+    status, code = 400, "bad_request"
+
+
+class EmptyImage(BadRequest):
+    code = "empty_body"
+
+
+class CorruptImage(BadRequest):
+    code = "corrupt_image"
+
+
+class UnsupportedImage(ClassifierError):
+    status, code = 415, "unsupported_media_type"
+
+
+class PayloadTooLarge(ClassifierError):
+    status, code = 413, "payload_too_large"
+
+
+class TooManyPixels(ClassifierError):
+    status, code = 413, "image_too_large"
+
+
+class NotFound(ClassifierError):
+    status, code = 404, "not_found"
+
+
+# --- server-side states (5xx) ---------------------------------------------
+class NotReady(ClassifierError):
+    status, code = 503, "not_ready"
+
+
+class MembersUnavailable(ClassifierError):
+    status, code = 503, "members_unavailable"
+
+
+class DeadlineExceeded(ClassifierError):
+    status, code = 504, "deadline_exceeded"
+
+
+# --- offline problems (CLI / start-up) ------------------------------------
+class WeightsMissing(ClassifierError):
+    code = "weights_missing"
+
+
+class WeightsDownloadFailed(ClassifierError):
+    code = "weights_download_failed"
+
+
+class ArtifactError(ClassifierError):
+    """An artifact is missing, tampered with, or from an incompatible version."""
+
+    code = "artifact_invalid"
+
+
+class DatasetError(ClassifierError):
+    status, code = 400, "dataset_invalid"
