@@ -44,6 +44,9 @@ class Settings:
     ocr_max_side: int = _env("OCR_MAX_SIDE", 640, "Longest side an image is downscaled to before OCR")
     device: str = _env("DEVICE", "auto", "auto, cpu or cuda")
     torch_threads: int = _env("TORCH_THREADS", 0, "torch intra-op threads per worker; 0 = torch default")
+    weights_mirror: str = _env(
+        "WEIGHTS_MIRROR", "", "Base URL serving the weight files by file name, instead of their origin hosts"
+    )
 
     # dynamic batching in the CLIP services
     batch_max_size: int = _env("BATCH_MAX_SIZE", 16, "Largest dynamic batch")
@@ -57,6 +60,18 @@ class Settings:
         "ocr_nb=http://127.0.0.1:5000,clip_svm=http://127.0.0.1:5001,clip_logreg=http://127.0.0.1:5002",
         "Gateway: name=url pairs of the members",
     )
+    bind_host: str = _env("BIND_HOST", "0.0.0.0", "Address the gunicorns listen on (serve uses 127.0.0.1)")
+    service_ports: str = _env(
+        "SERVICE_PORTS",
+        "ocr_nb=5000,clip_svm=5001,clip_logreg=5002,stacking=5003",
+        "name=port pairs the four services listen on",
+    )
+    workers: int = _env("WEB_CONCURRENCY", 1, "gunicorn worker processes per service")
+    threads: int = _env("GUNICORN_THREADS", 8, "Threads per gunicorn worker (concurrent requests share a batch)")
+    metrics_dir: str = _env(
+        "PROMETHEUS_MULTIPROC_DIR", "", "Folder for multi-process Prometheus metrics; empty = a fresh temp folder"
+    )
+    ready_timeout_s: float = _env("SERVE_READY_TIMEOUT_S", 600.0, "serve: how long to wait for all four to be ready")
     member_timeout_s: float = _env("MEMBER_TIMEOUT_S", 10.0, "Gateway: per-member timeout")
     deadline_s: float = _env("GATEWAY_DEADLINE_S", 15.0, "Gateway: overall deadline per request")
 
@@ -71,6 +86,11 @@ class Settings:
         """MEMBER_URLS parsed into {name: base_url}."""
         pairs = (item.split("=", 1) for item in self.member_urls.split(",") if item.strip())
         return {name.strip(): url.strip().rstrip("/") for name, url in pairs}
+
+    def port_map(self) -> dict[str, int]:
+        """SERVICE_PORTS parsed into {name: port}."""
+        pairs = (item.split("=", 1) for item in self.service_ports.split(",") if item.strip())
+        return {name.strip(): int(port) for name, port in pairs}
 
     def ocr_lang_list(self) -> list[str]:
         return [lang.strip() for lang in self.ocr_langs.split(",") if lang.strip()]

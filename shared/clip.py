@@ -1,0 +1,88 @@
+"""CLIP image embeddings: open_clip model + its own preprocessing, L2-normalised, batched."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from shared import weights
+from shared.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def clip_config(info: dict) -> dict:
+    """The feature config of CLIP weights (what a trained model must be served with)."""
+    return {
+        "kind": "clip",
+        "model": info["model"],
+        "pretrained": info["pretrained"],
+        "weights_sha256": info["sha256"],
+        "synthetic": bool(info["synthetic"]),
+        "dim": int(info["dim"]),
+    }
+
+
+class ClipEmbedder:
+    """Images -> (n, d) float32 unit vectors. Load once, embed many times."""
+
+    def __init__(self, model: Any, preprocess: Any, device: str, info: dict, settings: Settings):
+        self.model = model
+        self.preprocess = preprocess
+        self.device = device
+        self.info = info
+        self.settings = settings
+        self.config = clip_config(info)
+        self.synthetic = self.config["synthetic"]
+        self.dim = self.config["dim"]
+
+    @staticmethod
+    def config_for(weights_dir: Path) -> dict:
+        """The config a loaded embedder would report, read from weights.json without loading the model."""
+        return clip_config(weights.read_weights_info(weights_dir)["clip"])
+
+    @classmethod
+    def load(cls, weights_dir: Path, settings: Settings) -> "ClipEmbedder":
+        """Verify the weights, build the model with open_clip's factory and its matching preprocessing."""
+        import open_clip
+
+        info = weights.require_weights(weights_dir, "clip")
+        weights.configure_torch(settings)
+        weights.register_clip_configs(Path(weights_dir), info["model"])
+        device = weights.torch_device(settings)
+        if info["synthetic"]:
+            log.warning("CLIP %s uses SYNTHETIC (random) weights: embeddings carry no pretrained meaning", info["model"])
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            info["model"],
+            pretrained=str(Path(weights_dir) / info["file"]),
+            precision="fp16" if device == "cuda" else "fp32",
+            device=device,
+            force_quick_gelu=info.get("quick_gelu", False),
+            **{f"image_{key}": value for key, value in info.get("preprocess", {}).items()},
+        )
+        model.eval()
+        return cls(model, preprocess, device, info, settings)
+
+    def embed(self, images: Sequence[Image.Image], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """(n, dim) float32, each row L2-normalised; batches of batch_size (default settings.clip_batch_size)."""
+        size = batch_size or self.settings.clip_batch_size
+        starts = range(0, len(images), size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="CLIP", unit="batch")
+        parts = [self._embed_batch(images[i:i + size]) for i in starts]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
+
+    def _embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import torch
+
+        dtype = next(self.model.parameters()).dtype
+        batch = torch.stack([self.preprocess(img.convert("RGB")) for img in images])
+        with torch.inference_mode():
+            features = self.model.encode_image(batch.to(self.device, dtype=dtype)).float()
+            features = torch.nn.functional.normalize(features, dim=-1)
+        return features.cpu().numpy().astype(np.float32, copy=False)

@@ -1,0 +1,256 @@
+"""Feature extraction for training, with a SQLite cache keyed by (extractor config, image bytes)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from shared.config import Settings
+from shared.errors import ClassifierError, WeightsMissing
+from shared.images import ImageLimits, probe_image, read_image_file, sha256_hex
+
+log = logging.getLogger(__name__)
+
+KINDS = ("clip", "ocr")
+CACHE_FILE = "features.sqlite3"
+_SQL_CHUNK = 500  # stays under SQLite's bound-parameter limit
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS features (
+    config_hash TEXT NOT NULL,
+    image_hash  TEXT NOT NULL,
+    vector      BLOB,
+    text        TEXT,
+    PRIMARY KEY (config_hash, image_hash)
+) WITHOUT ROWID
+"""
+
+
+def config_hash(config: dict) -> str:
+    """sha256 of an extractor config's canonical JSON."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+class FeatureCache:
+    """CLIP vectors and OCR texts by (config hash, image sha256); WAL, one short connection per call."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+
+    @classmethod
+    def default(cls, settings: Settings) -> "FeatureCache":
+        """The cache at settings.cache_dir/features.sqlite3."""
+        return cls(Path(settings.cache_dir) / CACHE_FILE)
+
+    def _connect(self) -> sqlite3.Connection:
+        # A fresh connection per call is safe across threads and processes; WAL lets readers run during a write.
+        db = sqlite3.connect(self.path, timeout=30.0)
+        db.execute("PRAGMA busy_timeout=30000")
+        return db
+
+    def get_many(self, config: dict, image_hashes: Iterable[str]) -> dict[str, Any]:
+        """{image_hash: vector (float32 array) or text} for the hashes present."""
+        key, wanted, found = config_hash(config), list(dict.fromkeys(image_hashes)), {}
+        with self._connect() as db:
+            for start in range(0, len(wanted), _SQL_CHUNK):
+                chunk = wanted[start:start + _SQL_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(f"SELECT image_hash, vector, text FROM features WHERE config_hash=? "
+                                  f"AND image_hash IN ({marks})", [key, *chunk])
+                found.update((h, _decode_value(config, vec, text)) for h, vec, text in rows)
+        return found
+
+    def put_many(self, config: dict, values: dict[str, Any]) -> None:
+        """Store {image_hash: vector or text} under config."""
+        key = config_hash(config)
+        rows = [(key, h, *_encode_value(config, value)) for h, value in values.items()]
+        with self._connect() as db:
+            db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?)", rows)
+
+    def count(self) -> int:
+        """Number of stored features (all configs)."""
+        with self._connect() as db:
+            return db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
+
+
+def _encode_value(config: dict, value: Any) -> tuple[bytes | None, str | None]:
+    if config["kind"] == "clip":
+        return np.asarray(value, dtype=np.float32).tobytes(), None
+    return None, str(value)
+
+
+def _decode_value(config: dict, vector: bytes | None, text: str | None) -> Any:
+    if config["kind"] == "clip":
+        return np.frombuffer(vector, dtype=np.float32)
+    return text
+
+
+@dataclass
+class FeatureTable:
+    """Features of the readable images; row i belongs to paths[rows[i]]."""
+
+    rows: list[int]
+    hashes: list[str]
+    clip: np.ndarray | None
+    text: list[str] | None
+    errors: dict[int, str]
+    config: dict[str, dict]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def extract_features(
+    paths: Sequence[Path],
+    settings: Settings,
+    weights_dir: Path,
+    kinds: Sequence[str] = KINDS,
+    cache: FeatureCache | None = None,
+    progress: bool = True,
+) -> FeatureTable:
+    """CLIP vectors and/or OCR text for image files; cached features are reused, unreadable files listed."""
+    started = time.perf_counter()
+    _check_kinds(kinds)
+    cache = cache or FeatureCache.default(settings)
+    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+    rows, hashes, errors = _hash_files(paths, limits)
+    configs = {kind: _config_for(kind, weights_dir, settings) for kind in kinds}
+    found = {kind: cache.get_many(configs[kind], hashes) for kind in kinds}
+    missing = {kind: [h for h in dict.fromkeys(hashes) if h not in found[kind]] for kind in kinds}
+    stats: dict[str, Any] = {kind: {"hits": len(set(hashes)) - len(missing[kind]), "misses": len(missing[kind])}
+                             for kind in kinds}
+    if any(missing.values()):
+        first_path = {h: Path(paths[i]) for i, h in zip(rows, hashes)}
+        computed, decode_errors = _compute(first_path, missing, configs, settings, weights_dir, limits, progress)
+        for kind, values in computed.items():
+            cache.put_many(configs[kind], values)
+            found[kind].update(values)
+        rows, hashes, errors = _drop_failed(rows, hashes, errors, decode_errors)
+    stats["seconds"] = round(time.perf_counter() - started, 3)
+    return FeatureTable(
+        rows=rows, hashes=hashes, errors=errors, config=configs, stats=stats,
+        clip=_stack(found["clip"], hashes, configs["clip"]["dim"]) if "clip" in kinds else None,
+        text=[found["ocr"][h] for h in hashes] if "ocr" in kinds else None,
+    )
+
+
+def _check_kinds(kinds: Sequence[str]) -> None:
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be a non-empty subset of {KINDS}; got {tuple(kinds)}")
+
+
+def _config_for(kind: str, weights_dir: Path, settings: Settings) -> dict:
+    from shared import weights
+
+    info = weights.read_weights_info(weights_dir)
+    if kind not in info:
+        raise WeightsMissing(f"{weights_dir} has no {kind!r} weights. {weights.FETCH_HINT}")
+    if kind == "clip":
+        from shared.clip import clip_config
+
+        return clip_config(info["clip"])
+    from shared.ocr import ocr_config
+
+    return ocr_config(info["ocr"], settings)
+
+
+def _hash_files(paths: Sequence[Path], limits: ImageLimits) -> tuple[list[int], list[str], dict[int, str]]:
+    """Read each file's bytes once for its sha256; a header check catches most unreadable files early."""
+    rows, hashes, errors = [], [], {}
+    for i, path in enumerate(paths):
+        try:
+            data = Path(path).read_bytes()
+            probe_image(data, limits)
+        except (OSError, ClassifierError) as exc:
+            errors[i] = _reason(exc)
+            continue
+        rows.append(i)
+        hashes.append(sha256_hex(data))
+    return rows, hashes, errors
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+
+
+def _compute(first_path: dict[str, Path], missing: dict[str, list[str]], configs: dict[str, dict],
+             settings: Settings, weights_dir: Path, limits: ImageLimits,
+             progress: bool) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Decode each missing image once, in chunks, and run only the extractors that miss it."""
+    extractors = {kind: _load_extractor(kind, weights_dir, settings) for kind, hs in missing.items() if hs}
+    todo = list(dict.fromkeys(h for hs in missing.values() for h in hs))
+    computed: dict[str, dict[str, Any]] = {kind: {} for kind in extractors}
+    failed: dict[str, str] = {}
+    chunk = max(1, settings.clip_batch_size) * 4
+    missing_sets = {kind: set(hs) for kind, hs in missing.items()}
+    bar = _progress_bar(len(todo), progress)
+    for start in range(0, len(todo), chunk):
+        images = _decode_chunk(todo[start:start + chunk], first_path, limits, failed)
+        for kind, extractor in extractors.items():
+            wanted = {h: img for h, img in images.items() if h in missing_sets[kind]}
+            computed[kind].update(_run(kind, extractor, wanted))
+        bar.update(len(todo[start:start + chunk]))
+    bar.close()
+    for kind, config in configs.items():
+        if kind in computed and computed[kind]:
+            log.info("extracted %d %s features (%s)", len(computed[kind]), kind,
+                     "SYNTHETIC weights" if config["synthetic"] else "real weights")
+    return computed, failed
+
+
+def _load_extractor(kind: str, weights_dir: Path, settings: Settings) -> Any:
+    if kind == "clip":
+        from shared.clip import ClipEmbedder
+
+        return ClipEmbedder.load(weights_dir, settings)
+    from shared.ocr import OcrReader
+
+    return OcrReader.load(weights_dir, settings)
+
+
+def _decode_chunk(hashes: list[str], first_path: dict[str, Path], limits: ImageLimits,
+                  failed: dict[str, str]) -> dict[str, Any]:
+    images = {}
+    for h in hashes:
+        try:
+            images[h], _ = read_image_file(first_path[h], limits)
+        except (OSError, ClassifierError) as exc:
+            failed[h] = _reason(exc)
+    return images
+
+
+def _run(kind: str, extractor: Any, images: dict[str, Any]) -> dict[str, Any]:
+    if not images:
+        return {}
+    if kind == "clip":
+        vectors = extractor.embed(list(images.values()))
+        return dict(zip(images, vectors))
+    return {h: extractor.read(img) for h, img in images.items()}
+
+
+def _drop_failed(rows: list[int], hashes: list[str], errors: dict[int, str],
+                 failed: dict[str, str]) -> tuple[list[int], list[str], dict[int, str]]:
+    keep = [(i, h) for i, h in zip(rows, hashes) if h not in failed]
+    errors = {**errors, **{i: failed[h] for i, h in zip(rows, hashes) if h in failed}}
+    return [i for i, _ in keep], [h for _, h in keep], dict(sorted(errors.items()))
+
+
+def _stack(vectors: dict[str, np.ndarray], hashes: list[str], dim: int) -> np.ndarray:
+    if not hashes:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.stack([vectors[h] for h in hashes]).astype(np.float32, copy=False)
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="features", unit="img", disable=not enabled)

@@ -1,0 +1,153 @@
+"""EasyOCR text reading: downscale, detect, recognise, normalise."""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import re
+import threading
+import unicodedata
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from shared import weights
+from shared.config import Settings
+from shared.errors import WeightsMissing
+
+log = logging.getLogger(__name__)
+
+# Kept: digits, Latin (incl. accented) and Cyrillic letters. Everything else is noise between words.
+_NOISE = re.compile(r"[^0-9a-z\u00df-\u00ff\u0100-\u024f\u0430-\u045f\u0460-\u04ff]+")
+_md5_patch_lock = threading.Lock()
+
+
+def normalise_text(text: str) -> str:
+    """NFKC, lowercase, noise characters to spaces, whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return " ".join(_NOISE.sub(" ", text).split())
+
+
+def ocr_config(info: dict, settings: Settings) -> dict:
+    """The feature config of OCR weights + settings (what a trained model must be served with)."""
+    return {
+        "kind": "ocr",
+        "langs": settings.ocr_lang_list(),
+        "max_side": settings.ocr_max_side,
+        "weights_sha256": weights.ocr_weights_sha256(info),
+        "synthetic": bool(info["synthetic"]),
+    }
+
+
+def downscale(image: Image.Image, max_side: int) -> Image.Image:
+    """Shrink so the longest side is <= max_side, keeping the aspect ratio; never enlarge."""
+    width, height = image.size
+    scale = max_side / max(width, height)
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+@contextmanager
+def accept_synthetic_md5(folder: Path, info: dict) -> Iterator[None]:
+    """While building a Reader, answer EasyOCR's MD5 check for our synthetic files only.
+
+    EasyOCR compares every weight file with the MD5 of its released file; random weights can never match.
+    Our own sha256 check (weights.require_weights) has already run. Real weights keep EasyOCR's check.
+    """
+    if not info.get("synthetic"):
+        yield
+        return
+    module = importlib.import_module("easyocr.easyocr")
+    original = module.calculate_md5
+    expected = _released_md5s()
+    synthetic = {os.path.realpath(folder / name): expected[name] for name in info["files"] if name in expected}
+
+    def calculate_md5(fname: str) -> str:
+        return synthetic.get(os.path.realpath(fname)) or original(fname)
+
+    with _md5_patch_lock:
+        module.calculate_md5 = calculate_md5
+        try:
+            yield
+        finally:
+            module.calculate_md5 = original
+
+
+def _released_md5s() -> dict[str, str]:
+    from easyocr.config import detection_models, recognition_models
+
+    entries = list(detection_models.values())
+    entries += [entry for group in recognition_models.values() for entry in group.values()]
+    return {entry["filename"]: entry["md5sum"] for entry in entries}
+
+
+class OcrReader:
+    """Image -> normalised text. Load once, read many times."""
+
+    def __init__(self, reader: Any, info: dict, settings: Settings):
+        self.reader = reader
+        self.info = info
+        self.settings = settings
+        self.config = ocr_config(info, settings)
+        self.synthetic = self.config["synthetic"]
+
+    @staticmethod
+    def config_for(weights_dir: Path, settings: Settings) -> dict:
+        """The config a loaded reader would report, from weights.json without loading the models."""
+        return ocr_config(weights.read_weights_info(weights_dir)["ocr"], settings)
+
+    @classmethod
+    def load(cls, weights_dir: Path, settings: Settings) -> "OcrReader":
+        """Verify the weights and build easyocr.Reader from the weights folder, never downloading."""
+        import easyocr
+
+        info = weights.require_weights(weights_dir, "ocr")
+        weights.configure_torch(settings)
+        folder = Path(weights_dir) / weights.OCR_DIR
+        if info["synthetic"]:
+            log.warning("EasyOCR uses SYNTHETIC (random) weights: the text it reads is noise")
+        try:
+            with accept_synthetic_md5(folder, info):
+                reader = easyocr.Reader(
+                    settings.ocr_lang_list(), gpu=weights.torch_device(settings) == "cuda",
+                    model_storage_directory=str(folder), user_network_directory=str(folder),
+                    download_enabled=False, verbose=False,
+                )
+        except FileNotFoundError as exc:
+            raise WeightsMissing(f"EasyOCR could not use {folder}: {exc}. {weights.FETCH_HINT}") from None
+        return cls(reader, info, settings)
+
+    def read(self, image: Image.Image) -> str:
+        """Downscale to ocr_max_side, detect text boxes, recognise them, return normalised text."""
+        rgb, grey = _arrays(downscale(image.convert("RGB"), self.settings.ocr_max_side))
+        horizontal, free = self.reader.detect(rgb, reformat=False)
+        return self._recognise(grey, horizontal[0], free[0])
+
+    def read_many(self, images: Sequence[Image.Image], progress: bool = False) -> list[str]:
+        """read() for each image, in order."""
+        if progress:
+            from tqdm import tqdm
+
+            images = tqdm(images, desc="OCR", unit="img")
+        return [self.read(image) for image in images]
+
+    def recognize_boxes(self, image: Image.Image, boxes: Sequence[Sequence[int]]) -> str:
+        """Recognise given (x_min, x_max, y_min, y_max) boxes, skipping detection; image is not rescaled."""
+        _, grey = _arrays(image.convert("RGB"))
+        return self._recognise(grey, [list(map(int, box)) for box in boxes], [])
+
+    def _recognise(self, grey: np.ndarray, horizontal: list, free: list) -> str:
+        if not horizontal and not free:
+            return ""
+        parts = self.reader.recognize(grey, horizontal, free, detail=0, reformat=False)
+        return normalise_text(" ".join(parts))
+
+
+def _arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    # What easyocr.readtext builds from a file: RGB for the detector, luma for the recogniser.
+    return np.asarray(image), np.asarray(image.convert("L"))
