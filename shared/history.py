@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS images (
 """
 
 LIST_COLUMNS = (
-    "id, ts, request_id, sha256, size_bytes, class_id, label, proba, latency_ms, degraded, source, synthetic, members"
+    "id, ts, request_id, sha256, size_bytes, class_id, label, proba, latency_ms, degraded, source, synthetic, members,"
+    " EXISTS (SELECT 1 FROM images i WHERE i.id = predictions.id AND i.thumbnail IS NOT NULL) AS has_thumbnail"
 )
 
 
@@ -446,6 +447,7 @@ def _item_from_row(row: sqlite3.Row) -> dict:
         "source": row["source"],
         "synthetic_weights": bool(row["synthetic"]),
         "members": json.loads(row["members"] or "{}"),
+        "has_thumbnail": bool(row["has_thumbnail"]),
     }
 
 
@@ -598,7 +600,8 @@ def _blueprint():
         flt = parse_filter(request.args)
         page = store().query(flt, limit=_limit(request.args.get("limit")), cursor=request.args.get("cursor"))
         for item in page.items:
-            item["thumbnail_url"] = url_for("history_api.thumbnail", record_id=item["id"])
+            if item["has_thumbnail"]:
+                item["thumbnail_url"] = url_for("history_api.thumbnail", record_id=item["id"])
         body = {"items": page.items, "next_cursor": page.next_cursor, "filters": flt.to_query(),
                 "recording": store().enabled}
         if page.next_cursor:

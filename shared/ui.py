@@ -1,0 +1,106 @@
+"""The try-it page and the history page, served by the gateway (plain HTML + JS, no CDN)."""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Flask, current_app, render_template, request
+
+from shared.config import Settings
+from shared.errors import ClassifierError
+from shared.history import PAGE_SIZE, HistoryFilter, HistoryStore, member_top_proba, parse_filter
+
+PREDICT_URL = "/"  # the gateway's prediction route (API clients POST raw bytes there too)
+ACCEPTED_TYPES = "image/jpeg,image/png,image/webp,image/bmp,image/gif,image/tiff"
+CANVAS_PX = 280
+
+bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static", static_url_path="/ui/static")
+
+
+def init_app(app: Flask, settings: Settings | None = None) -> None:
+    """Register the pages: GET / and /ui (classify), GET /history."""
+    app.extensions["ui_settings"] = settings or app.config.get("SETTINGS") or Settings.from_env()
+    app.register_blueprint(bp)
+
+
+def _settings() -> Settings:
+    return current_app.extensions["ui_settings"]
+
+
+def _history() -> HistoryStore | None:
+    return current_app.extensions.get("history")
+
+
+@bp.get("/")
+@bp.get("/ui")
+def classify_page() -> str:
+    """The page: pick, drop or paste photos, or draw; see each prediction."""
+    settings = _settings()
+    return render_template(
+        "classify.html",
+        predict_url=PREDICT_URL,
+        max_bytes=settings.max_image_bytes,
+        accepted_types=ACCEPTED_TYPES,
+        canvas_px=CANVAS_PX,
+        history_on=_history() is not None and _history().enabled,
+    )
+
+
+@bp.get("/history")
+def history_page() -> tuple[str, int]:
+    """Newest first, with filters and keyset paging; problems are shown in words on the page."""
+    store = _history()
+    context: dict[str, Any] = {"items": [], "labels": [], "error": None, "next_url": None, "args": request.args,
+                               "csv_url": "/v1/history.csv", "recording": store is not None and store.enabled}
+    status = 200
+    try:
+        if store is None:
+            raise ClassifierError("The prediction history is not set up in this gateway.", status=503)
+        context.update(_history_listing(store))
+    except ClassifierError as exc:
+        context["error"], status = exc.message, exc.status
+    return render_template("history.html", **context), status
+
+
+def _history_listing(store: HistoryStore) -> dict[str, Any]:
+    flt = parse_filter(request.args)
+    limit = _page_size(request.args.get("limit"))
+    page = store.query(flt, limit=limit, cursor=request.args.get("cursor"))
+    query = flt.to_query()
+    return {
+        "items": [_display_item(item) for item in page.items],
+        "labels": store.labels(),
+        "flt": flt,
+        "csv_url": "/v1/history.csv" + (f"?{urlencode(query)}" if query else ""),
+        "next_url": f"/history?{urlencode({**query, 'limit': limit, 'cursor': page.next_cursor})}"
+        if page.next_cursor else None,
+        "first_page": not request.args.get("cursor"),
+        "filtered": bool(query),
+    }
+
+
+def _page_size(value: str | None) -> int:
+    try:
+        return max(1, min(int(value), 200)) if value else PAGE_SIZE
+    except ValueError:
+        return PAGE_SIZE
+
+
+def _display_item(item: dict) -> dict:
+    """A record with its members summarised as (name, label, proba, ok, error) for the table."""
+    members = []
+    for name, m in sorted(item["members"].items()):
+        members.append({"name": name, "label": m.get("label"), "proba": member_top_proba(m),
+                        "ok": m.get("ok", True), "error": m.get("error")})
+    return {**item, "member_rows": members, "date": item["time"][:10], "clock": item["time"][11:19]}
+
+
+@bp.app_template_filter("pct")
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+@bp.app_template_filter("kb")
+def _kb(value: int | None) -> str:
+    return "—" if value is None else (f"{value / 1024:.0f} KB" if value < 1024 * 1024 else f"{value / 1048576:.1f} MB")
+
