@@ -1,6 +1,7 @@
 """Prediction history: a SQLite store written by a background thread, queried with keyset paging."""
 from __future__ import annotations
 
+import atexit
 import csv
 import io
 import json
@@ -500,10 +501,8 @@ def _iso(ts: float) -> str:
 # --- thumbnails -------------------------------------------------------------
 def make_thumbnail(data: bytes, size: int = THUMBNAIL_PX) -> bytes | None:
     """A JPEG no larger than size x size, or None if the bytes do not decode."""
-    from shared.images import decode_image
-
     try:
-        img = decode_image(bytes(data))
+        img = _decode_small(bytes(data), size)
         img.thumbnail((size, size))
         out = io.BytesIO()
         img.save(out, format="JPEG", quality=80)
@@ -511,6 +510,19 @@ def make_thumbnail(data: bytes, size: int = THUMBNAIL_PX) -> bytes | None:
     except Exception as exc:  # a thumbnail is a nicety; the record is kept without one
         log.warning("history: no thumbnail: %s", exc)
         return None
+
+
+def _decode_small(data: bytes, size: int):
+    """RGB image; JPEGs decode at 1/2..1/8 scale so a big photo costs the writer a fraction of a full decode."""
+    from PIL import Image, ImageOps
+
+    from shared.images import decode_image
+
+    img = Image.open(io.BytesIO(data))
+    if img.format != "JPEG":
+        return decode_image(data)  # every other format and mode, exactly as the models see it
+    img.draft("RGB", (size * 2, size * 2))
+    return ImageOps.exif_transpose(img).convert("RGB")
 
 
 # --- cursors and filters from query strings -----------------------------------
@@ -581,6 +593,7 @@ def init_app(app, settings: Settings) -> HistoryStore:
     """Attach a HistoryStore as app.extensions["history"] and register the /v1/history endpoints."""
     store = HistoryStore.from_settings(settings)
     app.extensions["history"] = store
+    atexit.register(store.close)  # a stopping worker writes what is still queued
     app.register_blueprint(_blueprint())
     return store
 

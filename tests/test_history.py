@@ -329,3 +329,20 @@ def test_api_errors_are_json_in_words(client):
     assert resp.status_code == 400 and "degraded must be" in resp.get_json()["error"]["message"]
     resp = client.get("/v1/history/999999/thumbnail")
     assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("mode,fmt", [("RGBA", "PNG"), ("P", "GIF"), ("L", "JPEG"), ("I;16", "PNG")])
+def test_thumbnails_of_other_modes_are_small_jpegs(mode, fmt):
+    buf = io.BytesIO()
+    Image.new(mode, (400, 100)).save(buf, format=fmt)
+    thumb = Image.open(io.BytesIO(history.make_thumbnail(buf.getvalue())))
+    assert thumb.format == "JPEG" and thumb.size == (96, 24)
+
+
+def test_undecodable_image_is_recorded_without_thumbnail(store):
+    store.record(_rec(1, image=b"\xff\xd8\xff broken"))
+    assert store.flush()
+    item = store.query().items[0]
+    assert item["has_thumbnail"] is False
+    with pytest.raises(NotFound):
+        store.thumbnail(item["id"])
