@@ -235,8 +235,8 @@ def fetch_weights(out: Path, settings: Settings, timeout_s: float = 60.0) -> Pat
     """Download the real CLIP and EasyOCR weights, verify checksums, write weights.json (synthetic: false)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    clip_info = _fetch_clip(out, settings, timeout_s)
-    ocr_info = _fetch_ocr(out, settings, timeout_s)
+    clip_info = fetch_clip_weights(out, settings, timeout_s)
+    ocr_info = fetch_ocr_weights(out, settings, timeout_s)
     _write_info(out, {"synthetic": False, "clip": clip_info, "ocr": ocr_info})
     return out
 
@@ -264,8 +264,10 @@ def _mirrored(url: str, settings: Settings) -> str:
     return f"{settings.weights_mirror.rstrip('/')}/{url.rsplit('/', 1)[-1]}"
 
 
-def _fetch_clip(out: Path, settings: Settings, timeout_s: float) -> dict:
+def fetch_clip_weights(out: Path, settings: Settings, timeout_s: float = 60.0) -> dict:
+    """Download and verify the configured CLIP weights into out/clip; returns their weights.json section."""
     url, expected = clip_source(settings)
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         raw = Path(tmp) / url.rsplit("/", 1)[-1]
         download(_mirrored(url, settings), raw, timeout_s)
@@ -291,7 +293,8 @@ def _clip_state_dict(path: Path) -> dict:
     return state
 
 
-def _fetch_ocr(out: Path, settings: Settings, timeout_s: float) -> dict:
+def fetch_ocr_weights(out: Path, settings: Settings, timeout_s: float = 60.0) -> dict:
+    """Download and verify EasyOCR's detector and recogniser into out/easyocr; returns their section."""
     folder = out / OCR_DIR
     folder.mkdir(parents=True, exist_ok=True)
     langs = settings.ocr_lang_list()
@@ -343,6 +346,11 @@ def download(url: str, dest: Path, timeout_s: float) -> Path:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     fh.write(chunk)
                     bar.update(len(chunk))
+    except urllib.error.HTTPError as exc:
+        raise WeightsDownloadFailed(
+            f"Could not download {url}: the server answered HTTP {exc.code} {exc.reason}. "
+            f"Check WEIGHTS_MIRROR, or offline use `python -m shared weights --synthetic`."
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise WeightsDownloadFailed(
@@ -382,6 +390,7 @@ def _atomic_path(path: Path) -> Iterator[Path]:
 
 
 __all__ = [
-    "read_weights_info", "require_weights", "write_synthetic_weights", "fetch_weights", "file_sha256",
+    "read_weights_info", "require_weights", "write_synthetic_weights", "fetch_weights", "fetch_clip_weights",
+    "fetch_ocr_weights", "file_sha256",
     "weight_files", "ocr_weights_sha256", "torch_device", "configure_torch", "register_clip_configs",
 ]

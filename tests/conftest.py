@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny synthetic weights (written once per session) and small test images."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from PIL import Image
+
+from shared.config import Settings
+
+
+def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (16, 12), mode: str = "RGB",
+                color: object = (200, 30, 30), **save_kwargs) -> bytes:
+    """Encode a plain image of one colour; save_kwargs go to PIL's save (exif=..., quality=...)."""
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, fmt, **save_kwargs)
+    return buf.getvalue()
+
+
+def text_image(text: str = "ABC 123", size: tuple[int, int] = (96, 32)) -> Image.Image:
+    """Black text on white, drawn with PIL's default font."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", size, "white")
+    ImageDraw.Draw(img).text((4, 8), text, fill="black")
+    return img
+
+
+@pytest.fixture
+def make_image_bytes() -> Callable[..., bytes]:
+    """The image_bytes helper, as a fixture."""
+    return image_bytes
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights folder with SYNTHETIC weights: tiny CLIP + full-size CRAFT and cyrillic_g2 (random init)."""
+    from shared.weights import write_synthetic_weights
+
+    return write_synthetic_weights(tmp_path_factory.mktemp("weights"), Settings(), tiny=True)
+
+
+@pytest.fixture
+def feature_settings(tmp_path: Path) -> Settings:
+    """Settings for feature tests: one torch thread, a private feature cache."""
+    return Settings(torch_threads=1, cache_dir=tmp_path / "cache", clip_batch_size=4)
+
+
+@pytest.fixture
+def make_image_files(tmp_path: Path) -> Callable[..., list[Path]]:
+    """Factory: write n small distinct PNGs under tmp_path/images and return their paths."""
+
+    def make(n: int = 3, size: tuple[int, int] = (24, 16), prefix: str = "img") -> list[Path]:
+        folder = tmp_path / "images"
+        folder.mkdir(exist_ok=True)
+        paths = []
+        for i in range(n):
+            path = folder / f"{prefix}{i}.png"
+            path.write_bytes(image_bytes("PNG", size, color=(37 * i % 256, 90, 255 - 11 * i % 256)))
+            paths.append(path)
+        return paths
+
+    return make
