@@ -1,0 +1,89 @@
+"""The HTTP contract every service shares: reading the image body, the prediction body, errors as JSON."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from flask import Flask, Request, Response, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from shared.config import Settings
+from shared.errors import BadRequest, ClassifierError, PayloadTooLarge
+
+log = logging.getLogger(__name__)
+
+PREDICT_ROUTES = ("/", "/predict")
+FILE_FIELD = "file"
+
+
+def settings_from_config(config: Mapping[str, Any] | None) -> Settings:
+    """Settings from the environment; a config dict overrides any field by its upper-case name (or "SETTINGS")."""
+    config = dict(config or {})
+    base = config.get("SETTINGS") or Settings.from_env()
+    names = {name.upper(): name for name in base.__dataclass_fields__}
+    return base.replace(**{names[key]: value for key, value in config.items() if key in names})
+
+
+def read_image_bytes(request: Request) -> bytes:
+    """The image: the raw body whatever its Content-Type, or the `file` field of a multipart form."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get(FILE_FIELD)
+        if upload is None:
+            fields = sorted(set(request.files) | set(request.form)) or ["none"]
+            raise BadRequest(
+                f"A multipart body needs the image in a field named {FILE_FIELD!r}; got fields: {', '.join(fields)}.",
+                code="missing_file_field",
+            )
+        return upload.read()
+    # parse_form_data=False: a urlencoded Content-Type must not swallow the bytes into request.form
+    return request.get_data(cache=False, parse_form_data=False)
+
+
+def prediction_body(proba: Sequence[float], classes: Sequence[str], *, model: str, model_version: str,
+                    synthetic: bool) -> dict:
+    """The response contract: seed's class_id + proba, then label, every class by name, model and version."""
+    proba = np.asarray(proba, dtype=float)
+    k = int(np.argmax(proba))
+    body = {
+        "class_id": [k],
+        "proba": float(proba[k]),
+        "label": classes[k],
+        "probas": {label: float(p) for label, p in zip(classes, proba)},
+        "model": model,
+        "model_version": model_version,
+    }
+    if synthetic:
+        body["synthetic_weights"] = True
+    return body
+
+
+def error_response(error: ClassifierError) -> tuple[Response, int]:
+    return jsonify(error.to_dict()), error.status
+
+
+def install_error_handlers(app: Flask) -> None:
+    """The one place errors become HTTP: typed errors keep their status, everything else is a JSON 500."""
+    app.register_error_handler(ClassifierError, error_response)
+    app.register_error_handler(RequestEntityTooLarge, _too_large)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+
+
+def _too_large(_exc: RequestEntityTooLarge) -> tuple[Response, int]:
+    from flask import current_app, request
+
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    size = request.content_length
+    received = f"{size} bytes" if size is not None else "more than that"
+    return error_response(PayloadTooLarge(f"The body is {received}; the limit is {limit} bytes."))
+
+
+def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    code = (exc.name or "http_error").lower().replace(" ", "_")
+    return jsonify({"error": {"code": code, "message": exc.description}}), exc.code or 500
+
+
+def _unexpected(exc: Exception) -> tuple[Response, int]:
+    log.exception("unexpected error while handling the request")
+    return error_response(ClassifierError(f"Internal error ({type(exc).__name__}); see the service log."))

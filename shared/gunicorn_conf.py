@@ -1,0 +1,79 @@
+"""gunicorn settings and hooks shared by the four services; each services/<name>/gunicorn.conf.py adds its app and port.
+
+Kept free of prometheus_client at import time: the multi-process mode is chosen when that library is first
+imported, so it must first be imported in the workers, after PROMETHEUS_MULTIPROC_DIR is in their environment.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from shared.config import Settings
+
+# What a services/<name>/gunicorn.conf.py takes with `import *`: gunicorn settings and hooks only.
+__all__ = ["worker_class", "workers", "threads", "timeout", "graceful_timeout", "keepalive", "accesslog", "control_socket_disable", "raw_env",
+           "on_starting", "on_exit", "child_exit", "post_worker_init", "bind_for"]
+
+_settings = Settings.from_env()
+_own_metrics_dir = not _settings.metrics_dir
+METRICS_DIR = _settings.metrics_dir or tempfile.mkdtemp(prefix="classifier-metrics-")
+
+worker_class = "gthread"  # threads let concurrent requests meet in one dynamic batch
+workers = _settings.workers
+threads = _settings.threads
+timeout = 120  # models load in a background thread, so the heartbeat never waits on them
+graceful_timeout = math.ceil(_settings.drain_seconds) + 30  # the not-ready drain, then in-flight requests finish
+keepalive = 5
+accesslog = None  # the app writes one JSON line per request instead
+control_socket_disable = True  # four services on one host would fight over the one default socket path
+raw_env = [f"PROMETHEUS_MULTIPROC_DIR={METRICS_DIR}"]
+
+
+def bind_for(service: str) -> str:
+    """host:port of a service from BIND_HOST and SERVICE_PORTS."""
+    return f"{_settings.bind_host}:{_settings.port_map()[service]}"
+
+
+def on_starting(server: Any) -> None:
+    """Start from empty metrics: files left by an earlier run would be summed in."""
+    path = Path(METRICS_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+
+
+def on_exit(server: Any) -> None:
+    if _own_metrics_dir:
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A dead worker's live gauges (requests in flight) must stop counting; its counters stay."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, METRICS_DIR)
+
+
+def post_worker_init(worker: Any) -> None:
+    """On SIGTERM, report not-ready for DRAIN_SECONDS while still serving, then stop gracefully."""
+    stop = worker.handle_exit
+    started = threading.Event()
+
+    def drain_then_stop(sig: int, frame: Any) -> None:
+        if started.is_set():
+            return
+        started.set()
+        health = getattr(worker.wsgi, "extensions", {}).get("health")
+        if health is not None:
+            health.start_draining()
+        worker.log.info("SIGTERM: not ready, draining for %.1f s before stopping", _settings.drain_seconds)
+        timer = threading.Timer(_settings.drain_seconds, stop, args=(sig, None))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, drain_then_stop)
