@@ -31,7 +31,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         data=args.data, out=args.out, weights_dir=args.weights, settings=settings,
         test_data=args.test_data, test_size=args.test_size, folds=args.folds, seed=args.seed,
     )
-    print(f"Trained {len(manifest['classes'])} classes into {args.out}; report: {args.out / 'report.md'}")
+    print(f"Trained {len(manifest['classes'])} classes into {args.out}; report: {args.out / 'report' / 'report.md'}")
     return 0
 
 

@@ -28,6 +28,11 @@ def text_image(text: str = "ABC 123", size: tuple[int, int] = (96, 32)) -> Image
     return img
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # EasyOCR quantises its CPU models with torch.ao, which warns on every load; not ours to fix.
+    config.addinivalue_line("filterwarnings", "ignore:torch.ao.quantization is deprecated:DeprecationWarning")
+
+
 @pytest.fixture
 def make_image_bytes() -> Callable[..., bytes]:
     """The image_bytes helper, as a fixture."""
@@ -63,3 +68,22 @@ def make_image_files(tmp_path: Path) -> Callable[..., list[Path]]:
         return paths
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_models(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder trained with the SYNTHETIC tiny weights on 30 camera + 30 screenshot images (folds=3)."""
+    from shared.data import balanced_subset, folder_records, write_csv
+    from shared.training import train
+
+    root = tmp_path_factory.mktemp("trained")
+    settings = trained_models_settings(root)
+    records = balanced_subset(folder_records(Path(settings.datasets_dir) / "screenshots"), per_class=30, seed=0)
+    csv_path = write_csv(records, root / "screenshots30.csv")
+    train(csv_path, root / "models", tiny_weights, settings, folds=3, seed=0)
+    return root / "models"
+
+
+def trained_models_settings(root: Path) -> Settings:
+    """Settings the trained_models fixture trains with: one torch thread, a private feature cache."""
+    return Settings.from_env().replace(torch_threads=1, cache_dir=Path(root) / "cache", clip_batch_size=16)

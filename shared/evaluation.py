@@ -1,0 +1,300 @@
+"""Metrics for each member and the stack side by side: metrics.json, report.md and PNG plots."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, roc_auc_score, roc_curve
+
+from shared import artifacts
+from shared.config import Settings
+from shared.data import Dataset, load_dataset
+from shared.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+STACK = "stack"
+SUMMARY_KEYS = ("accuracy", "macro_f1", "roc_auc", "log_loss", "ece")
+MAP_MAX_POINTS = 2000
+SYNTHETIC_WARNING = ("**SYNTHETIC WEIGHTS.** These models were trained on features from randomly initialised "
+                     "CLIP/EasyOCR weights, not pretrained ones. The numbers below measure this pipeline on "
+                     "random features; they are NOT CLIP's or EasyOCR's accuracy.")
+
+
+# --- metrics ---------------------------------------------------------------------------------
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    """Top-label ECE: |accuracy - confidence| averaged over equal-width confidence bins, weighted by size."""
+    confidence, predicted = proba.max(axis=1), proba.argmax(axis=1)
+    correct = (predicted == y).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    gaps = [abs(correct[which == b].mean() - confidence[which == b].mean()) * np.mean(which == b)
+            for b in range(bins) if np.any(which == b)]
+    return float(np.sum(gaps))
+
+
+def roc_auc(y: np.ndarray, proba: np.ndarray) -> float | None:
+    """One-vs-rest macro ROC-AUC; the binary case scores the positive column; None if one class only."""
+    present = np.unique(y)
+    if len(present) < 2:
+        return None
+    if proba.shape[1] == 2:
+        return float(roc_auc_score(y, proba[:, 1]))
+    # Classes absent from y have no ROC curve; score the present ones, renormalised as sklearn requires.
+    sub = proba[:, present] / np.clip(proba[:, present].sum(axis=1, keepdims=True), 1e-12, None)
+    if len(present) == 2:
+        return float(roc_auc_score(y == present[1], sub[:, 1]))
+    return float(roc_auc_score(y, sub, multi_class="ovr", average="macro", labels=present))
+
+
+def compute_metrics(y: np.ndarray, proba: np.ndarray) -> dict:
+    """accuracy, macro-F1, ROC-AUC (OvR), log-loss, ECE and the confusion matrix for (n, K) probabilities."""
+    y, proba = np.asarray(y), np.asarray(proba, dtype=np.float64)
+    labels = list(range(proba.shape[1]))
+    predicted = proba.argmax(axis=1)
+    return {
+        "accuracy": float(accuracy_score(y, predicted)),
+        "macro_f1": float(f1_score(y, predicted, average="macro", labels=labels, zero_division=0)),
+        "roc_auc": roc_auc(y, proba),
+        "log_loss": float(log_loss(y, _normalised(proba), labels=labels)),
+        "ece": expected_calibration_error(y, proba),
+        "confusion": confusion_matrix(y, predicted, labels=labels).tolist(),
+        "n": int(len(y)),
+    }
+
+
+def _normalised(proba: np.ndarray) -> np.ndarray:
+    # Float round-off (and forests' averaged leaves) leave rows a hair off 1; log_loss warns on that.
+    proba = np.clip(proba, 1e-15, 1.0)
+    return proba / proba.sum(axis=1, keepdims=True)
+
+
+def evaluate_probas(y: np.ndarray, probas: Mapping[str, np.ndarray], classes: Sequence[str]) -> dict:
+    """Metrics for every model ({name: (n, K)}), and a summary table of the headline numbers."""
+    models = {name: compute_metrics(y, proba) for name, proba in probas.items()}
+    summary = {name: {key: m[key] for key in SUMMARY_KEYS} for name, m in models.items()}
+    return {"classes": list(classes), "n": int(len(y)), "models": models, "summary": summary}
+
+
+# --- scoring saved models on files ------------------------------------------------------------
+@dataclass
+class Scored:
+    """Probabilities of each member and of the stack for the readable files; rows index into paths."""
+
+    manifest: dict
+    rows: list[int]
+    probas: dict[str, np.ndarray]
+    errors: dict[int, str]
+    clip: np.ndarray | None = None
+    feature_stats: dict = field(default_factory=dict)
+
+
+def score_files(models_dir: Path, weights_dir: Path, paths: Sequence[Path], settings: Settings,
+                progress: bool = True) -> Scored:
+    """Run the saved members and stack on image files (features via the cache; weights must match)."""
+    from shared.features import FeatureCache, extract_features
+    from shared.learners import align_proba, check_feature_config, feature_input, load_pipelines, settings_for_features
+    from shared.stacking import MetaEnsemble
+
+    manifest = artifacts.load_manifest(models_dir)
+    pipelines, meta = load_pipelines(models_dir, manifest), MetaEnsemble.load(models_dir, manifest)
+    kinds = sorted(manifest["features"])
+    settings = settings_for_features(settings, manifest["features"].get("ocr", {"kind": "clip"}))
+    table = extract_features(paths, settings, weights_dir, kinds=kinds, cache=FeatureCache.default(settings),
+                             progress=progress)
+    for kind in kinds:
+        check_feature_config(manifest["features"][kind], table.config[kind], weights_dir)
+    n_classes = len(manifest["classes"])
+    probas = {name: align_proba(p.predict_proba(feature_input(name, table.clip, table.text)), p.classes_, n_classes)
+              for name, p in pipelines.items()} if table.rows else {}
+    if table.rows:
+        probas[STACK] = meta.predict_proba(probas)
+    return Scored(manifest, table.rows, probas, table.errors, table.clip, table.stats)
+
+
+def evaluate_models(models_dir: Path, data: Path | Dataset, weights_dir: Path, settings: Settings,
+                    out: Path | None = None) -> dict:
+    """Score trained models on a labelled set; write metrics.json, report.md and plots (default MODELS/evaluation)."""
+    dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    scored = score_files(models_dir, weights_dir, dataset.paths, settings)
+    classes = scored.manifest["classes"]
+    y = _class_ids(dataset, classes)[scored.rows]
+    if not scored.rows:
+        raise DatasetError(f"None of the {len(dataset.paths)} images in {dataset.source} could be read.")
+    results = evaluate_probas(y, scored.probas, classes)
+    context = report_context(scored.manifest, dataset, scored.errors, title="Evaluation")
+    write_report(Path(out) if out else Path(models_dir) / "evaluation", results, context, y, scored.probas, scored.clip)
+    return results
+
+
+def _class_ids(dataset: Dataset, classes: Sequence[str]) -> np.ndarray:
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted(set(dataset.labels) - set(index))
+    if unknown:
+        raise DatasetError(f"{dataset.source} has labels the model was not trained on: {', '.join(unknown)}; "
+                           f"known: {', '.join(classes)}.")
+    return np.array([index[label] for label in dataset.labels], dtype=np.int64)
+
+
+# --- report ------------------------------------------------------------------------------------
+def report_context(manifest: dict, dataset: Dataset, errors: Mapping[int, str], title: str) -> dict:
+    """What the report says besides the numbers: weights used, data, skipped files."""
+    skipped = [{"path": str(dataset.paths[i]), "reason": reason} for i, reason in sorted(errors.items())]
+    return {"title": title, "features": manifest["features"], "synthetic": bool(manifest.get("synthetic_weights")),
+            "data": dataset.summary(), "skipped": skipped}
+
+
+def write_report(out: Path, results: dict, context: dict, y: np.ndarray, probas: Mapping[str, np.ndarray],
+                 clip: np.ndarray | None) -> list[Path]:
+    """metrics.json, report.md, confusion.png, roc.png and (with CLIP features) embedding_map.png."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [_write_json(out / "metrics.json", {**results, "context": context})]
+    written += _write_plots(out, results, y, probas, clip)
+    written.append(_write_markdown(out / "report.md", results, context, [p.name for p in written[1:]]))
+    return written
+
+
+def _write_json(path: Path, payload: dict) -> Path:
+    artifacts.write_bytes_atomic(path, (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode())
+    return path
+
+
+def _write_markdown(path: Path, results: dict, context: dict, images: list[str]) -> Path:
+    lines = [f"# {context['title']} report", ""]
+    if context["synthetic"]:
+        lines += [f"> {SYNTHETIC_WARNING}", ""]
+    lines += _weights_lines(context["features"]) + [""]
+    lines += _data_lines(context, results) + [""]
+    lines += _metrics_table(results) + [""]
+    lines += _confusion_lines(results) + [""]
+    lines += [f"![{name}]({name})" for name in images] + [""]
+    lines += _skipped_lines(context["skipped"])
+    artifacts.write_bytes_atomic(path, "\n".join(lines).encode("utf-8"))
+    return path
+
+
+def _weights_lines(features: Mapping[str, dict]) -> list[str]:
+    lines = ["## Weights", ""]
+    for kind, cfg in sorted(features.items()):
+        what = "SYNTHETIC (random init)" if cfg.get("synthetic") else "pretrained"
+        name = f"{cfg.get('model')} / {cfg.get('pretrained')}" if kind == "clip" else f"EasyOCR {','.join(cfg.get('langs', []))}"
+        lines.append(f"- **{kind}**: {name}, {what}, weights sha256 `{str(cfg.get('weights_sha256'))[:16]}…`")
+    return lines
+
+
+def _data_lines(context: dict, results: dict) -> list[str]:
+    counts = ", ".join(f"{name}: {n}" for name, n in context["data"]["per_class"].items())
+    return ["## Data", "", f"- source: `{context['data']['source']}`",
+            f"- scored images: {results['n']} (per class in the set: {counts})",
+            f"- skipped unreadable images: {len(context['skipped'])}"]
+
+
+def _metrics_table(results: dict) -> list[str]:
+    header = ["model", *SUMMARY_KEYS]
+    lines = ["## Metrics", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, row in results["summary"].items():
+        cells = ["n/a" if row[k] is None else f"{row[k]:.4f}" for k in SUMMARY_KEYS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _confusion_lines(results: dict) -> list[str]:
+    classes = results["classes"]
+    lines = ["## Confusion matrix of the stack (rows: true, columns: predicted)", "",
+             "| | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
+    matrix = results["models"].get(STACK, next(iter(results["models"].values())))["confusion"]
+    return lines + [f"| {name} | " + " | ".join(map(str, row)) + " |" for name, row in zip(classes, matrix)]
+
+
+def _skipped_lines(skipped: list[dict]) -> list[str]:
+    if not skipped:
+        return ["## Skipped files", "", "None: every image could be read.", ""]
+    return ["## Skipped files", ""] + [f"- `{s['path']}`: {s['reason']}" for s in skipped] + [""]
+
+
+# --- plots -------------------------------------------------------------------------------------
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _write_plots(out: Path, results: dict, y: np.ndarray, probas: Mapping[str, np.ndarray],
+                 clip: np.ndarray | None) -> list[Path]:
+    paths = [_plot_confusions(out / "confusion.png", results), _plot_rocs(out / "roc.png", results, y, probas)]
+    if clip is not None and len(clip) >= 3:
+        paths.append(_plot_embedding_map(out / "embedding_map.png", clip, y, results["classes"]))
+    return paths
+
+
+def _plot_confusions(path: Path, results: dict) -> Path:
+    plt, classes = _pyplot(), results["classes"]
+    names = list(results["models"])
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        matrix = np.asarray(results["models"][name]["confusion"])
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, str(value), ha="center", va="center",
+                    color="white" if value > matrix.max() / 2 else "black", fontsize=9)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(classes)), classes, fontsize=8)
+        ax.set_title(f"{name}\nacc {results['models'][name]['accuracy']:.3f}", fontsize=10)
+        ax.set_xlabel("predicted")
+    axes[0][0].set_ylabel("true")
+    return _save(fig, path)
+
+
+def _plot_rocs(path: Path, results: dict, y: np.ndarray, probas: Mapping[str, np.ndarray]) -> Path:
+    plt, classes = _pyplot(), results["classes"]
+    names = list(results["models"])
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for k in _roc_classes(len(classes)):
+            if 0 < np.sum(y == k) < len(y):
+                fpr, tpr, _ = roc_curve(y == k, probas[name][:, k])
+                ax.plot(fpr, tpr, label=classes[k])
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        auc = results["models"][name]["roc_auc"]
+        ax.set_title(f"{name}\nAUC {'n/a' if auc is None else f'{auc:.3f}'}", fontsize=10)
+        ax.set_xlabel("false positive rate")
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].set_ylabel("true positive rate")
+    return _save(fig, path)
+
+
+def _roc_classes(n_classes: int) -> list[int]:
+    # Binary: one curve for the positive class (the other is its mirror image).
+    return [1] if n_classes == 2 else list(range(n_classes))
+
+
+def _plot_embedding_map(path: Path, clip: np.ndarray, y: np.ndarray, classes: Sequence[str]) -> Path:
+    from sklearn.decomposition import PCA
+
+    plt = _pyplot()
+    keep = np.random.default_rng(0).permutation(len(clip))[:MAP_MAX_POINTS]
+    points = PCA(n_components=2, random_state=0).fit_transform(clip[keep])
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for k, name in enumerate(classes):
+        mask = y[keep] == k
+        ax.scatter(points[mask, 0], points[mask, 1], s=10, alpha=0.7, label=f"{name} ({mask.sum()})")
+    ax.set_title(f"CLIP embeddings, PCA 2D ({len(keep)} images)", fontsize=10)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path

@@ -1,0 +1,227 @@
+"""The training pipeline (`train`) and `predict_files` for the CLI."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from shared import artifacts, evaluation
+from shared.config import MEMBERS, Settings
+from shared.data import Dataset, load_dataset
+from shared.errors import DatasetError
+from shared.learners import LEARNER_FEATURE, align_proba, build_learner, feature_input, learner_path
+from shared.stacking import MetaEnsemble, fit_meta_models, make_folds, meta_path, out_of_fold_proba
+
+log = logging.getLogger(__name__)
+
+# The SVC's internal Platt calibration needs 3 per class in every out-of-fold training part.
+MIN_PER_CLASS = 4
+REPORT_DIR = "report"
+
+
+@dataclass
+class Split:
+    """Images and features of one side of the split (only readable images)."""
+
+    dataset: Dataset
+    y: np.ndarray
+    clip: np.ndarray | None
+    text: list[str] | None
+
+
+def train(data: Path, out: Path, weights_dir: Path, settings: Settings, test_data: Path | None = None,
+          test_size: float = 0.2, folds: int = 5, seed: int = 0) -> dict:
+    """Extract features, fit members out-of-fold, fit the 7 meta-models, refit members, evaluate, save."""
+    started, out = time.perf_counter(), Path(out)
+    train_set, test_set = split_dataset(load_dataset(data), test_data, test_size, seed)
+    log.info("training on %d images, evaluating on %d (%s)", len(train_set.records), len(test_set.records),
+             ", ".join(train_set.classes))
+    table, skipped = _extract(train_set, test_set, weights_dir, settings)
+    train_split, test_split = _sides(table, train_set, test_set)
+    k = choose_folds(train_split.y, folds, train_set.classes)
+    learners, meta_models = fit_stack(train_split, k, seed)
+    results = _evaluate(learners, meta_models, test_split)
+    manifest = _manifest(train_set, test_set, table, skipped, results, k, folds, seed, test_size, test_data)
+    _write_artifacts(out, learners, meta_models, results, test_split, table, skipped, manifest)
+    manifest = artifacts.write_manifest(out, manifest | {"files": _artifact_files(out)})
+    log.info("trained %s in %.1f s; stack accuracy on held-out: %.3f%s", out, time.perf_counter() - started,
+             results["summary"][evaluation.STACK]["accuracy"], _synthetic_note(table.config))
+    return manifest
+
+
+# --- data ---------------------------------------------------------------------------------------
+def split_dataset(dataset: Dataset, test_data: Path | None, test_size: float, seed: int) -> tuple[Dataset, Dataset]:
+    """A stratified held-out split, or the given test set re-indexed to the training classes."""
+    if test_data is not None:
+        test = load_dataset(test_data)
+        unknown = sorted(set(test.classes) - set(dataset.classes))
+        if unknown:
+            raise DatasetError(f"Test set {test_data} has classes not in the training data: {', '.join(unknown)}.")
+        return dataset, Dataset(test.records, dataset.classes, test.source)
+    if not 0 < test_size < 1:
+        raise DatasetError(f"test_size must be between 0 and 1 (exclusive); got {test_size}.")
+    try:
+        train_idx, test_idx = train_test_split(np.arange(len(dataset.records)), test_size=test_size,
+                                               stratify=dataset.y, random_state=seed)
+    except ValueError as exc:
+        raise DatasetError(f"Cannot split {dataset.source} ({dataset.counts()}) with test_size={test_size}: {exc}") from None
+    return dataset.subset(train_idx), dataset.subset(test_idx)
+
+
+def choose_folds(y: np.ndarray, folds: int, classes: Sequence[str]) -> int:
+    """K for the out-of-fold step: at most the smallest class count; refuses classes too small to fit."""
+    counts = np.bincount(y, minlength=len(classes))
+    smallest = int(counts.min())
+    if smallest < MIN_PER_CLASS:
+        small = [f"{name}: {n}" for name, n in zip(classes, counts) if n < MIN_PER_CLASS]
+        raise DatasetError(f"Every class needs at least {MIN_PER_CLASS} readable training images; "
+                           f"too few in {', '.join(small)}.")
+    if folds < 2:
+        raise DatasetError(f"folds must be at least 2; got {folds}.")
+    if smallest < folds:
+        log.warning("reducing folds from %d to %d: the smallest class has only %d training images",
+                    folds, smallest, smallest)
+    return min(folds, smallest)
+
+
+def _extract(train_set: Dataset, test_set: Dataset, weights_dir: Path, settings: Settings) -> tuple[Any, list[dict]]:
+    from shared.features import FeatureCache, extract_features
+
+    paths = train_set.paths + test_set.paths
+    table = extract_features(paths, settings, weights_dir, kinds=("clip", "ocr"), cache=FeatureCache.default(settings))
+    log.info("features: %s%s", table.stats, _synthetic_note(table.config))
+    skipped = [{"path": str(paths[i]), "reason": reason} for i, reason in sorted(table.errors.items())]
+    for item in skipped:
+        log.warning("skipped unreadable image %s: %s", item["path"], item["reason"])
+    return table, skipped
+
+
+def _sides(table: Any, train_set: Dataset, test_set: Dataset) -> tuple[Split, Split]:
+    """Rows of the feature table split back into training and held-out sides."""
+    n_train, rows = len(train_set.records), np.asarray(table.rows, dtype=int)
+    sides = []
+    for dataset, mask, offset in ((train_set, rows < n_train, 0), (test_set, rows >= n_train, n_train)):
+        picked = rows[mask] - offset
+        text = [t for t, keep in zip(table.text, mask) if keep]
+        sides.append(Split(dataset.subset(picked), dataset.y[picked], table.clip[mask], text))
+    if len(sides[1].y) == 0:
+        raise DatasetError("No readable image is left in the held-out set.")
+    return sides[0], sides[1]
+
+
+# --- fitting ------------------------------------------------------------------------------------
+def fit_stack(split: Split, folds: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Out-of-fold probabilities -> meta-models; then every member refit on all training data."""
+    from tqdm import tqdm
+
+    cv, oof, learners = make_folds(folds, seed), {}, {}
+    for name in tqdm(MEMBERS, desc=f"fitting members ({folds}-fold out-of-fold + refit)", unit="member"):
+        X = feature_input(name, split.clip, split.text)
+        oof[name] = out_of_fold_proba(build_learner(name, seed), X, split.y, cv)
+        learners[name] = build_learner(name, seed).fit(X, split.y)
+    return learners, fit_meta_models(oof, split.y, seed)
+
+
+def _evaluate(learners: dict[str, Any], meta_models: dict[str, Any], split: Split) -> dict:
+    probas = held_out_probas(learners, meta_models, split)
+    results = evaluation.evaluate_probas(split.y, probas, split.dataset.classes)
+    results["_probas"] = probas
+    return results
+
+
+def held_out_probas(learners: dict[str, Any], meta_models: dict[str, Any], split: Split) -> dict[str, np.ndarray]:
+    """{member: (n, K)} for the held-out side, plus the stack's."""
+    n_classes = len(split.dataset.classes)
+    probas = {name: align_proba(p.predict_proba(feature_input(name, split.clip, split.text)), p.classes_, n_classes)
+              for name, p in learners.items()}
+    ensemble = MetaEnsemble(meta_models, split.dataset.classes, list(learners))
+    return probas | {evaluation.STACK: ensemble.predict_proba(probas)}
+
+
+# --- saving -------------------------------------------------------------------------------------
+def _manifest(train_set: Dataset, test_set: Dataset, table: Any, skipped: list[dict], results: dict, k: int,
+              folds: int, seed: int, test_size: float, test_data: Path | None) -> dict:
+    synthetic = any(cfg.get("synthetic") for cfg in table.config.values())
+    return {
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "classes": train_set.classes,
+        "members": sorted(MEMBERS),
+        "learner_features": LEARNER_FEATURE,
+        "features": table.config,
+        "synthetic_weights": synthetic,
+        "weights": "synthetic" if synthetic else "pretrained",
+        "training": {
+            "train": train_set.summary(), "test": test_set.summary(),
+            "test_source": "given" if test_data is not None else f"stratified split, test_size={test_size}",
+            "folds": k, "folds_requested": folds, "seed": seed,
+            "skipped": skipped, "feature_stats": table.stats,
+        },
+        "metrics": results["summary"],
+    }
+
+
+def _write_artifacts(out: Path, learners: dict, meta_models: dict, results: dict, split: Split, table: Any,
+                     skipped: list[dict], manifest: dict) -> None:
+    for name, pipeline in learners.items():
+        artifacts.save_object(pipeline, out, learner_path(name))
+    for name, model in meta_models.items():
+        artifacts.save_object(model, out, meta_path(name))
+    probas = results.pop("_probas")
+    context = {"title": "Training", "features": table.config, "synthetic": manifest["synthetic_weights"],
+               "data": split.dataset.summary(), "skipped": skipped,
+               "training": manifest["training"]}
+    evaluation.write_report(out / REPORT_DIR, results, context, split.y, probas, split.clip)
+
+
+def _artifact_files(out: Path) -> list[str]:
+    """Every file training wrote (learners, meta-models, report), relative to out."""
+    return sorted(str(p.relative_to(out)) for folder in ("learners", "meta", REPORT_DIR)
+                  for p in (out / folder).rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _synthetic_note(configs: dict) -> str:
+    if any(cfg.get("synthetic") for cfg in configs.values()):
+        return " [SYNTHETIC weights: numbers are not CLIP's/EasyOCR's accuracy]"
+    return ""
+
+
+# --- prediction ---------------------------------------------------------------------------------
+def predict_files(models_dir: Path, weights_dir: Path, paths: Sequence[Path], settings: Settings) -> list[dict]:
+    """For each file: the stack's class, label and probabilities, and each member's; unreadable files get an error."""
+    scored = evaluation.score_files(models_dir, weights_dir, list(paths), settings, progress=False)
+    classes = scored.manifest["classes"]
+    position = {row: i for i, row in enumerate(scored.rows)}
+    return [_prediction(path, classes, scored, position.get(i), scored.errors.get(i)) for i, path in enumerate(paths)]
+
+
+def _prediction(path: Path, classes: list[str], scored: evaluation.Scored, row: int | None, error: str | None) -> dict:
+    if row is None:
+        return {"path": str(path), "error": error or "unreadable"}
+    stack = scored.probas[evaluation.STACK][row]
+    k = int(np.argmax(stack))
+    result = {"path": str(path), "class_id": k, "label": classes[k], "proba": float(stack[k]),
+              "probas": _named(classes, stack),
+              "members": {name: _named(classes, p[row]) for name, p in scored.probas.items() if name != evaluation.STACK},
+              "model_version": scored.manifest["model_version"]}
+    if scored.manifest.get("synthetic_weights"):
+        result["synthetic_weights"] = True
+    return result
+
+
+def _named(classes: list[str], proba: np.ndarray) -> dict[str, float]:
+    return {name: round(float(p), 6) for name, p in zip(classes, proba)}
+
+
+def format_prediction(result: dict) -> str:
+    """One readable line per file: stack label and probability, then each member's top class."""
+    if "error" in result:
+        return f"{result['path']}: ERROR {result['error']}"
+    members = ", ".join(f"{name}={max(p, key=p.get)} {max(p.values()):.2f}" for name, p in sorted(result["members"].items()))
+    note = " [synthetic weights]" if result.get("synthetic_weights") else ""
+    return f"{result['path']}: {result['label']} ({result['proba']:.2f}) <- {members}{note}"
