@@ -7,6 +7,7 @@ import os
 import re
 import threading
 import unicodedata
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -19,6 +20,11 @@ from shared.config import Settings
 from shared.errors import WeightsMissing
 
 log = logging.getLogger(__name__)
+
+# EasyOCR's own calls trip these on every CPU load/read; they say nothing a user can act on.
+warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true", category=UserWarning)
+warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message="torch.quantize_per_tensor, torch.quantize_per_channel", category=UserWarning)
 
 # Kept: digits, Latin (incl. accented) and Cyrillic letters. Everything else is noise between words.
 _NOISE = re.compile(r"[^0-9a-z\u00df-\u00ff\u0100-\u024f\u0430-\u045f\u0460-\u04ff]+")

@@ -84,6 +84,12 @@ def trained_models(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory)
     return root / "models"
 
 
+@pytest.fixture(scope="session")
+def trained_settings(trained_models: Path) -> Settings:
+    """The Settings trained_models was trained with (its feature cache holds every training image's features)."""
+    return trained_models_settings(trained_models.parent)
+
+
 def trained_models_settings(root: Path) -> Settings:
     """Settings the trained_models fixture trains with: one torch thread, a private feature cache."""
     return Settings.from_env().replace(torch_threads=1, cache_dir=Path(root) / "cache", clip_batch_size=16)

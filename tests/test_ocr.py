@@ -1,0 +1,109 @@
+"""OcrReader on SYNTHETIC full-size CRAFT + cyrillic_g2: loads, reads, downscales, normalises."""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from shared.config import Settings
+from shared.errors import WeightsMissing
+from shared.ocr import OcrReader, downscale, normalise_text
+
+MAX_SIDE = 128
+
+
+@pytest.fixture(scope="module")
+def reader(tiny_weights) -> OcrReader:
+    return OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_max_side=MAX_SIDE))
+
+
+def _text_image(size: tuple[int, int] = (160, 48)) -> Image.Image:
+    img = Image.new("RGB", size, "white")
+    ImageDraw.Draw(img).text((6, 16), "MOLOKO 3.2%", fill="black")
+    return img
+
+
+def test_read_with_synthetic_weights_returns_normalised_text(reader):
+    text = reader.read(_text_image())
+    assert isinstance(text, str) and text == normalise_text(text)
+
+
+def test_read_many_keeps_order_and_length(reader):
+    texts = reader.read_many([_text_image(), Image.new("L", (40, 30), 255)], progress=False)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_recognize_boxes_runs_the_recogniser(reader):
+    text = reader.recognize_boxes(_text_image(), [(0, 160, 8, 40), (0, 80, 0, 48)])
+    assert isinstance(text, str) and text == normalise_text(text)
+    assert reader.recognize_boxes(_text_image(), []) == ""
+
+
+def test_image_is_downscaled_before_detection(reader):
+    seen = []
+    hook = reader.reader.detector.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))
+    try:
+        reader.read(Image.new("RGB", (1000, 400), "white"))
+    finally:
+        hook.remove()
+    # 1000x400 -> 128x51, which CRAFT pads up to multiples of 32.
+    assert seen == [(1, 3, 64, 128)]
+
+
+def test_downscale_keeps_aspect_and_never_upscales():
+    assert downscale(Image.new("RGB", (1000, 400)), 100).size == (100, 40)
+    assert downscale(Image.new("RGB", (300, 900)), 90).size == (30, 90)
+    small = Image.new("RGB", (50, 20))
+    assert downscale(small, 100) is small
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("  Hello,   WORLD!! ", "hello world"),
+    ("Молоко 3,2%\tПЯТЁРОЧКА\n", "молоко 3 2 пятёрочка"),
+    ("ｆｕｌｌ　ｗｉｄｔｈ ①", "full width 1"),
+    ("牛奶 milk ☺★", "milk"),
+    ("café  Ÿ", "café ÿ"),
+    ("", ""),
+    ("___---...", ""),
+])
+def test_normalise_text(raw, expected):
+    assert normalise_text(raw) == expected
+
+
+def test_config_is_the_contract(reader, tiny_weights):
+    config = reader.config
+    assert set(config) == {"kind", "langs", "max_side", "weights_sha256", "synthetic"}
+    assert config["kind"] == "ocr" and config["langs"] == ["ru", "en"] and config["max_side"] == MAX_SIDE
+    assert config["synthetic"] is True and reader.synthetic
+    assert OcrReader.config_for(tiny_weights, Settings(ocr_max_side=MAX_SIDE)) == config
+
+
+def test_torch_threads_come_from_settings(reader):
+    assert torch.get_num_threads() == 1
+
+
+def test_md5_bypass_is_undone_after_loading(reader):
+    module = importlib.import_module("easyocr.easyocr")
+    assert module.calculate_md5 is importlib.import_module("easyocr.utils").calculate_md5
+
+
+def test_weights_not_marked_synthetic_keep_easyocr_md5_check(tiny_weights, tmp_path):
+    # Same random files, but weights.json claims they are real: EasyOCR's own MD5 check must refuse them.
+    folder = tmp_path / "w"
+    shutil.copytree(tiny_weights, folder, copy_function=os.link)
+    info = json.loads((folder / "weights.json").read_text())
+    info["ocr"]["synthetic"] = False
+    (folder / "weights.json").unlink()  # a hard link: never write through it into the session fixture
+    (folder / "weights.json").write_text(json.dumps(info))
+    with pytest.raises(WeightsMissing, match="MD5 mismatch"):
+        OcrReader.load(folder, Settings(torch_threads=1))
+
+
+def test_missing_weights(tmp_path):
+    with pytest.raises(WeightsMissing, match="--synthetic"):
+        OcrReader.load(tmp_path, Settings())
