@@ -116,7 +116,10 @@ def extract_features(
     cache: FeatureCache | None = None,
     progress: bool = True,
 ) -> FeatureTable:
-    """CLIP vectors and/or OCR text for image files; cached features are reused, unreadable files listed."""
+    """CLIP vectors and/or OCR text for image files; cached features are reused, unreadable files listed.
+
+    cache=None uses the default cache at settings.cache_dir; models load only if some feature is missing.
+    """
     started = time.perf_counter()
     _check_kinds(kinds)
     cache = cache or FeatureCache.default(settings)
