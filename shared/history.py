@@ -144,6 +144,7 @@ class HistoryStore:
         self._thread: threading.Thread | None = None
         self._owner_pid = 0
         self._schema_ready = False
+        self.last_error: str | None = None  # this process's latest write failure, for the history page
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "HistoryStore":
@@ -207,11 +208,13 @@ class HistoryStore:
                 conn = conn or self._connect()
                 if batch:
                     self._write_batch(conn, batch)
+                    self.last_error = None
                 if time.monotonic() >= next_retention:
                     self.apply_retention(conn=conn)
                     next_retention = time.monotonic() + self.retention_every_s
             except Exception as exc:
                 log.error("history: could not write %d record(s) to %s: %s", len(batch), self.path, exc)
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 if batch:
                     RECORD_FAILURES.labels(reason="storage_error").inc(len(batch))
                 conn = _close_quietly(conn)
@@ -362,6 +365,9 @@ class HistoryStore:
 
     def _read(self, sql: str, params: tuple) -> list[sqlite3.Row]:
         if not self.path.exists():
+            if self.path.parent.exists() and not self.path.parent.is_dir():
+                raise HistoryUnavailable(f"The history database {self.path} cannot be created: "
+                                         f"{self.path.parent} is a file, not a folder.")
             return []  # nothing recorded yet: an empty history, not an error
         try:
             conn = self._connect()

@@ -51,7 +51,8 @@ def history_page() -> tuple[str, int]:
     """Newest first, with filters and keyset paging; problems are shown in words on the page."""
     store = _history()
     context: dict[str, Any] = {"items": [], "labels": [], "error": None, "next_url": None, "args": request.args,
-                               "csv_url": "/v1/history.csv", "recording": store is not None and store.enabled}
+                               "csv_url": "/v1/history.csv", "recording": store is not None and store.enabled,
+                               "write_error": store.last_error if store is not None else None}
     status = 200
     try:
         if store is None:

@@ -216,6 +216,9 @@ def test_unwritable_path_is_counted_and_record_returns_at_once(tmp_path):
     assert time.perf_counter() - start < 0.05  # the caller never waits for storage
     assert s.flush()
     assert _failures("storage_error") == before + 1
+    assert s.last_error and "not-a-dir" in s.last_error
+    with pytest.raises(ClassifierError, match="is a file, not a folder"):
+        s.query()
     s.close()
 
 
