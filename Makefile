@@ -45,15 +45,25 @@ test-unit: setup
 test-integration: setup system-deps
 	$(PY) -m pytest -q tests/integration
 
+# docker-compose: v1 (Debian's) or COMPOSE="docker compose". The docker CLI refuses BuildKit without buildx;
+# the Dockerfiles need nothing BuildKit-only, so the classic builder is used there.
+COMPOSE   ?= docker-compose
+export DOCKER_BUILDKIT ?= $(shell docker buildx version >/dev/null 2>&1 && echo 1 || echo 0)
+
+# Tags a local Debian bookworm image as python:3.11-slim-bookworm when that cannot be pulled (no-op if present).
 base-image:
 	bash docker/build-base-image.sh
 
+# The stack on ports 5000-5003, models mounted read-only from MODELS (train them first).
 up: base-image
-	docker-compose up -d --build
+	@test -f $(MODELS)/manifest.json -a -f $(MODELS)/weights/weights.json || \
+		{ echo "No trained models in $(MODELS) (manifest.json, weights/): run make weights (or weights-synthetic) and make train first."; exit 1; }
+	MODELS_PATH=$${MODELS_PATH:-$(abspath $(MODELS))} $(COMPOSE) up -d --build
 
 down:
-	docker-compose down --remove-orphans
+	$(COMPOSE) down --remove-orphans
 
+# Build, up, real photos on all four ports, stop clip_svm (degraded), start it (whole again), down.
 compose-test: setup base-image
 	$(PY) -m tests.compose_check
 
