@@ -107,8 +107,18 @@ class Settings:
         values.update(overrides)
         return cls(**values)
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, for child processes (the inverse of from_env)."""
+        return {f.metadata["env"]: _to_text(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
 
 
 def _coerce(raw: str, kind: type, name: str) -> Any:

@@ -323,6 +323,7 @@ def _record_history(data: bytes, body: dict, answers: Mapping[str, MemberAnswer]
             "size_bytes": len(data), "image": data, "class_id": body["class_id"][0], "label": body["label"],
             "proba": body["proba"], "members": {name: a.summary() for name, a in answers.items()},
             "latency_ms": body["latency_ms"], "degraded": body["degraded"],
+            "synthetic_weights": bool(body.get("synthetic_weights")),
             "source": source if source in SOURCES else "api",
         })
     except Exception:  # noqa: BLE001 - history is a side channel; the client still gets its answer

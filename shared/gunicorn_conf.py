@@ -5,9 +5,13 @@ imported, so it must first be imported in the workers, after PROMETHEUS_MULTIPRO
 """
 from __future__ import annotations
 
+import atexit
+import logging
 import math
+import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -17,7 +21,7 @@ from shared.config import Settings
 
 # What a services/<name>/gunicorn.conf.py takes with `import *`: gunicorn settings and hooks only.
 __all__ = ["worker_class", "workers", "threads", "timeout", "graceful_timeout", "keepalive", "accesslog", "control_socket_disable", "raw_env",
-           "on_starting", "on_exit", "child_exit", "post_worker_init", "bind_for"]
+           "on_starting", "on_exit", "child_exit", "post_worker_init", "worker_exit", "bind_for"]
 
 _settings = Settings.from_env()
 _own_metrics_dir = not _settings.metrics_dir
@@ -77,3 +81,17 @@ def post_worker_init(worker: Any) -> None:
         timer.start()
 
     signal.signal(signal.SIGTERM, drain_then_stop)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """After a clean stop, run the exit handlers (history flush, ...) and skip the interpreter's teardown."""
+    # With torch loaded, tearing the interpreter down takes seconds, long enough for honcho (and docker)
+    # to give up waiting and SIGKILL; nothing in it matters once the exit handlers have run.
+    exiting = sys.exc_info()[1]
+    if os.getpid() != worker.pid or not isinstance(exiting, SystemExit) or exiting.code not in (0, None):
+        return
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

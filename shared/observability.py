@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -154,7 +155,8 @@ def _finish_request(response: Response) -> Response:
     LATENCY.labels(service, endpoint).observe(elapsed)
     rid = g.get("request_id") or _incoming_request_id()
     response.headers[REQUEST_ID_HEADER] = rid
-    line = {"ts": round(time.time(), 3), "service": service, "request_id": rid, "method": request.method,
+    line = {"ts": round(time.time(), 3), "service": service, "pid": os.getpid(), "request_id": rid,
+            "method": request.method,
             "path": request.path, "status": response.status_code, "latency_ms": round(elapsed * 1000, 1),
             **g.get("log_fields", {})}
     request_log.log(logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO, json.dumps(line))

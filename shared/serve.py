@@ -1,0 +1,184 @@
+"""`python -m shared serve`: the four services on 127.0.0.1 under gunicorn, run together by honcho."""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from honcho.environ import parse_procfile
+from honcho.manager import Manager
+
+from shared.config import GATEWAY, MEMBERS, Settings
+from shared.errors import ClassifierError, DatasetError, WeightsMissing
+
+REPO = Path(__file__).resolve().parents[1]
+PROCFILE = REPO / "Procfile"
+LOCAL_HOST = "127.0.0.1"
+SERVICES = (*MEMBERS, GATEWAY)
+# honcho's return codes when it was stopped by SIGINT (Ctrl-C) or SIGTERM: a clean stop, not a failure.
+STOPPED_ON_REQUEST = (130, 143)
+OFFLINE_HINT = "`make serve SYNTHETIC=1` (python -m shared serve --synthetic)"
+
+
+def serve(models_dir: Path, weights_dir: Path, settings: Settings, synthetic_ok: bool = False,
+          demo_data: Path | None = None) -> int:
+    """Check weights, train a demo model if there is none, run the four gunicorns until Ctrl-C."""
+    models_dir, weights_dir = Path(models_dir).resolve(), Path(weights_dir).resolve()
+    settings = settings.replace(models_dir=models_dir, weights_dir=weights_dir, bind_host=LOCAL_HOST)
+    synthetic = prepare_weights(weights_dir, settings, synthetic_ok)
+    prepare_models(models_dir, weights_dir, settings, demo_data)
+    check_ports_free(settings)
+    manager = build_manager(settings)
+    urls = service_urls(settings)
+    waiter = threading.Thread(target=announce_when_ready, args=(manager, urls, settings.ready_timeout_s, synthetic),
+                              name="wait-ready", daemon=True)
+    waiter.start()
+    manager.loop()
+    code = manager.returncode or 0
+    return 0 if code in STOPPED_ON_REQUEST else code
+
+
+# --- before starting -------------------------------------------------------------------------------
+def prepare_weights(weights_dir: Path, settings: Settings, synthetic_ok: bool) -> bool:
+    """Real weights, or synthetic ones only when asked for (written if missing); True if synthetic."""
+    from shared import weights
+
+    try:
+        info = weights.read_weights_info(weights_dir)
+    except WeightsMissing:
+        if not synthetic_ok:
+            raise WeightsMissing(
+                f"No CLIP/EasyOCR weights in {weights_dir}. Download them with `make weights`, "
+                f"or run offline with SYNTHETIC (randomly initialised) weights: {OFFLINE_HINT}."
+            ) from None
+        say(f"No weights in {weights_dir}: writing SYNTHETIC (randomly initialised) weights there ...")
+        weights.write_synthetic_weights(weights_dir, settings)
+        info = weights.read_weights_info(weights_dir)
+    synthetic = weights_are_synthetic(info)
+    if synthetic and not synthetic_ok:
+        raise WeightsMissing(
+            f"The weights in {weights_dir} are SYNTHETIC (randomly initialised), not CLIP's or EasyOCR's. "
+            f"Serve them only on purpose: {OFFLINE_HINT}; or download real ones with `make weights`."
+        )
+    if synthetic:
+        banner("SYNTHETIC WEIGHTS: CLIP and EasyOCR are randomly initialised, not pretrained.",
+               "Predictions are for trying the system out; they say \"synthetic_weights\": true.")
+    return synthetic
+
+
+def weights_are_synthetic(info: dict) -> bool:
+    sections = [info] + [v for v in info.values() if isinstance(v, dict)]
+    return any(section.get("synthetic") for section in sections)
+
+
+def prepare_models(models_dir: Path, weights_dir: Path, settings: Settings, demo_data: Path | None) -> None:
+    """On a fresh clone (no trained models), train a demo model and say what it was trained on."""
+    from shared.artifacts import MANIFEST
+
+    if (models_dir / MANIFEST).is_file():
+        return
+    data = Path(demo_data) if demo_data is not None else Path(settings.datasets_dir) / "screenshots"
+    if not data.exists():
+        raise DatasetError(
+            f"No trained models in {models_dir}, and no demo data at {data}. Train with "
+            f"`make train DATA=<image folder>`, or pass --demo-data <image folder>."
+        )
+    from shared import training
+
+    say(f"No trained models in {models_dir}: training a demo model on {data} (this takes a few minutes) ...")
+    manifest = training.train(data=data, out=models_dir, weights_dir=weights_dir, settings=settings)
+    train = manifest.get("training", {}).get("train", {})
+    per_class = ", ".join(f"{label} {n}" for label, n in train.get("per_class", {}).items())
+    say(f"Demo model trained on {data}: {train.get('images', '?')} images ({per_class}); "
+        f"report in {models_dir / 'report'}.")
+
+
+def check_ports_free(settings: Settings) -> None:
+    """Fail before starting anything if a port is taken (another `serve` still running?)."""
+    for name, port in service_ports(settings).items():
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((LOCAL_HOST, port))
+            except OSError:
+                raise ClassifierError(
+                    f"Port {port} for {name} on {LOCAL_HOST} is already in use (another `make serve`?). "
+                    "Stop it, or choose ports with SERVICE_PORTS=ocr_nb=...,clip_svm=...,clip_logreg=...,stacking=..."
+                ) from None
+
+
+# --- running ---------------------------------------------------------------------------------------
+def service_ports(settings: Settings) -> dict[str, int]:
+    ports = settings.port_map()
+    missing = [name for name in SERVICES if name not in ports]
+    if missing:
+        raise ClassifierError(f"SERVICE_PORTS has no port for {', '.join(missing)}: {settings.service_ports!r}")
+    return {name: ports[name] for name in SERVICES}
+
+
+def service_urls(settings: Settings) -> dict[str, str]:
+    return {name: f"http://{LOCAL_HOST}:{port}" for name, port in service_ports(settings).items()}
+
+
+def process_env(settings: Settings) -> dict[str, str]:
+    """The children's environment: ours (PATH, locale, ...) plus the resolved settings, members at 127.0.0.1."""
+    urls = service_urls(settings)
+    member_urls = ",".join(f"{name}={urls[name]}" for name in MEMBERS)
+    resolved = {k: v for k, v in settings.replace(member_urls=member_urls).to_env().items() if v != ""}
+    env = {**os.environ, **resolved}
+    env.update(PYTHON=sys.executable, PYTHONUNBUFFERED="1")
+    return env
+
+
+def build_manager(settings: Settings) -> Manager:
+    """A honcho Manager with one gunicorn per Procfile entry."""
+    procfile = parse_procfile(PROCFILE.read_text())
+    manager = Manager()
+    env = process_env(settings)
+    for name in SERVICES:
+        manager.add_process(name, procfile.processes[name], env=env, cwd=str(REPO))
+    return manager
+
+
+def announce_when_ready(manager: Manager, urls: dict[str, str], timeout: float, synthetic: bool) -> None:
+    """Wait until all four answer /v2/health/ready, then print where they are and a curl example."""
+    pending = dict(urls)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for name, url in list(pending.items()):
+            if is_ready(url):
+                pending.pop(name)
+        time.sleep(0.5)
+    if pending:
+        say(f"Not ready after {timeout:.0f} s: {', '.join(pending)} (see their log lines above). Stopping.")
+        manager.terminate()
+        return
+    lines = [f"{name:<12} {url}" for name, url in urls.items()]
+    banner("All four services are ready:", *lines, "",
+           "Try it:",
+           f"  curl --data-binary @photo.jpg {urls[GATEWAY]}/",
+           f"Health: {urls[GATEWAY]}/v2/health/ready   Metrics: {urls[GATEWAY]}/metrics",
+           *(["(SYNTHETIC weights: predictions are not CLIP's or EasyOCR's)"] if synthetic else []),
+           "Ctrl-C stops all four.")
+
+
+def is_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/v2/health/ready", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def say(message: str) -> None:
+    print(f"[serve] {message}", flush=True)
+
+
+def banner(*lines: str) -> None:
+    width = max(len(line) for line in lines)
+    print("\n".join(["", "=" * width, *lines, "=" * width, ""]), flush=True)
