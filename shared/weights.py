@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from shared.config import Settings
-from shared.errors import WeightsDownloadFailed, WeightsMissing
+from shared.errors import ClassifierError, WeightsDownloadFailed, WeightsMissing
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ def write_synthetic_weights(out: Path, settings: Settings, tiny: bool = False) -
     import torch
 
     out = Path(out)
+    _refuse_to_replace_real(out)
     out.mkdir(parents=True, exist_ok=True)
     log.warning("Writing SYNTHETIC weights (random init, NOT pretrained) to %s", out)
     with torch.random.fork_rng(devices=[]):
@@ -120,6 +121,14 @@ def write_synthetic_weights(out: Path, settings: Settings, tiny: bool = False) -
     _write_info(out, {"synthetic": True, "clip": clip_info, "ocr": ocr_info})
     log.warning("SYNTHETIC weights ready in %s: predictions made with them are not CLIP's or EasyOCR's", out)
     return out
+
+
+def _refuse_to_replace_real(out: Path) -> None:
+    if (out / INFO_FILE).is_file() and read_weights_info(out).get("synthetic") is False:
+        raise ClassifierError(
+            f"{out} holds real (downloaded) weights; synthetic ones would replace them. "
+            f"Choose another folder with --out.", code="weights_exist",
+        )
 
 
 def _write_synthetic_clip(out: Path, settings: Settings, tiny: bool) -> dict:

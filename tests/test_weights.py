@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from shared.config import Settings
-from shared.errors import WeightsDownloadFailed, WeightsMissing
+from shared.errors import ClassifierError, WeightsDownloadFailed, WeightsMissing
 from shared.weights import (
     fetch_clip_weights, fetch_ocr_weights, fetch_weights, file_sha256, read_weights_info, require_weights,
+    write_synthetic_weights,
 )
 
 
@@ -161,3 +162,10 @@ def test_http_error_is_a_download_failure(tmp_path, local_server):
     _, url = local_server  # serves nothing: every file is a 404
     with pytest.raises(WeightsDownloadFailed, match="404"):
         fetch_clip_weights(tmp_path / "w", Settings(weights_mirror=url), timeout_s=5)
+
+
+def test_synthetic_never_replaces_real_weights(tmp_path):
+    (tmp_path / "weights.json").write_text(json.dumps({"synthetic": False, "clip": {}, "ocr": {}}))
+    with pytest.raises(ClassifierError, match="real"):
+        write_synthetic_weights(tmp_path, Settings(), tiny=True)
+    assert json.loads((tmp_path / "weights.json").read_text())["synthetic"] is False
