@@ -128,15 +128,12 @@ def extract_features(
     configs = {kind: _config_for(kind, weights_dir, settings) for kind in kinds}
     found = {kind: cache.get_many(configs[kind], hashes) for kind in kinds}
     missing = {kind: [h for h in dict.fromkeys(hashes) if h not in found[kind]] for kind in kinds}
-    stats: dict[str, Any] = {kind: {"hits": len(set(hashes)) - len(missing[kind]), "misses": len(missing[kind])}
-                             for kind in kinds}
+    stats: dict[str, Any] = {kind: {"hits": len(found[kind]), "misses": len(missing[kind])} for kind in kinds}
     if any(missing.values()):
         first_path = {h: Path(paths[i]) for i, h in zip(rows, hashes)}
-        computed, decode_errors = _compute(first_path, missing, configs, settings, weights_dir, limits, progress)
-        for kind, values in computed.items():
-            cache.put_many(configs[kind], values)
-            found[kind].update(values)
-        rows, hashes, errors = _drop_failed(rows, hashes, errors, decode_errors)
+        job = _Job(first_path, missing, configs, settings, weights_dir, limits)
+        failed = _compute_missing(job, cache, found, progress)
+        rows, hashes, errors = _drop_failed(rows, hashes, errors, failed)
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return FeatureTable(
         rows=rows, hashes=hashes, errors=errors, config=configs, stats=stats,
@@ -185,29 +182,39 @@ def _reason(exc: Exception) -> str:
     return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
 
 
-def _compute(first_path: dict[str, Path], missing: dict[str, list[str]], configs: dict[str, dict],
-             settings: Settings, weights_dir: Path, limits: ImageLimits,
-             progress: bool) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Decode each missing image once, in chunks, and run only the extractors that miss it."""
-    extractors = {kind: _load_extractor(kind, weights_dir, settings) for kind, hs in missing.items() if hs}
-    todo = list(dict.fromkeys(h for hs in missing.values() for h in hs))
-    computed: dict[str, dict[str, Any]] = {kind: {} for kind in extractors}
-    failed: dict[str, str] = {}
-    chunk = max(1, settings.clip_batch_size) * 4
-    missing_sets = {kind: set(hs) for kind, hs in missing.items()}
-    bar = _progress_bar(len(todo), progress)
-    for start in range(0, len(todo), chunk):
-        images = _decode_chunk(todo[start:start + chunk], first_path, limits, failed)
-        for kind, extractor in extractors.items():
-            wanted = {h: img for h, img in images.items() if h in missing_sets[kind]}
-            computed[kind].update(_run(kind, extractor, wanted))
-        bar.update(len(todo[start:start + chunk]))
-    bar.close()
-    for kind, config in configs.items():
-        if kind in computed and computed[kind]:
-            log.info("extracted %d %s features (%s)", len(computed[kind]), kind,
-                     "SYNTHETIC weights" if config["synthetic"] else "real weights")
-    return computed, failed
+@dataclass
+class _Job:
+    """What the missing features are and how to compute them."""
+
+    first_path: dict[str, Path]
+    missing: dict[str, list[str]]
+    configs: dict[str, dict]
+    settings: Settings
+    weights_dir: Path
+    limits: ImageLimits
+
+
+def _compute_missing(job: _Job, cache: FeatureCache, found: dict[str, dict], progress: bool) -> dict[str, str]:
+    """Decode each missing image once, in chunks, run only the extractors that miss it, and cache the results.
+
+    Returns {image_hash: reason} for images that could not be decoded.
+    """
+    extractors = {kind: _load_extractor(kind, job.weights_dir, job.settings) for kind, hs in job.missing.items() if hs}
+    wanted = {kind: set(job.missing[kind]) for kind in extractors}
+    todo = list(dict.fromkeys(h for hs in job.missing.values() for h in hs))
+    chunk, failed = max(1, job.settings.clip_batch_size) * 4, {}
+    with _progress_bar(len(todo), progress) as bar:
+        for start in range(0, len(todo), chunk):
+            images = _decode_chunk(todo[start:start + chunk], job.first_path, job.limits, failed)
+            for kind, extractor in extractors.items():
+                values = _run(kind, extractor, {h: img for h, img in images.items() if h in wanted[kind]})
+                cache.put_many(job.configs[kind], values)  # per chunk: an interrupted run keeps its work
+                found[kind].update(values)
+            bar.update(len(todo[start:start + chunk]))
+    for kind in extractors:
+        log.info("extracted %d %s features (%s weights)", len(wanted[kind]), kind,
+                 "SYNTHETIC" if job.configs[kind]["synthetic"] else "real")
+    return failed
 
 
 def _load_extractor(kind: str, weights_dir: Path, settings: Settings) -> Any:
