@@ -19,15 +19,6 @@ def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (16, 12), mode: str = 
     return buf.getvalue()
 
 
-def text_image(text: str = "ABC 123", size: tuple[int, int] = (96, 32)) -> Image.Image:
-    """Black text on white, drawn with PIL's default font."""
-    from PIL import ImageDraw
-
-    img = Image.new("RGB", size, "white")
-    ImageDraw.Draw(img).text((4, 8), text, fill="black")
-    return img
-
-
 def pytest_configure(config: pytest.Config) -> None:
     # EasyOCR quantises its CPU models with torch.ao, which warns on every load; not ours to fix.
     config.addinivalue_line("filterwarnings", "ignore:torch.ao.quantization is deprecated:DeprecationWarning")
