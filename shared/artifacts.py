@@ -9,8 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import skops.io as sio
-
 from shared.errors import ArtifactError
 
 FORMAT_VERSION = 1
@@ -72,6 +70,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def save_object(obj: Any, models_dir: Path, relpath: str) -> str:
     """Serialise a fitted estimator with skops to models_dir/relpath atomically; returns its sha256."""
+    import skops.io as sio  # lazily: importing skops walks every sklearn module
+
     data = sio.dumps(obj)
     _check_allowed(sio.get_untrusted_types(data=data), relpath)
     write_bytes_atomic(Path(models_dir) / relpath, data)
@@ -87,15 +87,12 @@ def _check_allowed(types: list[str], relpath: str) -> None:
 
 def library_versions() -> dict[str, str]:
     """Versions recorded in the manifest and checked on load."""
-    import numpy
-    import scipy
-    import sklearn
-    import skops
+    from importlib.metadata import version
 
     from shared import __version__
 
-    return {"python": platform.python_version(), "numpy": numpy.__version__, "scipy": scipy.__version__,
-            "scikit-learn": sklearn.__version__, "skops": skops.__version__, "shared": __version__}
+    libraries = {name: version(name) for name in ("numpy", "scipy", "scikit-learn", "skops")}
+    return {"python": platform.python_version(), **libraries, "shared": __version__}
 
 
 def write_manifest(models_dir: Path, manifest: dict) -> dict:
@@ -176,6 +173,8 @@ def load_object(models_dir: Path, relpath: str, manifest: dict) -> Any:
 
 
 def _loads(data: bytes, path: Path) -> Any:
+    import skops.io as sio
+
     try:
         return sio.loads(data, trusted=list(ALLOWED_TYPES))
     except Exception as exc:  # skops raises UntrustedTypesFoundException and format errors alike

@@ -1,0 +1,55 @@
+"""The CLI as a user runs it: `python -m shared train/predict/evaluate`, in subprocesses."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.config import Settings
+from shared.data import load_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "shared", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+@pytest.mark.parametrize("command, option", [("train", "--folds"), ("predict", "--json"), ("evaluate", "--models")])
+def test_help(command: str, option: str) -> None:
+    done = run_cli(command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert option in done.stdout
+
+
+def test_train_then_predict(trained_models: Path, tiny_weights: Path, trained_settings: Settings,
+                            tmp_path: Path) -> None:
+    csv = trained_models.parent / "screenshots30.csv"
+    # The fixture's feature cache already holds these images, so training recomputes nothing.
+    env = {"FEATURE_CACHE_DIR": str(trained_settings.cache_dir), "TORCH_THREADS": "1"}
+    done = run_cli("train", "--data", str(csv), "--out", str(tmp_path / "models"), "--weights", str(tiny_weights),
+                   "--folds", "3", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Trained 2 classes into {tmp_path / 'models'}" in done.stdout
+    assert "SYNTHETIC" in done.stderr
+
+    known = load_dataset(csv).paths[0]
+    unseen = next(p for p in (Path(trained_settings.datasets_dir) / "screenshots" / "camera").glob("*.jpg")
+                  if p.resolve() not in {q.resolve() for q in load_dataset(csv).paths})
+    done = run_cli("predict", "--json", "--models", str(tmp_path / "models"), "--weights", str(tiny_weights),
+                   str(known), str(unseen), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["path"] for r in results] == [str(known), str(unseen)]
+    assert all(r["label"] in ("camera", "screenshots") and r["synthetic_weights"] for r in results)
+
+
+def test_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    done = run_cli("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m"))
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("does not exist.")

@@ -1,0 +1,89 @@
+"""Evaluation: metrics (binary and multi-class), ECE, the report with its plots, evaluate_models."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared import evaluation
+from shared.config import Settings
+from shared.data import load_dataset, write_csv
+
+
+def test_perfect_multiclass_predictions() -> None:
+    y = np.array([0, 1, 2, 2])
+    m = evaluation.compute_metrics(y, np.eye(3)[y])
+    assert m["accuracy"] == 1.0 and m["macro_f1"] == 1.0 and m["roc_auc"] == 1.0
+    assert m["log_loss"] < 1e-6 and m["ece"] == pytest.approx(0.0)
+    assert m["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 0, 2]]
+
+
+def test_binary_roc_auc_scores_the_positive_column() -> None:
+    y = np.array([0, 0, 1, 1])
+    proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.65, 0.35], [0.2, 0.8]])
+    assert evaluation.compute_metrics(y, proba)["roc_auc"] == pytest.approx(0.75)
+
+
+def test_roc_auc_is_none_with_one_class_and_handles_absent_classes() -> None:
+    assert evaluation.roc_auc(np.array([1, 1]), np.array([[0.2, 0.8], [0.6, 0.4]])) is None
+    y = np.array([0, 0, 1, 1])  # class 2 never occurs in this set
+    proba = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]])
+    assert evaluation.roc_auc(y, proba) == pytest.approx(1.0)
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    # Two bins: confidence 0.9 (2 images, 1 right) and 0.6 (2 images, 2 right).
+    y = np.array([0, 1, 0, 0])
+    proba = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
+    expected = 0.5 * abs(0.5 - 0.9) + 0.5 * abs(1.0 - 0.6)
+    assert evaluation.expected_calibration_error(y, proba) == pytest.approx(expected)
+
+
+def test_report_says_synthetic_at_the_top_and_lists_skipped_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 10)
+    probas = {name: rng.dirichlet(np.ones(3), size=30) for name in ("clip_svm", "ocr_nb", "stack")}
+    results = evaluation.evaluate_probas(y, probas, ["a", "b", "c"])
+    context = {"title": "Test", "synthetic": True, "data": {"source": "x.csv", "images": 31, "per_class": {}},
+               "features": {"clip": {"model": "ViT-B-32", "pretrained": "synthetic", "synthetic": True}},
+               "skipped": [{"path": "broken.jpg", "reason": "truncated"}]}
+    written = evaluation.write_report(tmp_path, results, context, y, probas, rng.normal(size=(30, 16)))
+    assert sorted(p.name for p in written) == ["confusion.png", "embedding_map.png", "metrics.json", "report.md",
+                                                "roc.png"]
+    report = (tmp_path / "report.md").read_text()
+    assert report.splitlines()[2].startswith("> **SYNTHETIC WEIGHTS.**")
+    assert "NOT CLIP's or EasyOCR's accuracy" in report
+    assert "`broken.jpg`: truncated" in report
+    assert "| stack |" in report and "ViT-B-32 / synthetic, SYNTHETIC" in report
+    for png in ("confusion.png", "roc.png", "embedding_map.png"):
+        with Image.open(tmp_path / png) as img:
+            assert img.format == "PNG" and img.width > 300
+    assert json.loads((tmp_path / "metrics.json").read_text())["summary"]["stack"]["accuracy"] >= 0
+
+
+def test_real_weights_report_has_no_synthetic_banner(tmp_path: Path) -> None:
+    y = np.array([0, 1, 0, 1])
+    results = evaluation.evaluate_probas(y, {"stack": np.eye(2)[y]}, ["a", "b"])
+    context = {"title": "T", "synthetic": False, "data": {"source": None, "images": 4, "per_class": {}},
+               "features": {"clip": {"model": "ViT-B-32", "pretrained": "openai", "synthetic": False}}, "skipped": []}
+    evaluation.write_report(tmp_path, results, context, y, {"stack": np.eye(2)[y]}, None)
+    report = (tmp_path / "report.md").read_text()
+    assert "SYNTHETIC" not in report and "None: every image could be read." in report
+    assert not (tmp_path / "embedding_map.png").exists()
+
+
+def test_evaluate_models_scores_members_and_stack_and_skips_unreadable(
+        trained_models: Path, tiny_weights: Path, trained_settings: Settings, tmp_path: Path) -> None:
+    records = load_dataset(trained_models.parent / "screenshots30.csv").records[::5]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    csv = write_csv([*records, (broken, "camera")], tmp_path / "eval.csv")
+    results = evaluation.evaluate_models(trained_models, csv, tiny_weights, trained_settings, out=tmp_path / "out")
+    assert set(results["summary"]) == {"clip_logreg", "clip_svm", "ocr_nb", "stack"}
+    assert results["n"] == len(records)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "SYNTHETIC WEIGHTS" in report.splitlines()[2]
+    assert "broken.jpg" in report

@@ -1,0 +1,111 @@
+"""Training: the manifest it writes, the feature cache on a second run, tiny datasets, predict_files."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared import artifacts
+from shared.config import Settings
+from shared.data import Dataset, load_dataset, write_csv
+from shared.errors import DatasetError
+from shared.training import choose_folds, format_prediction, predict_files, split_dataset, train
+
+
+def test_trained_models_folder_has_every_artifact_hashed(trained_models: Path) -> None:
+    manifest = artifacts.load_manifest(trained_models)
+    files = set(manifest["files"])
+    assert {f"learners/{n}.skops" for n in ("clip_svm", "clip_logreg", "ocr_nb")} <= files
+    assert len([f for f in files if f.startswith("meta/")]) == 7
+    assert {"report/report.md", "report/metrics.json", "report/confusion.png", "report/roc.png",
+            "report/embedding_map.png"} <= files
+    assert manifest["classes"] == ["camera", "screenshots"]
+    assert manifest["synthetic_weights"] is True and manifest["weights"] == "synthetic"
+    assert manifest["features"]["clip"]["model"] == "ViT-Tiny-Synthetic"
+    assert manifest["training"]["folds"] == 3
+    assert manifest["training"]["train"]["images"] == 48 and manifest["training"]["test"]["images"] == 12
+    assert set(manifest["metrics"]) == {"clip_svm", "clip_logreg", "ocr_nb", "stack"}
+
+
+def test_training_report_says_synthetic(trained_models: Path) -> None:
+    report = (trained_models / "report" / "report.md").read_text()
+    assert report.startswith("# Training report\n\n> **SYNTHETIC WEIGHTS.**")
+
+
+def test_second_train_recomputes_no_features_skips_unreadable_and_reduces_folds(
+        trained_models: Path, tiny_weights: Path, trained_settings: Settings, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not an image")
+    records = load_dataset(trained_models.parent / "screenshots30.csv").records
+    csv = write_csv([*records, (broken, "camera")], tmp_path / "with_broken.csv")
+    with caplog.at_level(logging.INFO, logger="shared.training"):
+        manifest = train(csv, tmp_path / "models", tiny_weights, trained_settings, folds=50, seed=1)
+    stats = manifest["training"]["feature_stats"]
+    assert stats["clip"]["misses"] == 0 and stats["ocr"]["misses"] == 0
+    assert [s["path"] for s in manifest["training"]["skipped"]] == [str(broken)]
+    assert manifest["training"]["folds"] < 50
+    assert "reducing folds from 50" in caplog.text and "SYNTHETIC" in caplog.text
+    assert str(broken) in (tmp_path / "models" / "report" / "report.md").read_text()
+
+
+def dataset_of(counts: dict[str, int]) -> Dataset:
+    records = [(Path(f"{label}{i}.png"), label) for label, n in counts.items() for i in range(n)]
+    return Dataset(records, sorted(counts))
+
+
+def test_choose_folds_reduces_to_the_smallest_class(caplog: pytest.LogCaptureFixture) -> None:
+    y = np.array([0] * 20 + [1] * 6)
+    with caplog.at_level(logging.WARNING):
+        assert choose_folds(y, 10, ["a", "b"]) == 6
+    assert "reducing folds from 10 to 6" in caplog.text
+    assert choose_folds(y, 5, ["a", "b"]) == 5
+
+
+def test_choose_folds_refuses_classes_too_small_to_fit() -> None:
+    with pytest.raises(DatasetError, match="at least 4 readable training images; too few in b: 2"):
+        choose_folds(np.array([0] * 10 + [1] * 2), 5, ["a", "b"])
+
+
+def test_split_is_stratified_and_keeps_class_ids() -> None:
+    train_set, test_set = split_dataset(dataset_of({"a": 20, "b": 10}), None, 0.2, seed=0)
+    assert test_set.counts() == {"a": 4, "b": 2}
+    assert train_set.classes == test_set.classes == ["a", "b"]
+
+
+def test_split_errors_are_dataset_errors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="test_size must be between 0 and 1"):
+        split_dataset(dataset_of({"a": 5, "b": 5}), None, 1.5, seed=0)
+    with pytest.raises(DatasetError, match="Cannot split"):
+        split_dataset(dataset_of({"a": 5, "b": 1}), None, 0.2, seed=0)
+
+
+def test_given_test_set_with_unknown_classes_is_refused(tmp_path: Path) -> None:
+    from conftest import image_bytes
+
+    for label in ("a", "z"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "1.png").write_bytes(image_bytes())
+    with pytest.raises(DatasetError, match="classes not in the training data: z"):
+        split_dataset(dataset_of({"a": 5, "b": 5}), tmp_path, 0.2, seed=0)
+
+
+def test_predict_files_gives_stack_and_member_probabilities(
+        trained_models: Path, tiny_weights: Path, trained_settings: Settings, tmp_path: Path) -> None:
+    paths = [p for p, _ in load_dataset(trained_models.parent / "screenshots30.csv").records[:2]]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"nope")
+    results = predict_files(trained_models, tiny_weights, [*paths, broken], trained_settings)
+    first = results[0]
+    assert first["label"] in ("camera", "screenshots") and first["class_id"] in (0, 1)
+    assert sum(first["probas"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert set(first["members"]) == {"clip_svm", "clip_logreg", "ocr_nb"}
+    assert first["synthetic_weights"] is True
+    assert "error" in results[2] and "not a supported image" in results[2]["error"]
+    assert format_prediction(first).startswith(f"{paths[0]}: {first['label']} (")
+    assert "[synthetic weights]" in format_prediction(first)
+    assert format_prediction(results[2]).startswith(f"{broken}: ERROR")
+    json.dumps(results)  # the CLI's --json output
