@@ -22,6 +22,8 @@ def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (16, 12), mode: str = 
 def pytest_configure(config: pytest.Config) -> None:
     # EasyOCR quantises its CPU models with torch.ao, which warns on every load; not ours to fix.
     config.addinivalue_line("filterwarnings", "ignore:torch.ao.quantization is deprecated:DeprecationWarning")
+    config.addinivalue_line("filterwarnings", "ignore:torch.quantize_per_tensor:UserWarning")
+    config.addinivalue_line("filterwarnings", "ignore:'pin_memory' argument is set as true:UserWarning")
 
 
 @pytest.fixture

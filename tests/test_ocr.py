@@ -107,3 +107,9 @@ def test_weights_not_marked_synthetic_keep_easyocr_md5_check(tiny_weights, tmp_p
 def test_missing_weights(tmp_path):
     with pytest.raises(WeightsMissing, match="--synthetic"):
         OcrReader.load(tmp_path, Settings())
+
+
+def test_languages_without_their_recogniser_file_are_refused(tiny_weights):
+    # The folder holds cyrillic_g2 (ru,en); English alone needs english_g2, which was never written.
+    with pytest.raises(WeightsMissing, match="english_g2"):
+        OcrReader.load(tiny_weights, Settings(ocr_langs="en"))

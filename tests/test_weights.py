@@ -17,7 +17,7 @@ from shared.config import Settings
 from shared.errors import ClassifierError, WeightsDownloadFailed, WeightsMissing
 from shared.weights import (
     fetch_clip_weights, fetch_ocr_weights, fetch_weights, file_sha256, read_weights_info, require_weights,
-    write_synthetic_weights,
+    pick_recogniser, write_synthetic_weights,
 )
 
 
@@ -169,3 +169,8 @@ def test_synthetic_never_replaces_real_weights(tmp_path):
     with pytest.raises(ClassifierError, match="real"):
         write_synthetic_weights(tmp_path, Settings(), tiny=True)
     assert json.loads((tmp_path / "weights.json").read_text())["synthetic"] is False
+
+
+@pytest.mark.parametrize("langs, name", [(["ru", "en"], "cyrillic_g2"), (["en"], "english_g2"), (["de", "en"], "latin_g2")])
+def test_recogniser_is_the_one_easyocr_picks(tmp_path, langs, name):
+    assert pick_recogniser(langs, tmp_path)["name"] == name
