@@ -1,0 +1,102 @@
+"""OCR path timings: one 348 px grocery photo and one 12 MP photo through OcrReader, and the recogniser alone."""
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from shared.config import Settings
+from shared.images import ImageLimits, decode_image
+
+TWELVE_MP = 12_000_000
+MAX_SIDE_SWEEP = (480, 640, 800)  # the longest-side cap trades OCR detail for time
+
+
+def timed(fn: Callable[[], object], repeats: int) -> dict:
+    """Median and min wall seconds of `repeats` calls (after one untimed warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
+
+
+def upscaled_jpeg(photo: Path, pixels: int = TWELVE_MP) -> bytes:
+    """A real photo upscaled to about `pixels` pixels, as camera-like JPEG bytes."""
+    image = Image.open(photo).convert("RGB")
+    scale = (pixels / (image.width * image.height)) ** 0.5
+    big = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    big.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def text_line_boxes(image: Image.Image, count: int) -> list[list[int]]:
+    """`count` text-line-shaped boxes (x_min, x_max, y_min, y_max) stacked down the image."""
+    height = max(16, image.height // (count + 1))
+    width = int(image.width * 0.8)
+    return [[image.width // 10, image.width // 10 + width, i * height, i * height + int(height * 0.8)]
+            for i in range(count)]
+
+
+def load_reader(weights_dir: Path, settings: Settings, quantize: bool):
+    """OcrReader over an easyocr.Reader built with or without EasyOCR's dynamic int8 quantisation."""
+    import easyocr
+
+    from shared import weights
+    from shared.ocr import OcrReader, accept_synthetic_md5
+
+    info = weights.require_weights(weights_dir, "ocr")
+    weights.configure_torch(settings)
+    folder = Path(weights_dir) / weights.OCR_DIR
+    with accept_synthetic_md5(folder, info):
+        reader = easyocr.Reader(settings.ocr_lang_list(), gpu=weights.torch_device(settings) == "cuda",
+                                model_storage_directory=str(folder), user_network_directory=str(folder),
+                                download_enabled=False, verbose=False, quantize=quantize)
+    return OcrReader(reader, info, settings)
+
+
+def bench_ocr(weights_dir: Path, photo: Path, settings: Settings, repeats: int = 5) -> dict:
+    """Full read() of a 348 px and a 12 MP photo, and recognize_boxes with/without int8 quantisation."""
+    import torch
+
+    from shared.ocr import OcrReader, downscale
+
+    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+    small = Image.open(photo).convert("RGB")
+    big_bytes = upscaled_jpeg(photo)
+    big = decode_image(big_bytes, limits)
+    capped = downscale(big, settings.ocr_max_side)
+    reader = OcrReader.load(weights_dir, settings)
+    result = {
+        "photo": str(photo), "torch_threads": torch.get_num_threads(), "ocr_max_side": settings.ocr_max_side,
+        "big_size": list(big.size), "big_jpeg_bytes": len(big_bytes),
+        "decode_12mp": timed(lambda: decode_image(big_bytes, limits), repeats),
+        "read_348": timed(lambda: reader.read(small), repeats),
+        "read_12mp": timed(lambda: reader.read(big), max(1, repeats // 2)),
+        "decode_and_read_12mp": timed(lambda: reader.read(decode_image(big_bytes, limits)), max(1, repeats // 2)),
+        "recognizer": {},
+    }
+    result["max_side_sweep_12mp"] = {
+        side: timed(lambda side=side: OcrReader(reader.reader, reader.info, settings.replace(ocr_max_side=side))
+                    .read(big), max(1, repeats // 2))
+        for side in MAX_SIDE_SWEEP}
+    boxes = text_line_boxes(capped, 16)
+    grey = capped.convert("L")
+    result["recognizer_batch_16"] = timed(
+        lambda: reader.reader.recognize(np.asarray(grey), boxes, [], detail=0, reformat=False, batch_size=16), repeats)
+    for quantize in (False, True):
+        quant_reader = reader if quantize else load_reader(weights_dir, settings, quantize=False)
+        result["recognizer"]["int8" if quantize else "fp32"] = {
+            "348_8_boxes": timed(lambda: quant_reader.recognize_boxes(small, text_line_boxes(small, 8)), repeats),
+            "12mp_capped_16_boxes": timed(
+                lambda: quant_reader.recognize_boxes(capped, text_line_boxes(capped, 16)), repeats),
+        }
+    return result

@@ -1,0 +1,88 @@
+"""Serving benchmarks: each member alone, the gateway with its members, dynamic batching on and off."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import httpx
+
+from bench import procs
+from bench.load import fan_out_to, post_to, run_load, run_paired, warm_up
+from bench.services import Service, running
+from shared.config import GATEWAY, MEMBERS
+
+WARMUP_REQUESTS = 3
+
+
+def batch_stats(url: str) -> tuple[float, float]:
+    """(sum, count) of the classifier_batch_size histogram in a service's /metrics (0, 0 without batching)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    found = {kind: float(value) for kind, value in
+             re.findall(r'^classifier_batch_size_(sum|count)\{[^}]*\}\s+(\S+)$', text, flags=re.M)}
+    return found.get("sum", 0.0), found.get("count", 0.0)
+
+
+def memory(service: Service) -> dict:
+    """Resident memory of a service's gunicorn master and workers, in MiB."""
+    sizes = procs.rss_bytes(service.pid)
+    mib = {str(pid): round(size / 2**20, 1) for pid, size in sizes.items()}
+    return {"per_process_mib": mib, "total_mib": round(sum(sizes.values()) / 2**20, 1),
+            "largest_mib": max(mib.values()) if mib else None}
+
+
+def load_level(target: str, services: Mapping[str, Service], payloads: Sequence[bytes], concurrency: int,
+               duration_s: float) -> dict:
+    """One closed-loop run against services[target]; CPU-seconds each service spent per answered request."""
+    before = {name: procs.cpu_seconds(s.pid) for name, s in services.items()}
+    batches_before = {name: batch_stats(s.url) for name, s in services.items() if name != GATEWAY}
+    result = run_load(post_to(f"{services[target].url}/predict"), payloads, concurrency, duration_s)
+    row = result.summary()
+    sent = max(result.sent, 1)
+    row["cpu_s_per_request"] = {name: (procs.cpu_seconds(s.pid) - before[name]) / sent for name, s in services.items()}
+    row["mean_batch_size"] = {name: _mean_batch(batch_stats(services[name].url), before_)
+                              for name, before_ in batches_before.items()}
+    return row
+
+
+def _mean_batch(after: tuple[float, float], before: tuple[float, float]) -> float | None:
+    count = after[1] - before[1]
+    return (after[0] - before[0]) / count if count else None
+
+
+def bench_member(name: str, env: Mapping[str, str], log_dir: Path, payloads: Sequence[bytes],
+                 levels: Sequence[int], duration_s: float) -> dict:
+    """One member started alone: ready time, memory, and a load run per concurrency level."""
+    with running([name], env, log_dir) as services:
+        service = services[name]
+        result = {"ready_s": service.ready_s, "rss_ready": memory(service), "levels": []}
+        warm_up(post_to(f"{service.url}/predict"), payloads, WARMUP_REQUESTS)
+        for concurrency in levels:
+            result["levels"].append(load_level(name, services, payloads, concurrency, duration_s))
+        result["rss_after_load"] = memory(service)
+        return result
+
+
+def bench_gateway(env: Mapping[str, str], log_dir: Path, payloads: Sequence[bytes], levels: Sequence[int],
+                  duration_s: float, paired_rounds: int) -> dict:
+    """The three members and the gateway started together: gateway vs ideal fan-out at c=1, then load levels."""
+    with running([*MEMBERS, GATEWAY], env, log_dir) as services:
+        gateway = post_to(f"{services[GATEWAY].url}/predict")
+        fan_out = fan_out_to([f"{services[m].url}/predict" for m in MEMBERS])
+        for request in (gateway, fan_out):
+            warm_up(request, payloads, WARMUP_REQUESTS)
+        paired = run_paired({"gateway": gateway, "fan_out": fan_out}, payloads, paired_rounds)
+        result = {
+            "ready_s": {name: s.ready_s for name, s in services.items()},
+            "rss_ready": {name: memory(s) for name, s in services.items()},
+            "paired_c1": {name: r.summary() for name, r in paired.items()},
+            "levels": [load_level(GATEWAY, services, payloads, c, duration_s) for c in levels],
+        }
+        result["rss_after_load"] = {name: memory(s) for name, s in services.items()}
+        return result
+
+
+def bench_unbatched(env: Mapping[str, str], log_dir: Path, payloads: Sequence[bytes], levels: Sequence[int],
+                    duration_s: float, name: str = "clip_svm") -> dict:
+    """A CLIP member alone with BATCH_MAX_SIZE=1 (no dynamic batching), for comparison with bench_member."""
+    return bench_member(name, {**env, "BATCH_MAX_SIZE": "1"}, log_dir, payloads, levels, duration_s)
