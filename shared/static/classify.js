@@ -144,12 +144,12 @@
 
   function addCard(blob, name) {
     name = name || blob.name || "photo";
-    let preview;
+    const noPreview = () => el("div", { class: "result-preview result-preview-none", text: "No preview" });
+    let preview = noPreview();
     if (blob.type && blob.type.startsWith("image/")) {
       preview = el("img", { class: "result-preview", alt: `Preview of ${name}` });
+      preview.addEventListener("error", () => preview.replaceWith(noPreview()), { once: true });
       preview.src = URL.createObjectURL(blob);
-    } else {
-      preview = el("div", { class: "result-preview result-preview-none", text: "No preview" });
     }
     const card = el(
       "li",
