@@ -103,7 +103,7 @@ def live() -> Response:
 @bp.get("/v2/health/ready")
 def ready() -> tuple[Response, int]:
     health: Health = current_app.extensions["health"]
-    body = {"service": current_app.config["SERVICE"], **health.status()}
+    body = {"service": current_app.config["SERVICE"], "pid": os.getpid(), **health.status()}
     return jsonify(body), 200 if health.ready else 503
 
 

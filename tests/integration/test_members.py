@@ -1,0 +1,57 @@
+"""The three members as real gunicorns: raw bytes with any Content-Type, multipart, metadata."""
+from __future__ import annotations
+
+import pytest
+import requests
+
+from shared.config import MEMBERS
+
+
+def check_prediction(body: dict, model: str) -> None:
+    """The response contract: seed's class_id + proba, then label, probas by name, model, version, synthetic."""
+    labels = list(body["probas"])
+    (k,) = body["class_id"]
+    assert isinstance(k, int) and 0 <= k < len(labels)
+    assert body["label"] == labels[k]
+    assert body["proba"] == pytest.approx(body["probas"][body["label"]])
+    assert body["proba"] == pytest.approx(max(body["probas"].values()))
+    assert sum(body["probas"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert body["model"] == model and body["model_version"]
+    assert body["synthetic_weights"] is True  # the tests run on synthetic weights, and must say so
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+def test_member_classifies_raw_bytes(stack, jpeg, name):
+    # curl --data-binary sends this Content-Type; the body is still the image
+    resp = requests.post(stack.urls[name] + "/", data=jpeg,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=60)
+    assert resp.status_code == 200, resp.text
+    check_prediction(resp.json(), name)
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+def test_member_answers_the_same_for_predict_multipart_and_any_type(stack, jpeg, name):
+    url = stack.urls[name]
+    raw = requests.post(url + "/", data=jpeg, timeout=60).json()
+    typed = requests.post(url + "/predict", data=jpeg, headers={"Content-Type": "image/jpeg"}, timeout=60).json()
+    form = requests.post(url + "/predict", files={"file": ("photo.jpg", jpeg, "image/jpeg")}, timeout=60).json()
+    assert typed["probas"] == pytest.approx(raw["probas"])
+    assert form["probas"] == pytest.approx(raw["probas"])
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+def test_member_metadata(stack, name):
+    meta = requests.get(f"{stack.urls[name]}/v2/models/{name}", timeout=10).json()
+    assert meta["name"] == name and meta["ready"] is True
+    assert meta["classes"] and meta["model_version"]
+    assert meta["feature"]["kind"] in ("clip", "ocr")
+    assert all(len(sha) == 64 for sha in meta["artifacts"].values())
+    assert meta["weights"] == "synthetic"
+    other = requests.get(f"{stack.urls[name]}/v2/models/stacking", timeout=10)
+    assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
+
+
+def test_members_agree_on_classes_and_version(stack):
+    metas = [requests.get(f"{stack.urls[n]}/v2/models/{n}", timeout=10).json() for n in MEMBERS]
+    assert len({tuple(m["classes"]) for m in metas}) == 1
+    assert len({m["model_version"] for m in metas}) == 1
