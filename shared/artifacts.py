@@ -62,6 +62,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; services may run as another user than training
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

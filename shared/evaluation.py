@@ -127,7 +127,8 @@ def evaluate_models(models_dir: Path, data: Path | Dataset, weights_dir: Path, s
         raise DatasetError(f"None of the {len(dataset.paths)} images in {dataset.source} could be read.")
     results = evaluate_probas(y, scored.probas, classes)
     context = report_context(scored.manifest, dataset, scored.errors, title="Evaluation")
-    write_report(Path(out) if out else Path(models_dir) / "evaluation", results, context, y, scored.probas, scored.clip)
+    embedding = (scored.clip, y) if scored.clip is not None else None
+    write_report(Path(out) if out else Path(models_dir) / "evaluation", results, context, y, scored.probas, embedding)
     return results
 
 
@@ -149,12 +150,12 @@ def report_context(manifest: dict, dataset: Dataset, errors: Mapping[int, str], 
 
 
 def write_report(out: Path, results: dict, context: dict, y: np.ndarray, probas: Mapping[str, np.ndarray],
-                 clip: np.ndarray | None) -> list[Path]:
-    """metrics.json, report.md, confusion.png, roc.png and (with CLIP features) embedding_map.png."""
+                 embedding: tuple[np.ndarray, np.ndarray] | None = None) -> list[Path]:
+    """metrics.json, report.md, confusion.png, roc.png and, given (CLIP vectors, class ids), embedding_map.png."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [_write_json(out / "metrics.json", {**results, "context": context})]
-    written += _write_plots(out, results, y, probas, clip)
+    written += _write_plots(out, results, y, probas, embedding, context["synthetic"])
     written.append(_write_markdown(out / "report.md", results, context, [p.name for p in written[1:]]))
     return written
 
@@ -228,14 +229,17 @@ def _pyplot() -> Any:
 
 
 def _write_plots(out: Path, results: dict, y: np.ndarray, probas: Mapping[str, np.ndarray],
-                 clip: np.ndarray | None) -> list[Path]:
-    paths = [_plot_confusions(out / "confusion.png", results), _plot_rocs(out / "roc.png", results, y, probas)]
-    if clip is not None and len(clip) >= 3:
-        paths.append(_plot_embedding_map(out / "embedding_map.png", clip, y, results["classes"]))
+                 embedding: tuple[np.ndarray, np.ndarray] | None, synthetic: bool) -> list[Path]:
+    # A plot travels alone (slides, chats): it carries the synthetic warning itself.
+    note = "SYNTHETIC weights (random init): not CLIP's/EasyOCR's accuracy" if synthetic else ""
+    paths = [_plot_confusions(out / "confusion.png", results, note),
+             _plot_rocs(out / "roc.png", results, y, probas, note)]
+    if embedding is not None and len(embedding[0]) >= 3:
+        paths.append(_plot_embedding_map(out / "embedding_map.png", *embedding, results["classes"], note))
     return paths
 
 
-def _plot_confusions(path: Path, results: dict) -> Path:
+def _plot_confusions(path: Path, results: dict, note: str) -> Path:
     plt, classes = _pyplot(), results["classes"]
     names = list(results["models"])
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.8), squeeze=False)
@@ -250,10 +254,10 @@ def _plot_confusions(path: Path, results: dict) -> Path:
         ax.set_title(f"{name}\nacc {results['models'][name]['accuracy']:.3f}", fontsize=10)
         ax.set_xlabel("predicted")
     axes[0][0].set_ylabel("true")
-    return _save(fig, path)
+    return _save(fig, path, note)
 
 
-def _plot_rocs(path: Path, results: dict, y: np.ndarray, probas: Mapping[str, np.ndarray]) -> Path:
+def _plot_rocs(path: Path, results: dict, y: np.ndarray, probas: Mapping[str, np.ndarray], note: str) -> Path:
     plt, classes = _pyplot(), results["classes"]
     names = list(results["models"])
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
@@ -268,7 +272,7 @@ def _plot_rocs(path: Path, results: dict, y: np.ndarray, probas: Mapping[str, np
         ax.set_xlabel("false positive rate")
         ax.legend(fontsize=7, loc="lower right")
     axes[0][0].set_ylabel("true positive rate")
-    return _save(fig, path)
+    return _save(fig, path, note)
 
 
 def _roc_classes(n_classes: int) -> list[int]:
@@ -276,7 +280,7 @@ def _roc_classes(n_classes: int) -> list[int]:
     return [1] if n_classes == 2 else list(range(n_classes))
 
 
-def _plot_embedding_map(path: Path, clip: np.ndarray, y: np.ndarray, classes: Sequence[str]) -> Path:
+def _plot_embedding_map(path: Path, clip: np.ndarray, y: np.ndarray, classes: Sequence[str], note: str) -> Path:
     from sklearn.decomposition import PCA
 
     plt = _pyplot()
@@ -290,10 +294,12 @@ def _plot_embedding_map(path: Path, clip: np.ndarray, y: np.ndarray, classes: Se
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _save(fig, path, note)
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, note: str) -> Path:
+    if note:
+        fig.suptitle(note, color="darkred", fontsize=10, fontweight="bold")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     _pyplot().close(fig)

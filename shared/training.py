@@ -46,9 +46,11 @@ def train(data: Path, out: Path, weights_dir: Path, settings: Settings, test_dat
     train_split, test_split = _sides(table, train_set, test_set)
     k = choose_folds(train_split.y, folds, train_set.classes)
     learners, meta_models = fit_stack(train_split, k, seed)
-    results = _evaluate(learners, meta_models, test_split)
+    probas = held_out_probas(learners, meta_models, test_split)
+    results = evaluation.evaluate_probas(test_split.y, probas, train_set.classes)
     manifest = _manifest(train_set, test_set, table, skipped, results, k, folds, seed, test_size, test_data)
-    _write_artifacts(out, learners, meta_models, results, test_split, table, skipped, manifest)
+    _save_models(out, learners, meta_models)
+    _write_training_report(out, results, probas, (train_split, test_split), manifest)
     manifest = artifacts.write_manifest(out, manifest | {"files": _artifact_files(out)})
     log.info("trained %s in %.1f s; stack accuracy on held-out: %.3f%s", out, time.perf_counter() - started,
              results["summary"][evaluation.STACK]["accuracy"], _synthetic_note(table.config))
@@ -128,13 +130,6 @@ def fit_stack(split: Split, folds: int, seed: int) -> tuple[dict[str, Any], dict
     return learners, fit_meta_models(oof, split.y, seed)
 
 
-def _evaluate(learners: dict[str, Any], meta_models: dict[str, Any], split: Split) -> dict:
-    probas = held_out_probas(learners, meta_models, split)
-    results = evaluation.evaluate_probas(split.y, probas, split.dataset.classes)
-    results["_probas"] = probas
-    return results
-
-
 def held_out_probas(learners: dict[str, Any], meta_models: dict[str, Any], split: Split) -> dict[str, np.ndarray]:
     """{member: (n, K)} for the held-out side, plus the stack's."""
     n_classes = len(split.dataset.classes)
@@ -166,17 +161,21 @@ def _manifest(train_set: Dataset, test_set: Dataset, table: Any, skipped: list[d
     }
 
 
-def _write_artifacts(out: Path, learners: dict, meta_models: dict, results: dict, split: Split, table: Any,
-                     skipped: list[dict], manifest: dict) -> None:
+def _save_models(out: Path, learners: dict[str, Any], meta_models: dict[str, Any]) -> None:
     for name, pipeline in learners.items():
         artifacts.save_object(pipeline, out, learner_path(name))
     for name, model in meta_models.items():
         artifacts.save_object(model, out, meta_path(name))
-    probas = results.pop("_probas")
-    context = {"title": "Training", "features": table.config, "synthetic": manifest["synthetic_weights"],
-               "data": split.dataset.summary(), "skipped": skipped,
-               "training": manifest["training"]}
-    evaluation.write_report(out / REPORT_DIR, results, context, split.y, probas, split.clip)
+
+
+def _write_training_report(out: Path, results: dict, probas: dict[str, np.ndarray], sides: tuple[Split, Split],
+                           manifest: dict) -> None:
+    train_split, test_split = sides
+    context = {"title": "Training", "features": manifest["features"], "synthetic": manifest["synthetic_weights"],
+               "data": test_split.dataset.summary(), "skipped": manifest["training"]["skipped"]}
+    # The map shows every readable image (training and held-out), not just the few held out.
+    embedding = (np.vstack([train_split.clip, test_split.clip]), np.concatenate([train_split.y, test_split.y]))
+    evaluation.write_report(out / REPORT_DIR, results, context, test_split.y, probas, embedding)
 
 
 def _artifact_files(out: Path) -> list[str]:

@@ -141,3 +141,4 @@ def test_atomic_write_replaces_and_leaves_no_temp_files(tmp_path: Path) -> None:
     artifacts.write_bytes_atomic(target, b"new")
     assert target.read_bytes() == b"new"
     assert [p.name for p in target.parent.iterdir()] == ["f.bin"]
+    assert target.stat().st_mode & 0o777 == 0o644

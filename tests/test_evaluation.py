@@ -50,7 +50,7 @@ def test_report_says_synthetic_at_the_top_and_lists_skipped_files(tmp_path: Path
     context = {"title": "Test", "synthetic": True, "data": {"source": "x.csv", "images": 31, "per_class": {}},
                "features": {"clip": {"model": "ViT-B-32", "pretrained": "synthetic", "synthetic": True}},
                "skipped": [{"path": "broken.jpg", "reason": "truncated"}]}
-    written = evaluation.write_report(tmp_path, results, context, y, probas, rng.normal(size=(30, 16)))
+    written = evaluation.write_report(tmp_path, results, context, y, probas, (rng.normal(size=(30, 16)), y))
     assert sorted(p.name for p in written) == ["confusion.png", "embedding_map.png", "metrics.json", "report.md",
                                                 "roc.png"]
     report = (tmp_path / "report.md").read_text()
