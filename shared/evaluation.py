@@ -192,7 +192,7 @@ def _data_lines(context: dict, results: dict) -> list[str]:
     counts = ", ".join(f"{name}: {n}" for name, n in context["data"]["per_class"].items())
     return ["## Data", "", f"- source: `{context['data']['source']}`",
             f"- scored images: {results['n']} (per class in the set: {counts})",
-            f"- skipped unreadable images: {len(context['skipped'])}"]
+            f"- skipped unreadable images: {len(context['skipped'])}"] + [f"- {line}" for line in context.get("notes", [])]
 
 
 def _metrics_table(results: dict) -> list[str]:
@@ -242,7 +242,7 @@ def _write_plots(out: Path, results: dict, y: np.ndarray, probas: Mapping[str, n
 def _plot_confusions(path: Path, results: dict, note: str) -> Path:
     plt, classes = _pyplot(), results["classes"]
     names = list(results["models"])
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):
         matrix = np.asarray(results["models"][name]["confusion"])
         ax.imshow(matrix, cmap="Blues")
@@ -300,7 +300,7 @@ def _plot_embedding_map(path: Path, clip: np.ndarray, y: np.ndarray, classes: Se
 def _save(fig: Any, path: Path, note: str) -> Path:
     if note:
         fig.suptitle(note, color="darkred", fontsize=10, fontweight="bold")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.tight_layout(rect=(0, 0, 1, 0.93) if note else None)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     return path

@@ -172,10 +172,16 @@ def _write_training_report(out: Path, results: dict, probas: dict[str, np.ndarra
                            manifest: dict) -> None:
     train_split, test_split = sides
     context = {"title": "Training", "features": manifest["features"], "synthetic": manifest["synthetic_weights"],
-               "data": test_split.dataset.summary(), "skipped": manifest["training"]["skipped"]}
+               "data": test_split.dataset.summary(), "skipped": manifest["training"]["skipped"],
+               "notes": _training_notes(manifest["training"], len(train_split.y))}
     # The map shows every readable image (training and held-out), not just the few held out.
     embedding = (np.vstack([train_split.clip, test_split.clip]), np.concatenate([train_split.y, test_split.y]))
     evaluation.write_report(out / REPORT_DIR, results, context, test_split.y, probas, embedding)
+
+
+def _training_notes(training: dict, n_train: int) -> list[str]:
+    return [f"scored on the held-out set ({training['test_source']}); members and meta-models trained on "
+            f"{n_train} images with {training['folds']}-fold out-of-fold stacking, seed {training['seed']}"]
 
 
 def _artifact_files(out: Path) -> list[str]:
