@@ -225,8 +225,7 @@
     const head = el("tr", {},
       el("th", { scope: "col", text: "Class" }),
       el("th", { scope: "col" }, "Stack", el("span", { class: "sub", text: "final" })),
-      members.map(([name, m]) => el("th", { scope: "col" }, name,
-        el("span", { class: "sub", text: m.ok === false ? `failed: ${m.error || "no answer"}` : `${Math.round(m.latency_ms || 0)} ms` }))));
+      members.map(([name, m]) => el("th", { scope: "col" }, name, memberNote(m))));
     const rows = order.map((label, i) => el("tr", { class: i === 0 ? "is-top" : "" },
       el("th", { scope: "row", text: label }),
       el("td", {}, barCell(body.probas[label], "")),
@@ -235,6 +234,14 @@
       el("table", { class: "probas" },
         el("caption", { class: "visually-hidden", text: "Probability of every class: the stack and each member side by side" }),
         el("thead", {}, head), el("tbody", {}, rows)));
+  }
+
+  function memberNote(m) {
+    if (m.ok !== false) return el("span", { class: "sub", text: `${Math.round(m.latency_ms || 0)} ms` });
+    // The full reason is in the degraded notice above; the column keeps a short one so the table stays narrow.
+    const reason = m.error || "no answer";
+    const short = reason.length > 32 ? reason.slice(0, 30) + "…" : reason;
+    return el("span", { class: "sub failed", title: reason, text: `failed: ${short}` });
   }
 
   function memberProba(member, label, order) {

@@ -234,3 +234,34 @@ def test_a_broken_history_database_never_fails_the_prediction(page, stack, start
     text = page.inner_text("main")  # the page says why, in words
     assert "could not be written to the history" in text and "is a file, not a folder" in text
     shot(page, "ui-history-broken-db", full_page=False)
+
+
+def test_degraded_answers_are_flagged_on_the_page_and_in_the_history(page, stack, start_service, grocery_photos):
+    from tests.integration.conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: ocr_nb counts as failed
+    urls = stack.member_urls().replace(stack.urls["ocr_nb"], dead)
+    gateway = start_service("stacking", MEMBER_URLS=urls)
+    card = upload(page, gateway.url, grocery_photos[:1])[0]
+    text = card_text(card)
+    assert "Degraded answer." in text and "Made without ocr_nb (connection failed" in text
+    assert "failed: connection failed" in text  # the member's column says why it is empty
+    shot(page, "ui-degraded-desktop", full_page=False)
+    page.goto(gateway.url + "/history?degraded=true")
+    rows = page.locator("#history-table tbody tr")
+    assert rows.count() == 1 and "degraded" in rows.first.inner_text()
+    assert "ocr_nb: failed (connection failed" in rows.first.inner_text()
+    page.goto(gateway.url + "/history?degraded=false")
+    assert "No predictions match these filters." in page.inner_text("main")
+
+
+def test_an_unavailable_service_is_explained_in_words(page, start_service, grocery_photos):
+    from tests.integration.conftest import free_port
+
+    nowhere = ",".join(f"{name}=http://127.0.0.1:{free_port()}" for name in ("ocr_nb", "clip_svm", "clip_logreg"))
+    gateway = start_service("stacking", MEMBER_URLS=nowhere)
+    card = upload(page, gateway.url, grocery_photos[:1])[0]
+    text = card_text(card)
+    assert "Not classified" in text and "The service is unavailable right now." in text
+    assert "No member could answer" in text and "Try again in a moment." in text
+    shot(page, "ui-unavailable-desktop", full_page=False)
