@@ -31,8 +31,8 @@ class DynamicBatcher(Generic[T, R]):
     `fn(items) -> results` must return one result per item, in order. If it raises for a batch of
     several items, each item is retried alone so that an error belongs to its own request.
     A batch waits for more items only while more are known to be coming (as many requests were in
-    flight recently as the batch would hold), and never longer than `max_wait_ms` after its oldest
-    item arrived: at concurrency 1 nothing waits at all.
+    flight recently as the batch would hold), and never longer than `max_wait_ms` after it could have
+    run: at concurrency 1 nothing waits at all.
     """
 
     def __init__(self, fn: Callable[[list[T]], Sequence[R]], max_batch_size: int, max_wait_ms: float,
@@ -113,20 +113,24 @@ class DynamicBatcher(Generic[T, R]):
 
     def _take_batch(self) -> list[_Pending[T, R]] | None:
         """Wait for the next batch; None once closed and drained."""
+        free_since = time.monotonic()
         with self._cond:
             while not self._queue:
                 if self._closed:
                     return None
                 self._cond.wait()
-            self._wait_for_expected()
+            self._wait_for_expected(free_since)
             batch = [self._queue.popleft() for _ in range(min(self.max_batch_size, len(self._queue)))]
             self._peak = self._in_flight
         # Items whose submit already timed out are skipped; the rest are marked running (no longer cancellable).
         return [p for p in batch if p.future.set_running_or_notify_cancel()]
 
-    def _wait_for_expected(self) -> None:
-        """Hold the batch open while more items are known to be coming, at most max_wait after the oldest."""
-        deadline = self._queue[0].enqueued + self.max_wait_s
+    def _wait_for_expected(self, free_since: float) -> None:
+        """Hold the batch open while more items are known to be coming, at most max_wait once it could run."""
+        # Counted from when the batch could first have run: the oldest arrival, or the end of the previous
+        # batch if it arrived during that one. Counting from arrival alone would never wait after a busy spell,
+        # and the answered requests of the previous batch, about to come back, would form a batch of their own.
+        deadline = max(self._queue[0].enqueued, free_since) + self.max_wait_s
         while not self._closed and len(self._queue) < min(self.max_batch_size, self._peak):
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -143,6 +143,27 @@ def test_concurrency_one_does_not_wait_for_a_batch() -> None:
     assert time.monotonic() - start < 1.0, "a lone request must not wait max_wait_ms for company"
 
 
+def test_clients_coming_back_after_a_batch_meet_in_the_next_one(sizes: list[int]) -> None:
+    # Closed loop: each client sends again shortly after its answer. Without waiting for them, one early
+    # client would run alone while the others pile up behind it, alternating small and large batches.
+    def slow(items: list[int]) -> list[int]:
+        time.sleep(0.2)  # longer than max_wait: those queued during it have waited longer than that already
+        return items
+
+    b = DynamicBatcher(slow, max_batch_size=16, max_wait_ms=100, on_batch=sizes.append)
+
+    def client(_: int) -> None:
+        for round_ in range(5):
+            b.submit(round_, timeout=30)
+            time.sleep(0.001)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(client, range(4)))
+    b.close()
+    assert sum(sizes) == 20
+    assert set(sizes[1:-1]) == {4}, sizes  # only the very first and last batch may be partial
+
+
 def test_waiting_for_company_is_bounded_by_max_wait() -> None:
     b = DynamicBatcher(project, max_batch_size=64, max_wait_ms=50)
     with ThreadPoolExecutor(max_workers=8) as pool:  # 8 in flight: the batcher now expects company
