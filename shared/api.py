@@ -37,7 +37,12 @@ def read_image_bytes(request: Request) -> bytes:
             )
         return upload.read()
     # parse_form_data=False: a urlencoded Content-Type must not swallow the bytes into request.form
-    return request.get_data(cache=False, parse_form_data=False)
+    data = request.get_data(cache=False, parse_form_data=False)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        # A chunked body is cut at the limit without an error: reaching it means it was (at least) that big.
+        raise PayloadTooLarge(f"The chunked body reached the limit of {limit} bytes; send a smaller image.")
+    return data
 
 
 def prediction_body(proba: Sequence[float], classes: Sequence[str], *, model: str, model_version: str,
@@ -75,13 +80,18 @@ def _too_large(_exc: RequestEntityTooLarge) -> tuple[Response, int]:
 
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     size = request.content_length
-    received = f"{size} bytes" if size is not None else "more than that"
-    return error_response(PayloadTooLarge(f"The body is {received}; the limit is {limit} bytes."))
+    received = f"The body is {size} bytes" if size is not None else "The body is larger than the limit"
+    return error_response(PayloadTooLarge(f"{received}; the limit is {limit} bytes. Send a smaller image."))
 
 
-def _http_error(exc: HTTPException) -> tuple[Response, int]:
+def _http_error(exc: HTTPException) -> Response:
     code = (exc.name or "http_error").lower().replace(" ", "_")
-    return jsonify({"error": {"code": code, "message": exc.description}}), exc.code or 500
+    response = jsonify({"error": {"code": code, "message": exc.description}})
+    response.status_code = exc.code or 500
+    for name, value in exc.get_headers():  # e.g. Allow on a 405
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
 
 
 def _unexpected(exc: Exception) -> tuple[Response, int]:

@@ -129,3 +129,15 @@ def test_metrics_endpoint_counts_requests(client):
 
 def test_warmup_image_is_rgb():
     assert service.warmup_image().mode == "RGB"
+
+
+def test_wrong_method_is_json_405_with_allow(client):
+    resp = client.get("/predict")
+    assert resp.status_code == 405 and resp.get_json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in resp.headers["Allow"]
+
+
+def test_chunked_body_over_the_limit_is_413(client):
+    # no Content-Length; the server (like gunicorn for chunked bodies) marks the stream as terminated
+    resp = client.post("/", input_stream=io.BytesIO(b"\xff" * 80_000), environ_overrides={"wsgi.input_terminated": True})
+    assert resp.status_code == 413 and resp.get_json()["error"]["code"] == "payload_too_large"

@@ -55,3 +55,26 @@ def test_members_agree_on_classes_and_version(stack):
     metas = [requests.get(f"{stack.urls[n]}/v2/models/{n}", timeout=10).json() for n in MEMBERS]
     assert len({tuple(m["classes"]) for m in metas}) == 1
     assert len({m["model_version"] for m in metas}) == 1
+
+
+def batch_histogram(url: str, name: str) -> tuple[float, float]:
+    """(images, forward passes) so far, from the member's classifier_batch_size histogram."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {s.name: s.value for family in text_string_to_metric_families(requests.get(url + "/metrics", timeout=10).text)
+              for s in family.samples if s.name.startswith("classifier_batch_size") and s.labels.get("service") == name}
+    return values.get("classifier_batch_size_sum", 0.0), values.get("classifier_batch_size_count", 0.0)
+
+
+@pytest.mark.parametrize("name", ["clip_svm", "clip_logreg"])
+def test_clip_members_predict_through_the_dynamic_batcher(stack, jpeg, name):
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = stack.urls[name]
+    images_before, passes_before = batch_histogram(url, name)
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(lambda _: requests.post(url + "/", data=jpeg, timeout=60).status_code, range(8)))
+    assert statuses == [200] * 8
+    images, passes = batch_histogram(url, name)
+    assert images - images_before == 8  # every image went through the batcher ...
+    assert 1 <= passes - passes_before <= 8  # ... in at most as many forward passes
