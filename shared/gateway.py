@@ -24,6 +24,8 @@ from shared.images import ImageLimits, probe_image, sha256_hex
 
 log = logging.getLogger(__name__)
 
+# Member statuses that mean "this input is bad" (passed on to the client); any other error is the member's failure.
+INPUT_REJECTED = (400, 413, 415, 422)
 SOURCE_HEADER = "X-Source"
 SOURCES = ("api", "ui")
 bp = Blueprint("gateway", __name__)
@@ -125,10 +127,14 @@ def _answer_from_response(name: str, resp: requests.Response, latency_ms: float)
     except ValueError:
         return MemberAnswer(name, "bad_response", latency_ms, resp.status_code,
                             error=f"HTTP {resp.status_code} with a non-JSON body")
+    if not isinstance(body, dict):
+        return MemberAnswer(name, "bad_response", latency_ms, resp.status_code,
+                            error=f"HTTP {resp.status_code} with a body that is not a JSON object")
     if resp.status_code == 200 and isinstance(body.get("probas"), dict):
         return MemberAnswer(name, "ok", latency_ms, 200, body)
-    message = (body.get("error") or {}).get("message", "") if isinstance(body, dict) else ""
-    outcome = "rejected" if 400 <= resp.status_code < 500 else "http_error"
+    error = body.get("error")
+    message = error.get("message", "") if isinstance(error, dict) else ""
+    outcome = "rejected" if resp.status_code in INPUT_REJECTED else "http_error"
     return MemberAnswer(name, outcome, latency_ms, resp.status_code, body,
                         error=f"HTTP {resp.status_code}: {message}".strip())
 
