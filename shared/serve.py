@@ -1,6 +1,7 @@
 """`python -m shared serve`: the four services on 127.0.0.1 under gunicorn, run together by honcho."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -35,11 +36,15 @@ def serve(models_dir: Path, weights_dir: Path, settings: Settings, synthetic_ok:
     check_ports_free(settings)
     manager = build_manager(settings)
     urls = service_urls(settings)
-    waiter = threading.Thread(target=announce_when_ready, args=(manager, urls, settings.ready_timeout_s, synthetic),
+    failed = threading.Event()
+    waiter = threading.Thread(target=announce_when_ready,
+                              args=(manager, urls, settings.ready_timeout_s, synthetic, failed),
                               name="wait-ready", daemon=True)
     waiter.start()
     manager.loop()
     code = manager.returncode or 0
+    if failed.is_set():
+        return code or 1
     return 0 if code in STOPPED_ON_REQUEST else code
 
 
@@ -78,9 +83,10 @@ def weights_are_synthetic(info: dict) -> bool:
 
 def prepare_models(models_dir: Path, weights_dir: Path, settings: Settings, demo_data: Path | None) -> None:
     """On a fresh clone (no trained models), train a demo model and say what it was trained on."""
-    from shared.artifacts import MANIFEST
+    from shared.artifacts import MANIFEST, load_manifest
 
     if (models_dir / MANIFEST).is_file():
+        load_manifest(models_dir)  # a tampered or incompatible model fails here, before anything starts
         return
     data = Path(demo_data) if demo_data is not None else Path(settings.datasets_dir) / "screenshots"
     if not data.exists():
@@ -145,17 +151,25 @@ def build_manager(settings: Settings) -> Manager:
     return manager
 
 
-def announce_when_ready(manager: Manager, urls: dict[str, str], timeout: float, synthetic: bool) -> None:
+def announce_when_ready(manager: Manager, urls: dict[str, str], timeout: float, synthetic: bool,
+                        failed: threading.Event) -> None:
     """Wait until all four answer /v2/health/ready, then print where they are and a curl example."""
     pending = dict(urls)
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         for name, url in list(pending.items()):
-            if is_ready(url):
+            ready, error = readiness(url)
+            if error:
+                say(f"{name} cannot load its model: {error}. Stopping.")
+                failed.set()
+                manager.terminate()
+                return
+            if ready:
                 pending.pop(name)
         time.sleep(0.5)
     if pending:
         say(f"Not ready after {timeout:.0f} s: {', '.join(pending)} (see their log lines above). Stopping.")
+        failed.set()
         manager.terminate()
         return
     lines = [f"{name:<12} {url}" for name, url in urls.items()]
@@ -167,12 +181,18 @@ def announce_when_ready(manager: Manager, urls: dict[str, str], timeout: float, 
            "Ctrl-C stops all four.")
 
 
-def is_ready(url: str) -> bool:
+def readiness(url: str) -> tuple[bool, str | None]:
+    """(ready, load error) from a service's /v2/health/ready; (False, None) while it is starting."""
     try:
         with urllib.request.urlopen(url + "/v2/health/ready", timeout=2) as resp:
-            return resp.status == 200
+            return resp.status == 200, None
+    except urllib.error.HTTPError as exc:
+        try:
+            return False, json.loads(exc.read()).get("error")
+        except ValueError:
+            return False, None
     except (urllib.error.URLError, OSError):
-        return False
+        return False, None
 
 
 def say(message: str) -> None:

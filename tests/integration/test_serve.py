@@ -128,3 +128,14 @@ def drain(lines: queue.Queue) -> str:
             out.append(lines.get(timeout=0.5))
         except queue.Empty:
             return "".join(out)
+
+
+def test_tampered_models_stop_before_anything_starts(tmp_path, tiny_weights, trained_models):
+    models = tmp_path / "models"
+    shutil.copytree(trained_models, models)
+    learner = models / "learners" / "clip_svm.skops"
+    learner.write_bytes(learner.read_bytes() + b"tampered")
+    proc = run_serve("--models", str(models), "--weights", str(tiny_weights), "--synthetic")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "clip_svm.skops" in out and "started (pid=" not in out
