@@ -11,7 +11,7 @@ from shared.config import Settings
 from shared.data import balanced_subset, load_dataset, write_csv
 from shared.errors import DatasetError
 
-from conftest import image_bytes
+from tests.conftest import image_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 
