@@ -71,8 +71,9 @@ def say(message: str) -> None:
     print(f"[compose-test {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def banner(*lines: str) -> None:
-    rule = "=" * max(len(line) for line in lines)
+def banner(*texts: str) -> None:
+    lines = [line for text in texts for line in text.splitlines()]
+    rule = "=" * min(100, max(len(line) for line in lines))
     print("\n".join([rule, *lines, rule]), flush=True)
 
 
@@ -289,8 +290,20 @@ def check_degraded(stack: Stack, photo: Path) -> None:
     if body["degraded"] is not True or STOPPED not in body["failed"]:
         raise CheckFailed(f"with {STOPPED} stopped the gateway should say degraded with {STOPPED} failed; "
                           f"got degraded={body['degraded']!r} failed={body['failed']!r}")
-    say(f"    degraded: true, failed: {body['failed']}, label {body['label']} {body['proba']:.2f} "
-        f"in {body['latency_ms']} ms")
+    reason = str(body["failed"][STOPPED])
+    say(f"    degraded: true, {STOPPED} failed ({reason[:70]}{'...' if len(reason) > 70 else ''}); "
+        f"label {body['label']} {body['proba']:.2f} in {body['latency_ms']} ms")
+
+
+def check_containers(stack: Stack) -> None:
+    """Every container runs as the non-root user, under a CPU and a memory limit, with a restart policy."""
+    for name in SERVICES:
+        fmt = "{{.Config.User}} {{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.RestartPolicy.Name}}"
+        done = subprocess.run(["docker", "inspect", "-f", fmt, stack.container_id(name)], capture_output=True, text=True)
+        user, cpus, memory, restart = done.stdout.split()
+        if user.split(":")[0] in ("", "0", "root") or int(cpus) <= 0 or int(memory) <= 0 or restart == "no":
+            raise CheckFailed(f"{name}: user {user!r}, NanoCpus {cpus}, Memory {memory}, restart {restart!r}")
+        say(f"    {name}: user {user}, {int(cpus) / 1e9:g} CPUs, {int(memory) / 2**30:g} GiB, restart {restart}")
 
 
 def wait_healthy(stack: Stack, services: tuple[str, ...], timeout: float = HEALTH_TIMEOUT_S) -> None:
@@ -342,6 +355,7 @@ def round_trip(stack: Stack, photos: list[Path], clock: Clock, skip_build: bool)
     with clock.step("up (members healthy, then the gateway)"):
         stack.run("up", "-d", "--no-build", log=LOG_DIR / "up.log")
         wait_healthy(stack, SERVICES)
+        check_containers(stack)
     with clock.step(f"classify {len(photos)} real photos on ports {', '.join(map(str, stack.ports.values()))}"):
         classify_everywhere(stack, photos)
     with clock.step(f"stop {STOPPED}: gateway degraded"):
