@@ -20,8 +20,9 @@ from typing import Any
 from shared.config import Settings
 
 # What a services/<name>/gunicorn.conf.py takes with `import *`: gunicorn settings and hooks only.
-__all__ = ["worker_class", "workers", "threads", "timeout", "graceful_timeout", "keepalive", "accesslog", "control_socket_disable", "raw_env",
-           "on_starting", "on_exit", "child_exit", "post_worker_init", "worker_exit", "bind_for"]
+__all__ = ["worker_class", "workers", "threads", "timeout", "graceful_timeout", "keepalive", "accesslog",
+           "control_socket_disable", "raw_env", "on_starting", "on_exit", "child_exit", "post_fork",
+           "post_worker_init", "worker_exit", "bind_for"]
 
 _settings = Settings.from_env()
 _own_metrics_dir = not _settings.metrics_dir
@@ -61,6 +62,13 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid, METRICS_DIR)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """The app's own log lines (loading, readiness, errors) go to stderr next to gunicorn's."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S %z")
 
 
 def post_worker_init(worker: Any) -> None:
