@@ -98,10 +98,10 @@ def prepare_models(models_dir: Path, weights_dir: Path, settings: Settings, demo
 
     say(f"No trained models in {models_dir}: training a demo model on {data} (this takes a few minutes) ...")
     manifest = training.train(data=data, out=models_dir, weights_dir=weights_dir, settings=settings)
-    train = manifest.get("training", {}).get("train", {})
+    train, test = (manifest.get("training", {}).get(side, {}) for side in ("train", "test"))
     per_class = ", ".join(f"{label} {n}" for label, n in train.get("per_class", {}).items())
-    say(f"Demo model trained on {data}: {train.get('images', '?')} images ({per_class}); "
-        f"report in {models_dir / 'report'}.")
+    say(f"Demo model trained on {data}: {train.get('images', '?')} images ({per_class}), "
+        f"{test.get('images', '?')} more held out for its report in {models_dir / 'report'}.")
 
 
 def check_ports_free(settings: Settings) -> None:
