@@ -44,6 +44,10 @@ class Settings:
     ocr_max_side: int = _env("OCR_MAX_SIDE", 640, "Longest side an image is downscaled to before OCR")
     device: str = _env("DEVICE", "auto", "auto, cpu or cuda")
     torch_threads: int = _env("TORCH_THREADS", 0, "torch intra-op threads per worker; 0 = torch default")
+    omp_wait_policy: str = _env(
+        "OMP_WAIT_POLICY", "PASSIVE",
+        "Services: idle OpenMP threads sleep (PASSIVE) rather than spin (ACTIVE); the services share the cores",
+    )
     weights_mirror: str = _env(
         "WEIGHTS_MIRROR", "", "Base URL serving the weight files by file name, instead of their origin hosts"
     )

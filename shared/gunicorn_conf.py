@@ -36,7 +36,9 @@ graceful_timeout = math.ceil(_settings.drain_seconds) + 30  # the not-ready drai
 keepalive = 5
 accesslog = None  # the app writes one JSON line per request instead
 control_socket_disable = True  # four services on one host would fight over the one default socket path
-raw_env = [f"PROMETHEUS_MULTIPROC_DIR={METRICS_DIR}"]
+# By default torch's idle OpenMP threads spin for a few ms; the services share the cores, so that spinning burns
+# CPU another service needs (BENCHMARKS.md). libgomp reads the variable when torch loads, in the worker.
+raw_env = [f"PROMETHEUS_MULTIPROC_DIR={METRICS_DIR}", f"OMP_WAIT_POLICY={_settings.omp_wait_policy}"]
 
 
 def bind_for(service: str) -> str:
