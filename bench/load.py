@@ -21,9 +21,19 @@ class LoadResult:
 
     concurrency: int
     latencies_s: list[float] = field(default_factory=list)
+    finished_at_s: list[float] = field(default_factory=list)  # since the run started, per successful request
     errors: list[str] = field(default_factory=list)
     degraded: int = 0
     wall_s: float = 0.0
+    window_s: float = 0.0  # how long every worker kept sending
+
+    @property
+    def throughput(self) -> float:
+        """Answers per second while all workers were sending (the drain at the end runs below concurrency)."""
+        done = sum(1 for t in self.finished_at_s if t <= self.window_s)
+        if self.window_s > 0 and done >= self.concurrency:
+            return done / self.window_s
+        return len(self.latencies_s) / self.wall_s if self.wall_s else 0.0
 
     @property
     def sent(self) -> int:
@@ -34,7 +44,8 @@ class LoadResult:
         return {"concurrency": self.concurrency, "n": len(self.latencies_s), "errors": len(self.errors),
                 "first_error": self.errors[0] if self.errors else None, "degraded": self.degraded,
                 **latency_summary(self.latencies_s),
-                "throughput_rps": len(self.latencies_s) / self.wall_s if self.wall_s else 0.0, "wall_s": self.wall_s}
+                "throughput_rps": self.throughput, "wall_s": self.wall_s, "window_s": self.window_s,
+                "complete_throughput_rps": self.throughput * (1 - self.degraded / max(len(self.latencies_s), 1))}
 
 
 def latency_summary(latencies_s: Sequence[float]) -> dict:
@@ -71,14 +82,17 @@ def _client(concurrency: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=limits)
 
 
-async def _timed(request: Request, client: httpx.AsyncClient, payload: bytes, result: LoadResult) -> None:
+async def _timed(request: Request, client: httpx.AsyncClient, payload: bytes, result: LoadResult,
+                 start: float = 0.0) -> None:
     t0 = time.perf_counter()
     try:
         error, degraded = await request(client, payload)
     except httpx.HTTPError as exc:
         error, degraded = f"{type(exc).__name__}: {exc}", False
     if error is None:
-        result.latencies_s.append(time.perf_counter() - t0)
+        now = time.perf_counter()
+        result.latencies_s.append(now - t0)
+        result.finished_at_s.append(now - start)
         result.degraded += degraded
     else:
         result.errors.append(error)
@@ -92,10 +106,11 @@ async def _run(request: Request, payloads: Sequence[bytes], concurrency: int, du
 
         async def worker() -> None:
             while (i := next(counter)) < min_requests or time.perf_counter() < start + duration_s:
-                await _timed(request, client, payloads[i % len(payloads)], result)
+                await _timed(request, client, payloads[i % len(payloads)], result, start)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         result.wall_s = time.perf_counter() - start
+        result.window_s = duration_s
         return result
 
 

@@ -14,7 +14,9 @@ from bench import ocr, procs, report, serving, training
 from bench.services import ROOT, service_env
 from shared.config import MEMBERS, Settings
 
-SECTIONS = ("features", "ocr", "members", "batching", "gateway")
+SECTIONS = ("features", "ocr", "members", "batching", "gateway", "spin")
+# libgomp's own default when OMP_WAIT_POLICY is unset: idle threads spin ~300k iterations (~3 ms) before sleeping.
+SPIN_ENV = {"GOMP_SPINCOUNT": "300000"}
 WORK = ROOT / ".cache" / "bench"  # full-size synthetic weights, trained models, feature cache (git-ignored)
 
 
@@ -62,6 +64,7 @@ def plan(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the progress
     p = plan(args)
     results: Path = p["results"]
     results.mkdir(parents=True, exist_ok=True)
@@ -100,6 +103,9 @@ def run_sections(args: argparse.Namespace, p: dict, results: Path) -> None:
     if "gateway" in sections:
         save(results, "gateway", serving.bench_gateway(env, results / "logs", images, p["levels"], p["duration"],
                                                        p["paired_rounds"]))
+    if "spin" in sections:
+        save(results, "gateway_spin", serving.bench_gateway({**env, **SPIN_ENV}, results / "logs", images,
+                                                            p["levels"], p["duration"], p["paired_rounds"]))
 
 
 def machine_info(args: argparse.Namespace, p: dict, settings: Settings) -> dict:
@@ -112,7 +118,8 @@ def machine_info(args: argparse.Namespace, p: dict, settings: Settings) -> dict:
             "plan": {k: v for k, v in p.items() if k != "results"},
             "settings": {"batch_max_size": settings.batch_max_size, "batch_max_wait_ms": settings.batch_max_wait_ms,
                          "gunicorn_workers": settings.workers, "gunicorn_threads": settings.threads,
-                         "torch_threads": settings.torch_threads, "ocr_max_side": settings.ocr_max_side}}
+                         "torch_threads": settings.torch_threads, "ocr_max_side": settings.ocr_max_side,
+                         "omp_wait_policy": settings.omp_wait_policy}}
 
 
 def save(results: Path, name: str, data: dict) -> None:
