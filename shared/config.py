@@ -42,6 +42,11 @@ class Settings:
     clip_batch_size: int = _env("CLIP_BATCH_SIZE", 32, "Images per CLIP forward pass in training")
     ocr_langs: str = _env("OCR_LANGS", "ru,en", "EasyOCR languages, comma-separated")
     ocr_max_side: int = _env("OCR_MAX_SIDE", 640, "Longest side an image is downscaled to before OCR")
+    ocr_backend: str = _env(
+        "OCR_BACKEND", "onnx",
+        "CRAFT text detector runtime on CPU: onnx (ONNX Runtime, export cached next to the weights) or torch; "
+        "onnx falls back to torch when it cannot run",
+    )
     device: str = _env("DEVICE", "auto", "auto, cpu or cuda")
     torch_threads: int = _env("TORCH_THREADS", 0, "torch intra-op threads per worker; 0 = torch default")
     omp_wait_policy: str = _env(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -52,19 +53,32 @@ def probe_image(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[str, 
     return img.format, width, height
 
 
-def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
-    """Bytes -> RGB image: EXIF orientation applied, first frame only, alpha flattened onto white."""
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), draft_side: int | None = None) -> Image.Image:
+    """Bytes -> RGB image: EXIF orientation applied, first frame only, alpha flattened onto white.
+
+    draft_side: a JPEG is decoded at the smallest libjpeg scale (1/2, 1/4, 1/8) whose longest side stays
+    >= draft_side, for callers that shrink it anyway (OCR's cap); other formats decode at full size.
+    """
     probe_image(data, limits)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
             img.seek(0)  # first frame of an animation
+            if draft_side:
+                _draft(img, draft_side)
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise CorruptImage(f"The image could not be decoded (truncated or corrupt): {exc}") from None
+
+
+def _draft(img: Image.Image, longest_side: int) -> None:
+    # Decoding 12 MP costs more than all the later shrinking; libjpeg can skip the detail in the DCT instead.
+    scale = longest_side / max(img.size)
+    if scale < 1:
+        img.draft(img.mode, (max(1, math.ceil(img.width * scale)), max(1, math.ceil(img.height * scale))))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

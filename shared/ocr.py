@@ -1,4 +1,13 @@
-"""EasyOCR text reading: downscale, detect, recognise, normalise."""
+"""EasyOCR text reading: downscale, detect, recognise, normalise.
+
+The longest-side cap (Settings.ocr_max_side, OCR_MAX_SIDE, default 640) bounds the cost of a photo of any size:
+CRAFT's time grows with the pixel count, and a 12 MP photo is read at 640x480 as fast as a small one.
+Why 640: the grocery photos the models are trained on are 348 px, and the smallest packaging text legible in them
+(about 3% of the side, ~10 px) is what the recogniser (crops resized to 64 px high) and CRAFT (characters from
+~10-15 px) can still use. At 640 that text is ~19 px, so a photo framed like the training photos keeps all of it,
+and text half that size (~1.6% of the side) still reaches the ~10 px floor; 480 would cut that second tier, and
+800-960 costs 1.6-2.3x the detector time for text smaller than anything legible in training.
+"""
 from __future__ import annotations
 
 import importlib
@@ -18,6 +27,11 @@ from PIL import Image
 from shared import weights
 from shared.config import Settings
 from shared.errors import WeightsMissing
+
+BACKENDS = ("onnx", "torch")
+# Pillow shrinks by an integer factor with a box filter first and resamples only the last <3x with LANCZOS:
+# documented as indistinguishable from a full LANCZOS pass from 3.0 on, and ~5x cheaper for a 12 MP photo.
+REDUCING_GAP = 3.0
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +69,7 @@ def downscale(image: Image.Image, max_side: int) -> Image.Image:
     if scale >= 1:
         return image
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS)
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
 
 
 @contextmanager
@@ -95,10 +109,11 @@ def _released_md5s() -> dict[str, str]:
 class OcrReader:
     """Image -> normalised text. Load once, read many times."""
 
-    def __init__(self, reader: Any, info: dict, settings: Settings):
+    def __init__(self, reader: Any, info: dict, settings: Settings, backend: str = "torch"):
         self.reader = reader
         self.info = info
         self.settings = settings
+        self.backend = backend  # the CRAFT runtime actually in use: "onnx" or "torch"
         self.config = ocr_config(info, settings)
         self.synthetic = self.config["synthetic"]
 
@@ -112,6 +127,7 @@ class OcrReader:
         """Verify the weights and build easyocr.Reader from the weights folder, never downloading."""
         import easyocr
 
+        backend = _check_backend(settings.ocr_backend)
         info = weights.require_weights(weights_dir, "ocr")
         weights.configure_torch(settings)
         folder = Path(weights_dir) / weights.OCR_DIR
@@ -126,7 +142,7 @@ class OcrReader:
                 )
         except FileNotFoundError as exc:
             raise WeightsMissing(f"EasyOCR could not use {folder}: {exc}. {weights.FETCH_HINT}") from None
-        return cls(reader, info, settings)
+        return cls(reader, info, settings, _install_detector(reader, folder, info, backend, settings))
 
     def read(self, image: Image.Image) -> str:
         """Downscale to ocr_max_side, detect text boxes, recognise them, return normalised text."""
@@ -152,6 +168,29 @@ class OcrReader:
             return ""
         parts = self.reader.recognize(grey, horizontal, free, detail=0, reformat=False)
         return normalise_text(" ".join(parts))
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"OCR_BACKEND must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    return backend
+
+
+def _install_detector(reader: Any, folder: Path, info: dict, backend: str, settings: Settings) -> str:
+    """Swap EasyOCR's CRAFT for its ONNX Runtime export when asked (CPU only); returns the backend in use."""
+    if backend == "torch" or reader.device != "cpu":
+        return "torch"
+    from shared import craft_onnx
+
+    from easyocr.config import detection_models
+
+    craft_sha256 = info["files"][detection_models[weights.DETECTOR]["filename"]]
+    try:
+        reader.detector = craft_onnx.load_detector(reader.detector, folder, craft_sha256, settings.torch_threads)
+    except Exception as exc:  # noqa: BLE001 - no onnxruntime/onnx, or an export error: torch still reads text
+        log.warning("OCR_BACKEND=onnx is unavailable (%s: %s); CRAFT runs on torch", type(exc).__name__, exc)
+        return "torch"
+    return "onnx"
 
 
 def _arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:

@@ -142,3 +142,19 @@ def test_read_image_file_refuses_oversized_file_without_reading_it_all(tmp_path,
     path.write_bytes(make_image_bytes("PNG", (64, 64)) + b"\0" * 5000)
     with pytest.raises(PayloadTooLarge):
         read_image_file(path, ImageLimits(max_bytes=1000))
+
+
+def test_draft_side_decodes_a_jpeg_at_the_smallest_scale_still_covering_it(make_image_bytes):
+    data = make_image_bytes("JPEG", (1600, 1200), color=(10, 120, 240))
+    # 1/4 scale is 400x300 (longest side >= 300); 1/8 would be 200x150.
+    assert decode_image(data, draft_side=300).size == (400, 300)
+    assert decode_image(data, draft_side=2000).size == (1600, 1200)  # never below the full size
+    assert decode_image(data).size == (1600, 1200)
+    assert decode_image(make_image_bytes("PNG", (1600, 1200)), draft_side=300).size == (1600, 1200)
+
+
+def test_draft_side_keeps_exif_orientation(make_image_bytes):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    data = make_image_bytes("JPEG", (800, 400), exif=exif.tobytes())
+    assert decode_image(data, draft_side=200).size == (100, 200)

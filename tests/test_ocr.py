@@ -1,4 +1,4 @@
-"""OcrReader on SYNTHETIC full-size CRAFT + cyrillic_g2: loads, reads, downscales, normalises."""
+"""OcrReader on SYNTHETIC full-size CRAFT + cyrillic_g2: loads, reads, downscales, normalises; torch and ONNX CRAFT."""
 from __future__ import annotations
 
 import importlib
@@ -6,20 +6,33 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from shared import craft_onnx
 from shared.config import Settings
 from shared.errors import WeightsMissing
 from shared.ocr import OcrReader, downscale, normalise_text
 
 MAX_SIDE = 128
+GROCERY_PHOTO = "grocery/train/Packages/Juice/Tropicana-Mandarin-Morning/Tropicana-Mandarin-Morning_008.jpg"
 
 
 @pytest.fixture(scope="module")
 def reader(tiny_weights) -> OcrReader:
-    return OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_max_side=MAX_SIDE))
+    return OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_max_side=MAX_SIDE, ocr_backend="torch"))
+
+
+@pytest.fixture(scope="module")
+def onnx_reader(tiny_weights) -> OcrReader:
+    # The first ONNX load exports CRAFT next to the session's weights; later loads reuse the file.
+    return OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_max_side=MAX_SIDE, ocr_backend="onnx"))
+
+
+def _craft_file(weights_dir) -> str:
+    return json.loads((weights_dir / "weights.json").read_text())["ocr"]["files"]["craft_mlt_25k.pth"]
 
 
 def _text_image(size: tuple[int, int] = (160, 48)) -> Image.Image:
@@ -53,6 +66,57 @@ def test_image_is_downscaled_before_detection(reader):
         hook.remove()
     # 1000x400 -> 128x51, which CRAFT pads up to multiples of 32.
     assert seen == [(1, 3, 64, 128)]
+
+
+def test_onnx_and_torch_detectors_agree_on_a_photo(reader, onnx_reader):
+    assert reader.backend == "torch" and onnx_reader.backend == "onnx"
+    photo = Image.open(Settings.from_env().datasets_dir / GROCERY_PHOTO).convert("RGB")
+    for size in ((256, 192), (320, 96)):  # two aspect ratios: height and width are dynamic in the export
+        rgb = np.asarray(photo.resize(size), dtype=np.float32)
+        normalised = (rgb - np.float32([123.7, 116.3, 103.5])) / np.float32([58.4, 57.1, 57.4])  # CRAFT's
+        x = torch.from_numpy(normalised.transpose(2, 0, 1)[None].copy())
+        with torch.no_grad():
+            expected, actual = reader.reader.detector(x)[0], onnx_reader.reader.detector(x)[0]
+        assert actual.shape == expected.shape == (1, size[1] // 2, size[0] // 2, 2)
+        assert torch.allclose(actual, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_onnx_reader_reads_like_the_torch_one(reader, onnx_reader):
+    image = Image.new("RGB", (1000, 400), "white")
+    assert onnx_reader.read(image) == reader.read(image)
+    assert onnx_reader.read_many([_text_image()]) == reader.read_many([_text_image()])
+    assert onnx_reader.config == reader.config  # the runtime is not part of the feature contract
+
+
+def test_onnx_export_is_cached_next_to_the_weights_by_craft_sha256(onnx_reader, tiny_weights):
+    path = craft_onnx.onnx_path(tiny_weights / "easyocr", _craft_file(tiny_weights))
+    assert onnx_reader.reader.detector.path == path and path.is_file()
+    before = path.stat().st_mtime_ns
+    again = OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_backend="onnx"))
+    assert again.backend == "onnx" and path.stat().st_mtime_ns == before
+
+
+def test_unusable_onnx_file_falls_back_to_torch(onnx_reader, tiny_weights, tmp_path, caplog):
+    folder = tmp_path / "w"
+    shutil.copytree(tiny_weights, folder, copy_function=os.link)
+    broken = craft_onnx.onnx_path(folder / "easyocr", _craft_file(folder))
+    broken.unlink()  # a hard link: never write through it into the session fixture
+    broken.write_bytes(b"not an onnx graph")
+    fallback = OcrReader.load(folder, Settings(torch_threads=1, ocr_backend="onnx"))
+    assert fallback.backend == "torch" and "CRAFT runs on torch" in caplog.text
+    assert isinstance(fallback.read(_text_image()), str)
+
+
+def test_unknown_backend_is_refused(tiny_weights):
+    with pytest.raises(ValueError, match="OCR_BACKEND must be one of onnx, torch; got 'tensorrt'"):
+        OcrReader.load(tiny_weights, Settings(ocr_backend="tensorrt"))
+
+
+def test_downscale_matches_a_full_lanczos_pass():
+    photo = Image.open(Settings.from_env().datasets_dir / GROCERY_PHOTO).convert("RGB").resize((2000, 1500))
+    fast = np.asarray(downscale(photo, 320), dtype=np.float32)
+    full = np.asarray(photo.resize((320, 240), Image.Resampling.LANCZOS), dtype=np.float32)
+    assert fast.shape == full.shape and np.abs(fast - full).mean() < 1.0
 
 
 def test_downscale_keeps_aspect_and_never_upscales():
