@@ -173,7 +173,8 @@ def _write_training_report(out: Path, results: dict, probas: dict[str, np.ndarra
     train_split, test_split = sides
     context = {"title": "Training", "features": manifest["features"], "synthetic": manifest["synthetic_weights"],
                "data": test_split.dataset.summary(), "skipped": manifest["training"]["skipped"],
-               "notes": _training_notes(manifest["training"], len(train_split.y))}
+               "notes": _training_notes(manifest["training"], len(train_split.y))
+               + [_ocr_note((train_split.text or []) + (test_split.text or []))]}
     # The map shows every readable image (training and held-out), not just the few held out.
     embedding = (np.vstack([train_split.clip, test_split.clip]), np.concatenate([train_split.y, test_split.y]))
     evaluation.write_report(out / REPORT_DIR, results, context, test_split.y, probas, embedding)
@@ -181,7 +182,20 @@ def _write_training_report(out: Path, results: dict, probas: dict[str, np.ndarra
 
 def _training_notes(training: dict, n_train: int) -> list[str]:
     return [f"scored on the held-out set ({training['test_source']}); members and meta-models trained on "
-            f"{n_train} images with {training['folds']}-fold out-of-fold stacking, seed {training['seed']}"]
+            f"{n_train} images with {training['folds']}-fold out-of-fold stacking, seed {training['seed']}",
+            _feature_note(training["feature_stats"])]
+
+
+def _feature_note(stats: dict) -> str:
+    parts = [f"{kind} {s['misses']} computed, {s['hits']} from cache" for kind, s in stats.items() if isinstance(s, dict)]
+    return f"features: {'; '.join(parts)} ({stats.get('seconds', 0):.0f} s)"
+
+
+def _ocr_note(texts: list[str]) -> str:
+    # Without this, ocr_nb at chance level looks like a bug; synthetic CRAFT finds no text at all.
+    found = sum(1 for text in texts if text)
+    note = f"OCR found text in {found} of {len(texts)} images"
+    return note + ("; ocr_nb can only answer the class priors" if found == 0 else "")
 
 
 def _artifact_files(out: Path) -> list[str]:
@@ -210,7 +224,7 @@ def _prediction(path: Path, classes: list[str], scored: evaluation.Scored, row: 
         return {"path": str(path), "error": error or "unreadable"}
     stack = scored.probas[evaluation.STACK][row]
     k = int(np.argmax(stack))
-    result = {"path": str(path), "class_id": k, "label": classes[k], "proba": float(stack[k]),
+    result = {"path": str(path), "class_id": k, "label": classes[k], "proba": round(float(stack[k]), 6),
               "probas": _named(classes, stack),
               "members": {name: _named(classes, p[row]) for name, p in scored.probas.items() if name != evaluation.STACK},
               "model_version": scored.manifest["model_version"]}
@@ -224,9 +238,13 @@ def _named(classes: list[str], proba: np.ndarray) -> dict[str, float]:
 
 
 def format_prediction(result: dict) -> str:
-    """One readable line per file: stack label and probability, then each member's top class."""
+    """The stack's class and probability, then one row of class probabilities for the stack and each member."""
     if "error" in result:
         return f"{result['path']}: ERROR {result['error']}"
-    members = ", ".join(f"{name}={max(p, key=p.get)} {max(p.values()):.2f}" for name, p in sorted(result["members"].items()))
     note = " [synthetic weights]" if result.get("synthetic_weights") else ""
-    return f"{result['path']}: {result['label']} ({result['proba']:.2f}) <- {members}{note}"
+    rows = {evaluation.STACK: result["probas"], **dict(sorted(result["members"].items()))}
+    width = max(map(len, rows))
+    lines = [f"{result['path']}: {result['label']} ({result['proba']:.2f}){note}"]
+    lines += [f"  {name:<{width}}  " + "  ".join(f"{label} {p:.2f}" for label, p in probas.items())
+              for name, probas in rows.items()]
+    return "\n".join(lines)

@@ -84,7 +84,7 @@ def test_split_errors_are_dataset_errors(tmp_path: Path) -> None:
 
 
 def test_given_test_set_with_unknown_classes_is_refused(tmp_path: Path) -> None:
-    from conftest import image_bytes
+    from tests.conftest import image_bytes
 
     for label in ("a", "z"):
         (tmp_path / label).mkdir()
@@ -107,5 +107,8 @@ def test_predict_files_gives_stack_and_member_probabilities(
     assert "error" in results[2] and "not a supported image" in results[2]["error"]
     assert format_prediction(first).startswith(f"{paths[0]}: {first['label']} (")
     assert "[synthetic weights]" in format_prediction(first)
+    rows = format_prediction(first).splitlines()[1:]  # the stack's probabilities, then each member's
+    assert [row.split()[0] for row in rows] == ["stack", "clip_logreg", "clip_svm", "ocr_nb"]
+    assert all(f"{label} " in row for row in rows for label in first["probas"])
     assert format_prediction(results[2]).startswith(f"{broken}: ERROR")
     json.dumps(results)  # the CLI's --json output
