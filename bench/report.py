@@ -241,23 +241,24 @@ def _spin(r: dict) -> str:
     shipped, spin = r.get("gateway"), r.get("gateway_spin")
     if not shipped or not spin:
         return ""
+    common = sorted({row["concurrency"] for row in shipped["levels"]} & {row["concurrency"] for row in spin["levels"]})
     rows = []
-    for label, g in (("OMP_WAIT_POLICY=PASSIVE (as shipped)", shipped), ("GOMP_SPINCOUNT=300000 (libgomp default)", spin)):
-        ratio = g["paired_c1"]["gateway"]["p50_ms"] / g["paired_c1"]["fan_out"]["p50_ms"]
-        rows.append([label, num(g["paired_c1"]["gateway"]["p50_ms"]), num(ratio, 3)]
-                    + [num(row.get("complete_throughput_rps"), 2) for row in g["levels"]]
-                    + [" / ".join(num(v, 3) for v in level(g["levels"], max(x["concurrency"] for x in g["levels"]))
-                                  ["cpu_s_per_request"].values())])
-    concurrencies = [row["concurrency"] for row in shipped["levels"]]
+    for label, g in (("OMP_WAIT_POLICY=PASSIVE (as shipped)", shipped), ("GOMP_SPINCOUNT=300000 (libgomp's default)", spin)):
+        paired = g["paired_c1"]
+        rows.append([label, num(paired["gateway"]["p50_ms"]), num(paired["gateway"]["p50_ms"] / paired["fan_out"]["p50_ms"], 3)]
+                    + [num(level(g["levels"], c)["complete_throughput_rps"], 2) for c in common]
+                    + [" / ".join(num(v, 3) for v in level(g["levels"], common[-1])["cpu_s_per_request"].values())
+                       if common else "–"])
     return "\n\n".join([
         "## Idle OpenMP threads: sleep or spin (gateway, members together)",
-        "torch's OpenMP threads, when idle, spin about 3 ms by default before sleeping. Four services share "
-        "the cores here, so one service's spinning threads take CPU from another's work. The gunicorn config "
-        "therefore exports OMP_WAIT_POLICY=PASSIVE (Settings.omp_wait_policy). The same gateway run with "
-        "libgomp's default spin count:",
+        "By default torch's OpenMP threads spin for a few milliseconds when idle before they sleep. Four services "
+        "share the cores here, so one service's spinning threads take CPU from another's work. The gunicorn "
+        "config therefore exports OMP_WAIT_POLICY=PASSIVE (Settings.omp_wait_policy). The same gateway run with "
+        "libgomp's default spin count instead (fewer rounds):",
         table(["idle threads", "gateway p50 ms, c=1", "÷ fan-out"]
-              + [f"complete req/s, c={c}" for c in concurrencies]
-              + [f"CPU-s/request at c={max(concurrencies)} (members / gateway)"], rows)])
+              + [f"complete req/s, c={c}" for c in common]
+              + [f"CPU-s/request at c={common[-1] if common else '?'} (ocr_nb / clip_svm / clip_logreg / stacking)"],
+              rows)])
 
 
 def _batching(r: dict) -> str:
@@ -297,6 +298,8 @@ def _ocr(r: dict) -> str:
     ]
     rows += [[f"12 MP photo, `read()` with OCR_MAX_SIDE={side}", num(t["median_s"], 3)]
              for side, t in o.get("max_side_sweep_12mp", {}).items()]
+    rows += [[f"12 MP photo, `read()`, detector: {name}", num(t["median_s"], 3)]
+             for name, t in o.get("detector_variants_read_12mp", {}).items()]
     for mode, timings in rec.items():
         rows += [[f"recogniser only ({mode}), `recognize_boxes` with {key.replace('_', ' ')}", num(t["median_s"], 3)]
                  for key, t in timings.items()]
@@ -310,8 +313,15 @@ def _ocr(r: dict) -> str:
         f"bicubically and saved as JPEG ({num(o['big_jpeg_bytes'] / 2**20, 1)} MiB). `int8` is EasyOCR's own "
         f"default on CPU (`quantize=True`: `torch.quantization.quantize_dynamic` on the recogniser's LSTM/Linear "
         f"layers; CRAFT is convolutional, so it is unaffected); `fp32` is the same reader built with "
-        f"`quantize=False`.",
-        table(["what", "seconds"], rows)])
+        f"`quantize=False`. With random weights every recognised box has a low confidence, so EasyOCR's contrast "
+        f"retry recognises each box twice; real weights retry only the unsure ones.",
+        table(["what", "seconds"], rows),
+        "CRAFT (a VGG16-BN U-Net) is where the time goes. Options measured while developing (interleaved in one "
+        "process, 640×640 input, 2 threads, on the then-busy machine, so only the ratios mean something): "
+        "EasyOCR's eager CRAFT 8.3–9.3 s; batch norm folded into the convolutions (`torch.fx` fuse) 8.7 s; "
+        "channels-last 6.3 s; both 5.6–5.8 s; ONNX Runtime 1.31 (CPU provider, same outputs to 1e-7) 5.0 s. "
+        "Fused + channels-last takes most of ONNX Runtime's gain without a new dependency or an export step, "
+        "so that is what `OcrReader.load` does on CPU (when the detector row above says so)."])
 
 
 def _features(r: dict) -> str:
