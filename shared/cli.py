@@ -31,16 +31,26 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         data=args.data, out=args.out, weights_dir=args.weights, settings=settings,
         test_data=args.test_data, test_size=args.test_size, folds=args.folds, seed=args.seed,
     )
-    print(f"Trained {len(manifest['classes'])} classes into {args.out}; report: {args.out / 'report' / 'report.md'}")
+    print(f"Trained {len(manifest['classes'])} classes into {args.out}; report: {args.out / 'report' / 'report.md'}"
+          f"{_synthetic_note(manifest)}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from shared import evaluation
+    from shared import artifacts, evaluation
 
     metrics = evaluation.evaluate_models(args.models, args.data, args.weights, settings, out=args.out)
     print(json.dumps(metrics["summary"], indent=2))
+    # stderr: stdout stays pure JSON for scripts.
+    report = (args.out or args.models / "evaluation") / "report.md"
+    print(f"Report: {report}{_synthetic_note(artifacts.load_manifest(args.models))}", file=sys.stderr)
     return 0
+
+
+def _synthetic_note(manifest: dict) -> str:
+    if manifest.get("synthetic_weights"):
+        return " [SYNTHETIC weights: these numbers are not CLIP's/EasyOCR's accuracy]"
+    return ""
 
 
 def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:

@@ -75,7 +75,9 @@ def _normalised(proba: np.ndarray) -> np.ndarray:
 
 def evaluate_probas(y: np.ndarray, probas: Mapping[str, np.ndarray], classes: Sequence[str]) -> dict:
     """Metrics for every model ({name: (n, K)}), and a summary table of the headline numbers."""
-    models = {name: compute_metrics(y, proba) for name, proba in probas.items()}
+    # Members by name, then the stack: training and evaluation reports list them in the same order.
+    order = sorted(name for name in probas if name != STACK) + [name for name in probas if name == STACK]
+    models = {name: compute_metrics(y, probas[name]) for name in order}
     summary = {name: {key: m[key] for key in SUMMARY_KEYS} for name, m in models.items()}
     return {"classes": list(classes), "n": int(len(y)), "models": models, "summary": summary}
 
