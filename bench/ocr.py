@@ -71,7 +71,7 @@ def optimised_detector(detector):
 
 
 def bench_ocr(weights_dir: Path, photo: Path, settings: Settings, repeats: int = 5) -> dict:
-    """read() of a 348 px and a 12 MP photo as shipped and with EasyOCR's own detector; the recogniser alone."""
+    """read() of a 348 px and a 12 MP photo as shipped and with other CRAFT runtimes; the recogniser alone."""
     import torch
 
     from shared.ocr import OcrReader, downscale
@@ -88,15 +88,17 @@ def bench_ocr(weights_dir: Path, photo: Path, settings: Settings, repeats: int =
     candidate.reader.detector = optimised_detector(candidate.reader.detector)
     result = {
         "photo": str(photo), "torch_threads": torch.get_num_threads(), "ocr_max_side": settings.ocr_max_side,
+        "backend": getattr(reader, "backend", "torch"),
         "big_size": list(big.size), "big_jpeg_bytes": len(big_bytes),
         "decode_12mp": timed(lambda: decode_image(big_bytes, limits), repeats),
         "read_348": timed(lambda: reader.read(small), repeats),
         "read_12mp": timed(lambda: reader.read(big), few),
         "decode_and_read_12mp": timed(lambda: reader.read(decode_image(big_bytes, limits)), few),
         "detector_variants_read_12mp": {
-            "as shipped (OcrReader.load)": timed(lambda: reader.read(big), few),
-            "EasyOCR's own CRAFT (eager, NCHW)": timed(lambda: easyocr_own.read(big), few),
-            "CRAFT fused + channels-last": timed(lambda: candidate.read(big), few),
+            f"as shipped (OcrReader.load: CRAFT on {getattr(reader, 'backend', 'torch')})":
+                timed(lambda: reader.read(big), few),
+            "EasyOCR's own CRAFT (torch eager, NCHW)": timed(lambda: easyocr_own.read(big), few),
+            "torch CRAFT, batch norm fused + channels-last": timed(lambda: candidate.read(big), few),
         },
         "max_side_sweep_12mp": {
             side: timed(lambda side=side: OcrReader(reader.reader, reader.info, settings.replace(ocr_max_side=side))
