@@ -1,12 +1,14 @@
 """EasyOCR text reading: downscale, detect, recognise, normalise.
 
 The longest-side cap (Settings.ocr_max_side, OCR_MAX_SIDE, default 640) bounds the cost of a photo of any size:
-CRAFT's time grows with the pixel count, and a 12 MP photo is read at 640x480 as fast as a small one.
-Why 640: the grocery photos the models are trained on are 348 px, and the smallest packaging text legible in them
-(about 3% of the side, ~10 px) is what the recogniser (crops resized to 64 px high) and CRAFT (characters from
-~10-15 px) can still use. At 640 that text is ~19 px, so a photo framed like the training photos keeps all of it,
-and text half that size (~1.6% of the side) still reaches the ~10 px floor; 480 would cut that second tier, and
-800-960 costs 1.6-2.3x the detector time for text smaller than anything legible in training.
+the detector's time grows with the pixel count, so a 12 MP photo is read at 640x480 instead of at EasyOCR's own
+2560 px canvas. How 640 was chosen: CRAFT's score map is at half resolution, so characters much under ~10-15 px
+tall fade out of it, and the recogniser scales each crop up to 64 px high, inventing no detail. In the 348 px grocery training photos the product name is ~10 px tall
+(~3% of the side, e.g. "MANDARIN MORNING"), the brand ~16 px (~4.6%), small print 4-5 px (illegible). The cap is
+the smallest round size at which text of 2.3% of the longest side (a little smaller than a product name) is 15 px:
+15 / 0.023 = 650 -> 640. At 480 the product name drops to ~14 px; 800 and 960 cost 1.6x and 2.2x the detector time
+for text smaller than anything legible in the training photos. Changing it changes the feature config (max_side),
+so models trained with another cap are refused at serving.
 """
 from __future__ import annotations
 
