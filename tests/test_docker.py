@@ -11,7 +11,7 @@ import yaml
 from shared.config import COMPOSE_HOSTS, DEFAULT_PORTS, GATEWAY, MEMBERS
 
 ROOT = Path(__file__).resolve().parent.parent
-PIP_LAYER_END = "rm /tmp/torch.txt\n"
+MEMBER_OWN_BLOCK = "\nENV SERVICE_NAME="
 
 
 def dockerfile(service: str) -> str:
@@ -28,10 +28,15 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def test_member_images_share_everything_up_to_the_pip_layer() -> None:
-    prefixes = {name: instructions(dockerfile(name)).split(PIP_LAYER_END)[0] for name in MEMBERS}
-    assert all(PIP_LAYER_END in dockerfile(name) for name in MEMBERS)
-    assert len(set(prefixes.values())) == 1, "the three member Dockerfiles must be identical up to the pip layer"
+def test_member_images_share_everything_but_their_last_block() -> None:
+    prefixes = {name: instructions(dockerfile(name)).split(MEMBER_OWN_BLOCK)[0] for name in MEMBERS}
+    assert all("rm /tmp/torch.txt" in prefix for prefix in prefixes.values())
+    assert len(set(prefixes.values())) == 1, "the three member Dockerfiles must be identical up to their own last block"
+
+
+def test_all_four_images_share_everything_before_their_requirements() -> None:
+    prefixes = {instructions(dockerfile(name)).split("\nCOPY requirements/")[0] for name in (*MEMBERS, GATEWAY)}
+    assert len(prefixes) == 1
 
 
 def test_gateway_image_has_no_torch() -> None:
@@ -46,9 +51,9 @@ def test_dockerfile_runs_as_non_root_on_the_seed_port_with_a_healthcheck(service
     port = DEFAULT_PORTS[service]
     assert "ARG BASE_IMAGE=python:3.11-slim-bookworm" in text
     assert re.search(r"^USER app$", text, re.M)
-    assert f"EXPOSE {port}\n" in text
-    assert f"127.0.0.1:{port}/v2/health/ready" in text
-    assert f'CMD ["gunicorn", "-c", "services/{service}/gunicorn.conf.py"]' in text
+    assert f"EXPOSE {port}\n" in text and f"ENV SERVICE_NAME={service}" in text
+    assert "/v2/health/ready" in text and "HEALTHCHECK" in text
+    assert 'CMD ["sh", "-c", "exec gunicorn -c services/$SERVICE_NAME/gunicorn.conf.py"]' in text
     assert (ROOT / "services" / service / "gunicorn.conf.py").is_file()
 
 
