@@ -158,8 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # Our progress at INFO; libraries (open_clip logs each model-building step on the root logger) only warn.
+        logging.getLogger("shared").setLevel(logging.INFO)
     try:
         return args.func(args, Settings.from_env())
     except ClassifierError as exc:
