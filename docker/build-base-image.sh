@@ -6,7 +6,7 @@
 # debootstrap (Debian's python3 is 3.11 too) and tags it under the same name, so `docker build` and
 # `docker-compose build` work unchanged. Idempotent: returns at once when the tag exists.
 #
-#   bash docker/build-base-image.sh            # BASE_IMAGE, DEBIAN_MIRROR, NO_PULL=1, FORCE=1 to rebuild
+#   bash docker/build-base-image.sh    # env: BASE_IMAGE, DEBIAN_MIRROR, NO_PULL=1, PULL_TIMEOUT=120, FORCE=1 rebuilds
 set -euo pipefail
 
 TAG=${BASE_IMAGE:-python:3.11-slim-bookworm}
@@ -24,7 +24,7 @@ tag_exists() { docker image inspect "$TAG" >/dev/null 2>&1; }
 try_pull() {
     [ "${NO_PULL:-0}" = 1 ] && return 1
     log "trying: docker pull $TAG"
-    timeout "${PULL_TIMEOUT:-300}" docker pull "$TAG" >/dev/null 2>&1
+    timeout "${PULL_TIMEOUT:-120}" docker pull "$TAG" >/dev/null 2>&1
 }
 
 need_debootstrap() {
