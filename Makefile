@@ -56,7 +56,7 @@ base-image:
 
 # The stack on ports 5000-5003, models mounted read-only from MODELS (train them first).
 up: base-image
-	@test -f $(MODELS)/manifest.json -a -f $(MODELS)/weights/weights.json || \
+	@test -f $(MODELS)/manifest.json $(if $(BAKE_WEIGHTS),,-a -f $(MODELS)/weights/weights.json) || \
 		{ echo "No trained models in $(MODELS) (manifest.json, weights/): run make weights (or weights-synthetic) and make train first."; exit 1; }
 	MODELS_PATH=$${MODELS_PATH:-$(abspath $(MODELS))} $(COMPOSE) up -d --build
 
