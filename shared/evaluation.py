@@ -292,7 +292,8 @@ def _plot_embedding_map(path: Path, clip: np.ndarray, y: np.ndarray, classes: Se
     for k, name in enumerate(classes):
         mask = y[keep] == k
         ax.scatter(points[mask, 0], points[mask, 1], s=10, alpha=0.7, label=f"{name} ({mask.sum()})")
-    ax.set_title(f"CLIP embeddings, PCA 2D ({len(keep)} images)", fontsize=10)
+    shown = f"{len(keep)} images" if len(keep) == len(clip) else f"random {len(keep)} of {len(clip)} images"
+    ax.set_title(f"CLIP embeddings, PCA 2D ({shown})", fontsize=10)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.legend(fontsize=8)
