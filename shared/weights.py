@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from shared.artifacts import sha256_file as file_sha256
 from shared.config import Settings
 from shared.errors import ClassifierError, WeightsDownloadFailed, WeightsMissing
 
@@ -31,15 +32,6 @@ SYNTHETIC_SEED = 0
 
 
 # --- reading and checking -------------------------------------------------------------------------
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_weights_info(weights_dir: Path) -> dict:
     """weights.json of a weights folder; WeightsMissing if absent or unreadable."""
     path = Path(weights_dir) / INFO_FILE
