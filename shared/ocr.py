@@ -144,6 +144,7 @@ class OcrReader:
                 )
         except FileNotFoundError as exc:
             raise WeightsMissing(f"EasyOCR could not use {folder}: {exc}. {weights.FETCH_HINT}") from None
+        _channels_last_recogniser(reader)
         return cls(reader, info, settings, _install_detector(reader, folder, info, backend, settings))
 
     def read(self, image: Image.Image) -> str:
@@ -176,6 +177,14 @@ def _check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"OCR_BACKEND must be one of {', '.join(BACKENDS)}; got {backend!r}")
     return backend
+
+
+def _channels_last_recogniser(reader: Any) -> None:
+    """On CPU the recogniser's convolutions run faster in channels-last layout, same texts (BENCHMARKS.md)."""
+    if reader.device == "cpu":
+        import torch
+
+        reader.recognizer = reader.recognizer.to(memory_format=torch.channels_last)
 
 
 def _install_detector(reader: Any, folder: Path, info: dict, backend: str, settings: Settings) -> str:

@@ -1,6 +1,7 @@
 """OcrReader on SYNTHETIC full-size CRAFT + cyrillic_g2: loads, reads, downscales, normalises; torch and ONNX CRAFT."""
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import os
@@ -146,6 +147,16 @@ def test_config_is_the_contract(reader, tiny_weights):
     assert config["kind"] == "ocr" and config["langs"] == ["ru", "en"] and config["max_side"] == MAX_SIDE
     assert config["synthetic"] is True and reader.synthetic
     assert OcrReader.config_for(tiny_weights, Settings(ocr_max_side=MAX_SIDE)) == config
+
+
+def test_recogniser_runs_channels_last_with_the_same_outputs(reader):
+    model = reader.reader.recognizer
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    crops = torch.rand(2, 1, 64, 192, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(crops, None), plain(crops, None), rtol=1e-4, atol=1e-5)
 
 
 def test_torch_threads_come_from_settings(reader):
