@@ -59,7 +59,10 @@ class Settings:
 
     # dynamic batching in the CLIP services
     batch_max_size: int = _env("BATCH_MAX_SIZE", 16, "Largest dynamic batch")
-    batch_max_wait_ms: float = _env("BATCH_MAX_WAIT_MS", 5.0, "Longest a request waits for a batch to fill")
+    batch_max_wait_ms: float = _env(
+        "BATCH_MAX_WAIT_MS", 20.0,
+        "Longest a batch waits for requests known to be coming; never at concurrency 1 (BENCHMARKS.md)",
+    )
 
     # serving
     service_name: str = _env("SERVICE_NAME", "", "Which service this process is")
