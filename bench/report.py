@@ -187,7 +187,19 @@ def _goals(r: dict) -> str:
     t = o["read_12mp"]["median_s"] if o else None
     rows.append(["one 12 MP photo through OcrReader.read (decoded image), s", num(t, 2), f"≤ {GOALS['ocr_12mp_s']}",
                  verdict(t, GOALS["ocr_12mp_s"], at_most=True)])
-    return "## Results against the goals\n\n" + table(["figure", "measured", "goal", ""], rows)
+    return "## Results against the goals\n\n" + table(["figure", "measured", "goal", ""], rows) + VARIATION
+
+
+VARIATION = """
+
+**Run-to-run variation is as large as the margins.** The first full run (14:15 UTC, same code except
+BATCH_MAX_WAIT_MS=5, since raised to 20 after it) measured: gateway ÷ fan-out p50 **1.000**, throughput ratio
+**0.916** (concurrency 1; 0.84 at 4, 0.76 at 16, gateway 1.75 req/s at 16), batching gain **3.29×** (its unbatched
+run was unusually slow), 12 MP OCR 1.99 s (one sample; 1.14–1.54 s in its other rows). Each level is a 12 s closed
+loop with 20–40 gateway answers, on 2 cores that also run the client, so read the goal verdicts as "at the
+boundary", not as pass/fail. What the gateway adds on the critical path at concurrency 1 is its own work after the
+slowest member answers: the RandomForest meta-model (`MetaEnsemble.combine`, 6.5 ms measured), JSON and
+bookkeeping — 22 ms of CPU per request in all (its CPU-s/request column)."""
 
 
 def _level_rows(levels: list[dict], services: list[str]) -> list[list[Any]]:
@@ -303,9 +315,10 @@ def _batching(r: dict) -> str:
                      num(row["p95_ms"]), num(row["throughput_rps"], 2), num(row["cpu_s_per_request"]["clip_svm"], 3),
                      num(row["mean_batch_size"].get("clip_svm"), 1)])
     c1_on, c1_off = level(on, 1), level(off, 1)
-    extra = (f"At concurrency 1 the batcher adds {num(c1_on['p50_ms'] - c1_off['p50_ms'])} ms to p50 (it never waits "
-             "for company when no other request is in flight; the hard bound is BATCH_MAX_WAIT_MS).") \
-        if c1_on and c1_off else ""
+    extra = (f"At concurrency 1 the batched service's p50 is {num(c1_on['p50_ms'] - c1_off['p50_ms'])} ms from the "
+             "unbatched one's: two separate service starts minutes apart, and run-to-run noise is of that size (the "
+             "first full run measured −2.1 ms). By design a lone request never waits for company (a unit test "
+             "checks it); the hard bound on any wait is BATCH_MAX_WAIT_MS.") if c1_on and c1_off else ""
     return "\n\n".join([
         "## Dynamic batching (clip_svm alone)",
         table(["mode", "concurrency", "p50 ms", "p95 ms", "req/s", "CPU-s/request", "mean batch"], rows),
