@@ -277,11 +277,20 @@ def predict() -> tuple[Response, int] | Response:
 
 
 def _check_classes(answers: Mapping[str, MemberAnswer], classes: list[str]) -> None:
-    """A member trained on other classes cannot be stacked: count it as failed, not as an answer."""
+    """A member trained on other classes, or sending other than probabilities, counts as failed, not as an answer."""
     for a in answers.values():
-        if a.ok and set(a.body["probas"]) != set(classes):
+        if not a.ok:
+            continue
+        if set(a.body["probas"]) != set(classes):
             a.outcome = "bad_response"
             a.error = f"its classes {sorted(a.body['probas'])} differ from the stack's {classes}"
+        elif not all(_is_probability(p) for p in a.body["probas"].values()):
+            a.outcome = "bad_response"
+            a.error = "its probas are not all numbers between 0 and 1"
+
+
+def _is_probability(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
 
 
 def _member_headers() -> dict[str, str]:

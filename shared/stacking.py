@@ -57,6 +57,23 @@ def fit_meta_models(oof: Mapping[str, np.ndarray], y: np.ndarray, seed: int = 0)
     return {subset_name(s): build_meta_model(seed).fit(meta_features(oof, s), y) for s in member_subsets(oof)}
 
 
+def forest_proba(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:
+    """`forest.predict_proba(X)`, the same sum over trees, in the calling thread.
+
+    The forest's own method hands its trees to joblib even with n_jobs=1; for the one row the gateway
+    combines per request that dispatch costs several times the trees themselves (BENCHMARKS.md).
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] != forest.n_features_in_:
+        raise ValueError(f"the meta-model takes {forest.n_features_in_} features per row; got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("member probabilities must be finite numbers")
+    total = np.zeros((X.shape[0], forest.n_classes_))
+    for tree in forest.estimators_:
+        total += tree.predict_proba(X, check_input=False)
+    return total / len(forest.estimators_)
+
+
 class MetaEnsemble:
     """The fitted meta-models; combines whichever members answered. Imports without torch."""
 
@@ -83,7 +100,7 @@ class MetaEnsemble:
             raise ArtifactError(f"No meta-model for members {name!r}; known: {', '.join(sorted(self.models))}")
         X = meta_features({k: np.atleast_2d(self._checked(k, v)) for k, v in probas.items()}, probas)
         out = np.zeros((X.shape[0], len(self.classes)))
-        out[:, model.classes_.astype(int)] = model.predict_proba(X)
+        out[:, model.classes_.astype(int)] = forest_proba(model, X)
         return out
 
     def combine(self, probas: Mapping[str, np.ndarray]) -> np.ndarray:

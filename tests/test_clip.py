@@ -67,6 +67,23 @@ def test_preprocessing_comes_from_the_factory(embedder):
     assert embedder.preprocess(Image.new("RGB", (64, 48))).shape == (3, 32, 32)
 
 
+def test_only_the_image_tower_is_kept_and_it_embeds_as_the_whole_model(embedder, tiny_weights):
+    import open_clip
+    import torch
+
+    from shared import weights
+
+    info = weights.read_weights_info(tiny_weights)["clip"]
+    whole, _, preprocess = open_clip.create_model_and_transforms(info["model"],
+                                                                 pretrained=str(tiny_weights / info["file"]))
+    images = _images(3)
+    with torch.inference_mode():
+        expected = whole.eval().encode_image(torch.stack([preprocess(img) for img in images]), normalize=True)
+    np.testing.assert_allclose(embedder.embed(images), expected.numpy(), atol=1e-6)
+    kept = {name for name, _ in embedder.image_tower.named_parameters()}
+    assert kept == {name.removeprefix("visual.") for name, _ in whole.named_parameters() if name.startswith("visual.")}
+
+
 def test_missing_weights(tmp_path):
     with pytest.raises(WeightsMissing, match="--synthetic"):
         ClipEmbedder.load(tmp_path, Settings())

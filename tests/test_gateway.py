@@ -129,3 +129,17 @@ def test_app_without_models_is_live_not_ready_and_checks_input_first(tmp_path):
     assert ready.status_code == 503 and "manifest.json" in ready.get_json()["error"]
     assert client.post("/", data=b"not an image").status_code == 415  # input is checked before readiness
     assert client.get("/v2/models/clip_svm").status_code == 404
+
+
+def test_members_sending_other_classes_or_non_probabilities_count_as_failed():
+    def ok(probas):
+        return gateway.MemberAnswer("m", "ok", 1.0, 200, {"probas": probas})
+
+    answers = {"good": ok({"a": 0.25, "b": 0.75}), "other_classes": ok({"a": 0.5, "c": 0.5}),
+               "text": ok({"a": "0.5", "b": 0.5}), "above_one": ok({"a": 1.5, "b": -0.5}),
+               "nan": ok({"a": float("nan"), "b": 0.5})}
+    gateway._check_classes(answers, ["a", "b"])
+    assert answers["good"].ok
+    assert "differ from the stack's" in answers["other_classes"].error
+    for name in ("text", "above_one", "nan"):
+        assert answers[name].outcome == "bad_response" and "not all numbers" in answers[name].error, name

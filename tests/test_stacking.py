@@ -114,6 +114,20 @@ def test_combine_with_one_member_uses_its_own_model(ensemble: stacking.MetaEnsem
                                ensemble.models["clip_logreg"].predict_proba(p[None])[0])
 
 
+def test_forest_proba_is_the_forests_own_predict_proba(ensemble: stacking.MetaEnsemble) -> None:
+    forest = ensemble.models["clip_logreg+clip_svm+ocr_nb"]
+    X = np.random.default_rng(5).dirichlet(np.ones(3), size=(40, 3)).reshape(40, 9)
+    np.testing.assert_allclose(stacking.forest_proba(forest, X), forest.predict_proba(X), rtol=0, atol=1e-12)
+
+
+def test_forest_proba_rejects_what_the_forest_would_reject(ensemble: stacking.MetaEnsemble) -> None:
+    forest = ensemble.models["clip_svm"]
+    with pytest.raises(ValueError, match="finite"):
+        stacking.forest_proba(forest, np.array([[0.5, np.nan, 0.5]]))
+    with pytest.raises(ValueError, match="takes 3 features"):
+        stacking.forest_proba(forest, np.array([[0.5, 0.5]]))
+
+
 def test_combine_with_nobody_raises_members_unavailable(ensemble: stacking.MetaEnsemble) -> None:
     with pytest.raises(MembersUnavailable):
         ensemble.combine({})
