@@ -12,6 +12,8 @@ def _series(r: dict) -> dict[str, list[dict]]:
         series["clip_svm alone, no batching"] = r["unbatched"]["levels"]
     if "gateway" in r:
         series["gateway (members together)"] = r["gateway"]["levels"]
+        if r["gateway"].get("fan_out_levels"):
+            series["client's own fan-out (members together)"] = r["gateway"]["fan_out_levels"]
     return series
 
 

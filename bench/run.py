@@ -58,7 +58,7 @@ def plan(args: argparse.Namespace) -> dict:
     if args.quick:
         return {"per_class": 10, "levels": [1, 4], "duration": args.duration or 1.0, "paired_rounds": 4,
                 "ocr_repeats": 1, "payloads": 6, "results": ROOT / "bench" / "results" / "quick"}
-    return {"per_class": 20, "levels": [1, 4, 16], "duration": args.duration or 12.0, "paired_rounds": 24,
+    return {"per_class": 20, "levels": [1, 4, 16], "duration": args.duration or 12.0, "paired_rounds": 48,
             "ocr_repeats": 5, "payloads": 24, "results": ROOT / "bench" / "results"}
 
 

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 import httpx
 
 from bench import procs
-from bench.load import fan_out_to, post_to, run_load, run_paired, warm_up
+from bench.load import Request, fan_out_to, post_to, run_load, run_paired, warm_up
 from bench.services import Service, running
 from shared.config import GATEWAY, MEMBERS
 
@@ -31,12 +31,12 @@ def memory(service: Service) -> dict:
             "largest_mib": max(mib.values()) if mib else None}
 
 
-def load_level(target: str, services: Mapping[str, Service], payloads: Sequence[bytes], concurrency: int,
+def load_level(request: Request, services: Mapping[str, Service], payloads: Sequence[bytes], concurrency: int,
                duration_s: float) -> dict:
-    """One closed-loop run against services[target]; CPU-seconds each service spent per answered request."""
+    """One closed-loop run of `request`; CPU-seconds each running service spent per answered request."""
     before = {name: procs.cpu_seconds(s.pid) for name, s in services.items()}
     batches_before = {name: batch_stats(s.url) for name, s in services.items() if name != GATEWAY}
-    result = run_load(post_to(f"{services[target].url}/predict"), payloads, concurrency, duration_s)
+    result = run_load(request, payloads, concurrency, duration_s)
     row = result.summary()
     sent = max(result.sent, 1)
     row["cpu_s_per_request"] = {name: (procs.cpu_seconds(s.pid) - before[name]) / sent for name, s in services.items()}
@@ -56,16 +56,19 @@ def bench_member(name: str, env: Mapping[str, str], log_dir: Path, payloads: Seq
     with running([name], env, log_dir) as services:
         service = services[name]
         result = {"ready_s": service.ready_s, "rss_ready": memory(service), "levels": []}
-        warm_up(post_to(f"{service.url}/predict"), payloads, WARMUP_REQUESTS)
+        request = post_to(f"{service.url}/predict")
+        warm_up(request, payloads, WARMUP_REQUESTS)
         for concurrency in levels:
-            result["levels"].append(load_level(name, services, payloads, concurrency, duration_s))
+            result["levels"].append(load_level(request, services, payloads, concurrency, duration_s))
         result["rss_after_load"] = memory(service)
         return result
 
 
 def bench_gateway(env: Mapping[str, str], log_dir: Path, payloads: Sequence[bytes], levels: Sequence[int],
                   duration_s: float, paired_rounds: int) -> dict:
-    """The three members and the gateway started together: gateway vs ideal fan-out at c=1, then load levels."""
+    """The three members and the gateway started together: gateway vs ideal fan-out request by request at c=1,
+    then at each load level the gateway, and the ideal fan-out under the same closed loop (what the members cost
+    when they share the cores serving this workload without a gateway)."""
     with running([*MEMBERS, GATEWAY], env, log_dir) as services:
         gateway = post_to(f"{services[GATEWAY].url}/predict")
         fan_out = fan_out_to([f"{services[m].url}/predict" for m in MEMBERS])
@@ -76,8 +79,12 @@ def bench_gateway(env: Mapping[str, str], log_dir: Path, payloads: Sequence[byte
             "ready_s": {name: s.ready_s for name, s in services.items()},
             "rss_ready": {name: memory(s) for name, s in services.items()},
             "paired_c1": {name: r.summary() for name, r in paired.items()},
-            "levels": [load_level(GATEWAY, services, payloads, c, duration_s) for c in levels],
+            "paired_c1_ms": {name: [round(t * 1000, 2) for t in r.latencies_s] for name, r in paired.items()},
+            "levels": [], "fan_out_levels": [],
         }
+        for c in levels:
+            result["levels"].append(load_level(gateway, services, payloads, c, duration_s))
+            result["fan_out_levels"].append(load_level(fan_out, services, payloads, c, duration_s))
         result["rss_after_load"] = {name: memory(s) for name, s in services.items()}
         return result
 

@@ -1,6 +1,9 @@
 """The Flask app factory for the three members: image bytes in, class probabilities out."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import logging
 import threading
 from typing import Any, Mapping
@@ -50,6 +53,7 @@ class MemberRuntime:
             self.health.mark_loaded()
             self.batcher = self._make_batcher()
             self.predict(warmup_image())
+            release_freed_memory()
             self.health.mark_warmed_up()
             log.info("%s ready (model_version %s)", self.name, self.member.model_version)
         except Exception as exc:  # noqa: BLE001 - any load failure must show in /v2/health/ready
@@ -80,6 +84,19 @@ class MemberRuntime:
                               max_batch_size=self.settings.batch_max_size,
                               max_wait_ms=self.settings.batch_max_wait_ms,
                               on_batch=hist.observe)
+
+
+def release_freed_memory() -> None:
+    """Hand the heap freed while loading (checkpoint buffers, CLIP's text tower) back to the OS.
+
+    glibc keeps freed heap pages mapped; after a model load that is ~300 MB of RSS per CLIP service
+    (BENCHMARKS.md). Elsewhere than glibc there is no malloc_trim and nothing to do.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from PIL import Image
 
 from shared import service
 from shared.config import Settings
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def png_header_claiming(width: int, height: int) -> bytes:
@@ -141,3 +145,22 @@ def test_chunked_body_over_the_limit_is_413(client):
     # no Content-Length; the server (like gunicorn for chunked bodies) marks the stream as terminated
     resp = client.post("/", input_stream=io.BytesIO(b"\xff" * 80_000), environ_overrides={"wsgi.input_terminated": True})
     assert resp.status_code == 413 and resp.get_json()["error"]["code"] == "payload_too_large"
+
+
+def test_release_freed_memory_returns_freed_heap_to_the_os():
+    # In a fresh interpreter: free every other 100 KB block (holes glibc keeps mapped), then release.
+    script = """
+import sys
+from shared.service import release_freed_memory
+def rss_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+blocks = [bytearray(100_000) for _ in range(4000)]
+for b in blocks:
+    b[::4096] = b"x" * len(b[::4096])  # touch every page
+del blocks[::2]
+before = rss_mib()
+release_freed_memory()
+print(before - rss_mib())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
+    assert float(out.stdout) > 100, f"only {out.stdout.strip()} MiB of ~190 freed MiB went back"
