@@ -235,11 +235,26 @@ def _build_recogniser(choice: dict, langs: list[str], folder: Path) -> Any:
 def fetch_weights(out: Path, settings: Settings, timeout_s: float = 60.0) -> Path:
     """Download the real CLIP and EasyOCR weights, verify checksums, write weights.json (synthetic: false)."""
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    clip_info = fetch_clip_weights(out, settings, timeout_s)
-    ocr_info = fetch_ocr_weights(out, settings, timeout_s)
+    try:
+        clip_info = fetch_clip_weights(out, settings, timeout_s)
+        ocr_info = fetch_ocr_weights(out, settings, timeout_s)
+    except BaseException:
+        if created:
+            _remove_empty_folders(out)
+        raise
     _write_info(out, {"synthetic": False, "clip": clip_info, "ocr": ocr_info})
     return out
+
+
+def _remove_empty_folders(root: Path) -> None:
+    """Undo the folders a failed download made; a folder holding any file stays."""
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if not any(root.iterdir()):
+        root.rmdir()
 
 
 def clip_source(settings: Settings) -> tuple[str, str]:

@@ -126,7 +126,7 @@ def test_unreachable_host_fails_with_the_offline_option(tmp_path):
         fetch_weights(tmp_path / "w", settings, timeout_s=5)
     assert "unreachable" in info.value.message
     assert "python -m shared weights --synthetic" in info.value.message
-    assert not (tmp_path / "w" / "weights.json").exists()
+    assert not (tmp_path / "w").exists(), "a failed download leaves no empty folder behind"
 
 
 def test_clip_checksum_mismatch_keeps_nothing(tmp_path, local_server):
