@@ -31,7 +31,7 @@ def write_report(folder: Path, out: Path) -> Path:
     r = load_results(folder)
     plot = plot_load(r, out.parent / "bench" / "load.png")
     r["_recorded"] = recorded_times(folder)
-    parts = [_header(r), _goals(r), _plot(plot, out), _members(r), _gateway(r), _spin(r), _batching(r), _ocr(r),
+    parts = [_header(r), _goals(r), _plot(plot, out), _members(r), _gateway(r), _slack(r), _spin(r), _batching(r), _ocr(r),
              _features(r), _memory_and_startup(r), _changes(r), _notes(r)]
     out.write_text("\n\n".join(p for p in parts if p).rstrip() + "\n")
     return out
@@ -325,6 +325,29 @@ def _gateway(r: dict) -> str:
               f"{num(busy_share(r, c) * 100, 0)} % / {num(busy_share(r, c, 'fan_out_levels') * 100, 0)} %"]
              for c, (got, ideal, ratio) in together.items()]))
     return "\n\n".join(lines)
+
+
+def _slack(r: dict) -> str:
+    shipped, without = r.get("gateway"), r.get("gateway_noslack")
+    if not shipped or not without:
+        return ""
+    rows = []
+    for c in sorted({row["concurrency"] for row in without["levels"]}):
+        for label, g in (("slack (as shipped)", shipped), ("GATEWAY_SLACK_SHARE=0", without)):
+            row = level(g["levels"], c)
+            if row:
+                rows.append([c, label, num(row["complete_throughput_rps"], 2), num(row["p50_ms"]), num(row["p95_ms"]),
+                             " / ".join(num(v, 3) for v in row["cpu_s_per_request"].values()),
+                             " / ".join(num(v, 1) for v in row["mean_batch_size"].values() if v is not None) or "–"])
+    return "\n\n".join([
+        "## Batching slack behind the gateway (gateway, members together)",
+        "Under concurrent load the gateway grants the CLIP members a share of the OCR member's latency as "
+        "`X-Batch-Slack-Ms` (README, *The services*), so that requests reaching them one at a time can still share "
+        "a forward pass. The same gateway run granting none (`GATEWAY_SLACK_SHARE=0`, the behaviour before; "
+        "concurrency 1 never gets slack, so it is not repeated):",
+        table(["concurrency", "gateway", "complete req/s", "p50 ms", "p95 ms",
+               "CPU-s/request (ocr_nb / clip_svm / clip_logreg / stacking)", "mean batch (clip_svm / clip_logreg)"],
+              rows)])
 
 
 def _spin(r: dict) -> str:

@@ -14,7 +14,7 @@ from bench import ocr, procs, report, serving, training
 from bench.services import ROOT, service_env
 from shared.config import MEMBERS, Settings
 
-SECTIONS = ("features", "ocr", "members", "batching", "wait", "gateway", "spin")
+SECTIONS = ("features", "ocr", "members", "batching", "wait", "gateway", "noslack", "spin")
 OLD_BATCH_WAIT_MS = "5"  # the first default, before the bench compared it with the current one
 # libgomp's own default when OMP_WAIT_POLICY is unset: idle threads spin ~300k iterations (~3 ms) before sleeping.
 SPIN_ENV = {"GOMP_SPINCOUNT": "300000"}
@@ -108,6 +108,10 @@ def run_sections(args: argparse.Namespace, p: dict, results: Path) -> None:
     if "gateway" in sections:
         save(results, "gateway", serving.bench_gateway(env, results / "logs", images, p["levels"], p["duration"],
                                                        p["paired_rounds"]))
+    if "noslack" in sections:  # the gateway granting no batching slack: what the slack changed
+        save(results, "gateway_noslack", serving.bench_gateway(
+            {**env, "GATEWAY_SLACK_SHARE": "0"}, results / "logs", images, p["levels"][1:] or p["levels"],
+            p["duration"], p["paired_rounds"] // 3))
     if "spin" in sections:
         save(results, "gateway_spin", serving.bench_gateway({**env, **SPIN_ENV}, results / "logs", images,
                                                             p["levels"][-1:], p["duration"], p["paired_rounds"] // 3))

@@ -15,6 +15,10 @@ log = logging.getLogger(__name__)
 
 PREDICT_ROUTES = ("/", "/predict")
 FILE_FIELD = "file"
+# Gateway -> member: how long (ms) the member may hold the request for batch company; member -> gateway: how
+# long it did.
+SLACK_HEADER = "X-Batch-Slack-Ms"
+BATCH_WAIT_HEADER = "X-Batch-Wait-Ms"
 
 
 def settings_from_config(config: Mapping[str, Any] | None) -> Settings:

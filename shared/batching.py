@@ -23,6 +23,12 @@ class _Pending(Generic[T, R]):
     item: T
     future: Future = field(default_factory=Future)
     enqueued: float = field(default_factory=time.monotonic)
+    taken: float | None = None  # when its batch was taken for the forward pass
+    slack_s: float = 0.0  # how long its caller lets it wait for company, on top of the batcher's own rule
+
+    @property
+    def hold_until(self) -> float:
+        return self.enqueued + self.slack_s
 
 
 class DynamicBatcher(Generic[T, R]):
@@ -32,7 +38,9 @@ class DynamicBatcher(Generic[T, R]):
     several items, each item is retried alone so that an error belongs to its own request.
     A batch waits for more items only while more are known to be coming (as many requests were in
     flight recently as the batch would hold), and never longer than `max_wait_ms` after it could have
-    run: at concurrency 1 nothing waits at all.
+    run: at concurrency 1 nothing waits at all. A caller that will not need the answer for a while (the
+    gateway, waiting for a slower member anyway) may grant its item `slack_s`: the batch then also stays
+    open, until it is full, for as long as every item in it still has slack left.
     """
 
     def __init__(self, fn: Callable[[list[T]], Sequence[R]], max_batch_size: int, max_wait_ms: float,
@@ -54,11 +62,19 @@ class DynamicBatcher(Generic[T, R]):
         self._worker_pid = 0
 
     # --- request side ----------------------------------------------------
-    def submit(self, item: T, timeout: float | None = None) -> R:
-        """Block until `item`'s result is ready; re-raise its own error; DeadlineExceeded after `timeout` s."""
-        pending = self._enqueue(item)
+    def submit(self, item: T, timeout: float | None = None, slack_s: float = 0.0) -> R:
+        """Block until `item`'s result is ready; re-raise its own error; DeadlineExceeded after `timeout` s.
+
+        `slack_s`: how long the item may wait for others to share its forward pass (0: only the usual rule).
+        """
+        return self.submit_timed(item, timeout, slack_s)[0]
+
+    def submit_timed(self, item: T, timeout: float | None = None, slack_s: float = 0.0) -> tuple[R, float]:
+        """`submit`, and how many seconds the item waited in the queue before its forward pass."""
+        pending = self._enqueue(item, max(0.0, slack_s))
         try:
-            return self._wait(pending.future, timeout)
+            result = self._wait(pending.future, timeout)
+            return result, (pending.taken or pending.enqueued) - pending.enqueued
         finally:
             with self._cond:
                 self._in_flight -= 1
@@ -82,12 +98,12 @@ class DynamicBatcher(Generic[T, R]):
             future.cancel()  # still queued: never computed; already running: the answer is dropped
             raise DeadlineExceeded(f"No result within {timeout} s; the model is busy, retry later.") from None
 
-    def _enqueue(self, item: T) -> _Pending[T, R]:
+    def _enqueue(self, item: T, slack_s: float = 0.0) -> _Pending[T, R]:
         with self._cond:
             if self._closed:
                 raise NotReady("The model is shutting down; retry on another instance.")
             self._ensure_worker()
-            pending: _Pending[T, R] = _Pending(item)
+            pending: _Pending[T, R] = _Pending(item, slack_s=slack_s)
             self._queue.append(pending)
             self._in_flight += 1
             self._peak = max(self._peak, self._in_flight)
@@ -122,17 +138,24 @@ class DynamicBatcher(Generic[T, R]):
             self._wait_for_expected(free_since)
             batch = [self._queue.popleft() for _ in range(min(self.max_batch_size, len(self._queue)))]
             self._peak = self._in_flight
+            taken = time.monotonic()
+            for p in batch:
+                p.taken = taken
         # Items whose submit already timed out are skipped; the rest are marked running (no longer cancellable).
         return [p for p in batch if p.future.set_running_or_notify_cancel()]
 
     def _wait_for_expected(self, free_since: float) -> None:
-        """Hold the batch open while more items are known to be coming, at most max_wait once it could run."""
+        """Hold the batch open while more items are known to be coming, at most max_wait once it could run,
+        or while every queued item still has slack left; never once the batch is full."""
         # Counted from when the batch could first have run: the oldest arrival, or the end of the previous
         # batch if it arrived during that one. Counting from arrival alone would never wait after a busy spell,
         # and the answered requests of the previous batch, about to come back, would form a batch of their own.
-        deadline = max(self._queue[0].enqueued, free_since) + self.max_wait_s
-        while not self._closed and len(self._queue) < min(self.max_batch_size, self._peak):
-            remaining = deadline - time.monotonic()
+        expected_until = max(self._queue[0].enqueued, free_since) + self.max_wait_s
+        while not self._closed and len(self._queue) < self.max_batch_size:
+            until = min(p.hold_until for p in self._queue)
+            if len(self._queue) < self._peak:
+                until = max(until, expected_until)
+            remaining = until - time.monotonic()
             if remaining <= 0:
                 return
             self._cond.wait(remaining)

@@ -63,6 +63,15 @@ class Settings:
         "BATCH_MAX_WAIT_MS", 20.0,
         "Longest a batch waits for requests known to be coming; never at concurrency 1 (BENCHMARKS.md)",
     )
+    batch_max_slack_ms: float = _env(
+        "BATCH_MAX_SLACK_MS", 2000.0,
+        "Most a request may wait for batch company when its caller grants slack (X-Batch-Slack-Ms); 0 = ignore it",
+    )
+    gateway_slack_share: float = _env(
+        "GATEWAY_SLACK_SHARE", 0.5,
+        "Gateway, under concurrent load: the share of the slowest member's latency granted to clearly faster "
+        "members as batching slack; 0 = never",
+    )
 
     # serving
     service_name: str = _env("SERVICE_NAME", "", "Which service this process is")

@@ -55,6 +55,7 @@ class MemberAnswer:
     status: int | None = None
     body: dict = field(default_factory=dict)
     error: str | None = None
+    batch_wait_ms: float = 0.0  # how long the member held it for batch company (its X-Batch-Wait-Ms)
 
     @property
     def ok(self) -> bool:
@@ -70,21 +71,75 @@ class MemberAnswer:
         return out
 
 
+class SlackPlanner:
+    """How long each member may hold a request for batch company: the gateway waits for the slowest anyway.
+
+    Under concurrent load the CLIP members see requests one at a time, at the OCR member's pace, and could
+    not batch; granted a share of the slowest member's latency as slack they do (BENCHMARKS.md). Latencies
+    are tracked without the time a member held the request, so granting slack never feeds back into it.
+    """
+
+    SMOOTHING = 0.2  # weight of the newest answer in the moving average
+    CLEARLY_FASTER = 2.0  # a member gets slack only if the slowest takes at least this many times as long
+
+    def __init__(self, share: float, max_slack_ms: float):
+        self.share = share
+        self.max_slack_ms = max_slack_ms
+        self._lock = threading.Lock()
+        self._latency_ms: dict[str, float] = {}  # moving average per member, answers only, hold excluded
+
+    def observe(self, answer: MemberAnswer) -> None:
+        if answer.outcome == "rejected":  # the input was bad: says nothing about the member's pace
+            return
+        with self._lock:
+            if not answer.ok:  # unknown again until it answers: a failing member must not set anyone's slack
+                self._latency_ms.pop(answer.name, None)
+                return
+            latency = max(0.0, answer.latency_ms - answer.batch_wait_ms)
+            previous = self._latency_ms.get(answer.name, latency)
+            self._latency_ms[answer.name] = previous + self.SMOOTHING * (latency - previous)
+
+    def plan(self, concurrent: int) -> dict[str, float]:
+        """{member: slack ms} for a request while `concurrent` requests (it included) are in flight."""
+        if self.share <= 0 or concurrent < 2:  # alone, a held request would only wait
+            return {}
+        with self._lock:
+            latency = dict(self._latency_ms)
+        if len(latency) < 2:
+            return {}
+        slowest = max(latency.values())
+        slack = min(self.share * slowest, self.max_slack_ms)
+        return {name: round(slack, 1) for name, ms in latency.items() if ms * self.CLEARLY_FASTER <= slowest}
+
+
 class MemberClient:
     """Pooled HTTP calls to the members: parallel, timed out, one retry on connection errors only."""
 
-    def __init__(self, urls: Mapping[str, str], timeouts: Timeouts, pool_size: int):
+    def __init__(self, urls: Mapping[str, str], timeouts: Timeouts, pool_size: int, slack_share: float = 0.0):
         self.urls = dict(urls)
         self.timeouts = timeouts
         self.session = make_session(pool_size)
         self.pool = ThreadPoolExecutor(max_workers=max(1, pool_size) * max(1, len(self.urls)),
                                        thread_name_prefix="fan-out")
+        # Slack never more than half a member's timeout: a held request must still answer in time.
+        self.slack = SlackPlanner(slack_share, max_slack_ms=timeouts.member * 500)
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
 
     def fan_out(self, data: bytes, headers: Mapping[str, str]) -> dict[str, MemberAnswer]:
         """Ask every member at once; whoever has not answered by the deadline counts as failed."""
         started = time.perf_counter()
-        futures = {self.pool.submit(self.call, name, data, headers): name for name in self.urls}
-        done, _late = wait(futures, timeout=self.timeouts.deadline)
+        with self._in_flight_lock:
+            self._in_flight += 1
+            concurrent = self._in_flight
+        try:
+            slack = self.slack.plan(concurrent)
+            futures = {self.pool.submit(self.call, name, data, _with_slack(headers, slack.get(name))): name
+                       for name in self.urls}
+            done, _late = wait(futures, timeout=self.timeouts.deadline)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
         answers = {}
         for future, name in futures.items():
             if future in done:
@@ -93,6 +148,7 @@ class MemberClient:
                 future.cancel()
                 answers[name] = MemberAnswer(name, "deadline", _ms_since(started),
                                              error=f"no answer within the {self.timeouts.deadline:g} s deadline")
+            self.slack.observe(answers[name])
         return answers
 
     def call(self, name: str, data: bytes, headers: Mapping[str, str]) -> MemberAnswer:
@@ -121,6 +177,17 @@ def make_session(pool_size: int) -> requests.Session:
     return session
 
 
+def _with_slack(headers: Mapping[str, str], slack_ms: float | None) -> Mapping[str, str]:
+    return {**headers, api.SLACK_HEADER: f"{slack_ms:.1f}"} if slack_ms else headers
+
+
+def _batch_wait_ms(resp: requests.Response) -> float:
+    try:
+        return max(0.0, float(resp.headers.get(api.BATCH_WAIT_HEADER, 0.0)))
+    except ValueError:
+        return 0.0
+
+
 def _answer_from_response(name: str, resp: requests.Response, latency_ms: float) -> MemberAnswer:
     try:
         body = resp.json()
@@ -131,7 +198,7 @@ def _answer_from_response(name: str, resp: requests.Response, latency_ms: float)
         return MemberAnswer(name, "bad_response", latency_ms, resp.status_code,
                             error=f"HTTP {resp.status_code} with a body that is not a JSON object")
     if resp.status_code == 200 and isinstance(body.get("probas"), dict):
-        return MemberAnswer(name, "ok", latency_ms, 200, body)
+        return MemberAnswer(name, "ok", latency_ms, 200, body, batch_wait_ms=_batch_wait_ms(resp))
     error = body.get("error")
     message = error.get("message", "") if isinstance(error, dict) else ""
     outcome = "rejected" if resp.status_code in INPUT_REJECTED else "http_error"
@@ -227,7 +294,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     stack = Stack(settings)
     app.extensions["stack"] = stack
     app.extensions["members"] = MemberClient(settings.member_url_map(), Timeouts.from_settings(settings),
-                                             pool_size=settings.threads)
+                                             pool_size=settings.threads, slack_share=settings.gateway_slack_share)
     observability.init_app(app, GATEWAY, stack.health)
     api.install_error_handlers(app)
     app.register_blueprint(bp)

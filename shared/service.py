@@ -5,6 +5,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import math
 import threading
 from typing import Any, Mapping
 
@@ -14,7 +15,7 @@ from PIL import Image
 
 from shared import api, observability
 from shared.config import MEMBERS, Settings
-from shared.errors import NotFound, NotReady
+from shared.errors import BadRequest, NotFound, NotReady
 from shared.images import ImageLimits, decode_image
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,14 @@ class MemberRuntime:
             log.exception("%s failed to load", self.name)
             self.health.mark_failed(f"{type(exc).__name__}: {exc}")
 
-    def predict(self, image: Image.Image) -> np.ndarray:
-        """(K,) class probabilities of one decoded image."""
+    def predict(self, image: Image.Image, slack_s: float = 0.0) -> tuple[np.ndarray, float | None]:
+        """(K,) class probabilities of one decoded image, and the seconds it waited for its batch (None: unbatched).
+
+        `slack_s`: how long the caller lets it wait for other requests to share its forward pass.
+        """
         if self.batcher is not None:
-            return self.batcher.submit(image, timeout=BATCH_TIMEOUT_S)
-        return self.member.predict_proba([image])[0]
+            return self.batcher.submit_timed(image, timeout=BATCH_TIMEOUT_S, slack_s=slack_s)
+        return self.member.predict_proba([image])[0], None
 
     def require_loaded(self) -> Any:
         if self.member is None:
@@ -123,13 +127,30 @@ def predict() -> Response:
     runtime: MemberRuntime = current_app.extensions["member"]
     settings: Settings = current_app.config["SETTINGS"]
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+    slack_s = batch_slack_s(request.headers.get(api.SLACK_HEADER), settings.batch_max_slack_ms)
     image = decode_image(api.read_image_bytes(request), limits)
     member = runtime.require_loaded()
-    proba = runtime.predict(image)
+    proba, waited_s = runtime.predict(image, slack_s)
     body = api.prediction_body(proba, member.classes, model=runtime.name, model_version=member.model_version,
                                synthetic=member.synthetic)
     observability.add_log_fields(label=body["label"], proba=round(body["proba"], 4))
-    return jsonify(body)
+    response = jsonify(body)
+    if waited_s is not None:
+        response.headers[api.BATCH_WAIT_HEADER] = f"{waited_s * 1000:.1f}"
+    return response
+
+
+def batch_slack_s(header: str | None, max_slack_ms: float) -> float:
+    """The slack a caller granted in X-Batch-Slack-Ms, in seconds, capped at BATCH_MAX_SLACK_MS."""
+    if header is None:
+        return 0.0
+    try:
+        slack_ms = float(header)
+    except ValueError:
+        slack_ms = math.nan
+    if not math.isfinite(slack_ms) or slack_ms < 0:
+        raise BadRequest(f"{api.SLACK_HEADER} must be a number of milliseconds >= 0; got {header[:40]!r}")
+    return min(slack_ms, max(0.0, max_slack_ms)) / 1000.0
 
 
 @bp.get("/v2/models/<name>")

@@ -216,3 +216,57 @@ def _wait_until(condition, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.001)
+
+
+def _submit_later(b: DynamicBatcher, item: int, delay_s: float, slack_s: float) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(delay_s), b.submit(item, timeout=10, slack_s=slack_s)))
+    thread.start()
+    return thread
+
+
+def test_slack_lets_a_lone_request_wait_for_company(sizes: list[int]) -> None:
+    b = DynamicBatcher(lambda items: items, max_batch_size=8, max_wait_ms=0, on_batch=sizes.append)
+    later = _submit_later(b, 2, delay_s=0.15, slack_s=0.5)
+    start = time.monotonic()
+    assert b.submit(1, timeout=10, slack_s=0.5) == 1
+    elapsed = time.monotonic() - start
+    later.join()
+    b.close()
+    assert sizes == [2], "the second request arrived within the first one's slack: one forward pass"
+    assert 0.4 < elapsed < 1.5, "the batch, not full, stays open until the first item's slack is used up"
+
+
+def test_slack_bounds_the_wait_and_a_full_batch_goes_at_once(sizes: list[int]) -> None:
+    b = DynamicBatcher(lambda items: items, max_batch_size=2, max_wait_ms=0, on_batch=sizes.append)
+    start = time.monotonic()
+    b.submit(1, timeout=10, slack_s=0.3)  # nobody comes: it runs when its slack is used up
+    alone = time.monotonic() - start
+    later = _submit_later(b, 3, delay_s=0.05, slack_s=30.0)
+    start = time.monotonic()
+    b.submit(2, timeout=10, slack_s=30.0)  # the batch is full with the second one: no more waiting
+    full = time.monotonic() - start
+    later.join()
+    b.close()
+    assert 0.25 < alone < 1.5 and full < 1.5
+    assert sizes == [1, 2]
+
+
+def test_a_request_without_slack_is_not_held_by_others_slack(sizes: list[int]) -> None:
+    b = DynamicBatcher(lambda items: items, max_batch_size=8, max_wait_ms=0, on_batch=sizes.append)
+    patient = _submit_later(b, 1, delay_s=0.0, slack_s=30.0)
+    time.sleep(0.1)
+    start = time.monotonic()
+    assert b.submit(2, timeout=10) == 2
+    assert time.monotonic() - start < 1.5
+    patient.join()
+    b.close()
+    assert sizes == [2]
+
+
+def test_submit_timed_reports_how_long_the_item_waited_for_its_batch() -> None:
+    b = DynamicBatcher(lambda items: [x * 10 for x in items], max_batch_size=8, max_wait_ms=0)
+    result, waited = b.submit_timed(1, timeout=10)
+    assert result == 10 and waited < 0.05
+    result, waited = b.submit_timed(2, timeout=10, slack_s=0.3)
+    b.close()
+    assert result == 20 and 0.25 < waited < 1.5

@@ -110,7 +110,7 @@ def test_request_id_is_echoed_or_generated(client):
 
 
 def test_unexpected_exception_is_a_logged_json_500(client, caplog):
-    def broken(image):
+    def broken(image, slack_s=0.0):
         raise RuntimeError("boom")
 
     runtime = client.application.extensions["member"]
@@ -164,3 +164,17 @@ print(before - rss_mib())
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
     assert float(out.stdout) > 100, f"only {out.stdout.strip()} MiB of ~190 freed MiB went back"
+
+
+@pytest.mark.parametrize("header", ["soon", "-5", "nan", "inf"])
+def test_malformed_batch_slack_is_a_400(client, header):
+    resp = client.post("/", data=jpeg(), headers={"X-Batch-Slack-Ms": header})
+    assert resp.status_code == 400
+    assert "X-Batch-Slack-Ms must be a number of milliseconds" in resp.get_json()["error"]["message"]
+
+
+def test_batch_slack_is_capped_by_the_members_setting():
+    assert service.batch_slack_s(None, 2000) == 0.0
+    assert service.batch_slack_s("250", 2000) == 0.25
+    assert service.batch_slack_s("99999", 2000) == 2.0
+    assert service.batch_slack_s("500", 0) == 0.0

@@ -67,3 +67,18 @@ def test_concurrent_distinct_images_get_their_own_answers(start_service) -> None
     batches = after[1] - before[1]
     assert after[0] - before[0] == len(jobs)
     assert batches < len(jobs), f"{len(jobs)} requests in {batches:.0f} forward passes: batching was not exercised"
+
+
+def test_granted_slack_holds_a_lone_request_and_the_member_says_how_long(stack) -> None:
+    image = noise_jpeg(7)
+    clip = stack.urls["clip_svm"] + "/predict"
+    held = requests.post(clip, data=image, headers={"X-Batch-Slack-Ms": "300"}, timeout=60)
+    plain = requests.post(clip, data=image, timeout=60)
+    assert held.status_code == plain.status_code == 200
+    assert 250 <= float(held.headers["X-Batch-Wait-Ms"]) < 2000, "alone, it waits out its slack for company"
+    assert float(plain.headers["X-Batch-Wait-Ms"]) < 100, "without slack a lone request never waits"
+    assert held.json()["probas"] == pytest.approx(plain.json()["probas"], abs=SAME)
+    ocr = requests.post(stack.urls["ocr_nb"] + "/predict", data=image, headers={"X-Batch-Slack-Ms": "300"}, timeout=60)
+    assert ocr.status_code == 200 and "X-Batch-Wait-Ms" not in ocr.headers  # OCR does not batch
+    bad = requests.post(clip, data=image, headers={"X-Batch-Slack-Ms": "later"}, timeout=60)
+    assert bad.status_code == 400 and "X-Batch-Slack-Ms" in bad.json()["error"]["message"]
