@@ -8,8 +8,8 @@ SYNTHETIC_NOTE = "synthetic full-size weights: speed is the architectures', pred
 
 def _series(r: dict) -> dict[str, list[dict]]:
     series = {f"{name} alone": m["levels"] for name, m in r.get("members", {}).items()}
-    if "unbatched" in r:
-        series["clip_svm alone, no batching"] = r["unbatched"]["levels"]
+    if r.get("batching", {}).get("rounds"):
+        series["clip_svm alone, no batching"] = r["batching"]["rounds"][0]["unbatched"]["levels"]
     if "gateway" in r:
         series["gateway (members together)"] = r["gateway"]["levels"]
         if r["gateway"].get("fan_out_levels"):

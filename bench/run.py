@@ -57,8 +57,10 @@ def plan(args: argparse.Namespace) -> dict:
     """How big each part of the run is."""
     if args.quick:
         return {"per_class": 10, "levels": [1, 4], "duration": args.duration or 1.0, "paired_rounds": 4,
+                "gateway_duration": args.duration or 1.0,
                 "ocr_repeats": 1, "payloads": 6, "results": ROOT / "bench" / "results" / "quick"}
     return {"per_class": 20, "levels": [1, 4, 16], "duration": args.duration or 12.0, "paired_rounds": 48,
+            "gateway_duration": args.duration or 24.0,
             "ocr_repeats": 5, "payloads": 24, "results": ROOT / "bench" / "results"}
 
 
@@ -99,22 +101,23 @@ def run_sections(args: argparse.Namespace, p: dict, results: Path) -> None:
         save(results, "members", {name: serving.bench_member(name, env, results / "logs", images, p["levels"],
                                                              p["duration"]) for name in MEMBERS})
     if "batching" in sections:
-        save(results, "unbatched", serving.bench_unbatched(env, results / "logs", images, [1, max(p["levels"])],
-                                                           p["duration"]))
+        save(results, "batching", serving.bench_batching(env, results / "logs", images, [1, max(p["levels"])],
+                                                         p["duration"]))
     if "wait" in sections:
         save(results, "batch_wait_old", serving.bench_member(
             "clip_svm", {**env, "BATCH_MAX_WAIT_MS": OLD_BATCH_WAIT_MS}, results / "logs", images, p["levels"][-1:],
             p["duration"]))
     if "gateway" in sections:
-        save(results, "gateway", serving.bench_gateway(env, results / "logs", images, p["levels"], p["duration"],
+        save(results, "gateway", serving.bench_gateway(env, results / "logs", images, p["levels"], p["gateway_duration"],
                                                        p["paired_rounds"]))
     if "noslack" in sections:  # the gateway granting no batching slack: what the slack changed
         save(results, "gateway_noslack", serving.bench_gateway(
             {**env, "GATEWAY_SLACK_SHARE": "0"}, results / "logs", images, p["levels"][1:] or p["levels"],
-            p["duration"], p["paired_rounds"] // 3))
+            p["gateway_duration"], p["paired_rounds"] // 3))
     if "spin" in sections:
         save(results, "gateway_spin", serving.bench_gateway({**env, **SPIN_ENV}, results / "logs", images,
-                                                            p["levels"][-1:], p["duration"], p["paired_rounds"] // 3))
+                                                            p["levels"][-1:], p["gateway_duration"],
+                                                            p["paired_rounds"] // 3))
 
 
 def machine_info(args: argparse.Namespace, p: dict, settings: Settings) -> dict:

@@ -89,7 +89,14 @@ def bench_gateway(env: Mapping[str, str], log_dir: Path, payloads: Sequence[byte
         return result
 
 
-def bench_unbatched(env: Mapping[str, str], log_dir: Path, payloads: Sequence[bytes], levels: Sequence[int],
-                    duration_s: float, name: str = "clip_svm") -> dict:
-    """A CLIP member alone with BATCH_MAX_SIZE=1 (no dynamic batching), for comparison with bench_member."""
-    return bench_member(name, {**env, "BATCH_MAX_SIZE": "1"}, log_dir, payloads, levels, duration_s)
+def bench_batching(env: Mapping[str, str], log_dir: Path, payloads: Sequence[bytes], levels: Sequence[int],
+                   duration_s: float, rounds: int = 2, name: str = "clip_svm") -> dict:
+    """A CLIP member alone, batched (as shipped) and with BATCH_MAX_SIZE=1, started in turn for `rounds` rounds
+    (the order alternating), so that each pair of runs sees the machine in the same state."""
+    modes = {"batched": env, "unbatched": {**env, "BATCH_MAX_SIZE": "1"}}
+    result: dict = {"rounds": []}
+    for i in range(rounds):
+        order = list(modes) if i % 2 == 0 else list(reversed(modes))
+        result["rounds"].append({mode: bench_member(name, modes[mode], log_dir, payloads, levels, duration_s)
+                                 for mode in order})
+    return result
