@@ -256,7 +256,8 @@ own CPU and the load client's count against it. Its primary form measures each m
 client's own fan-out loads the three together at the same concurrency: sharing 2 cores, each member costs more
 CPU per request than alone (caches, thread wake-ups), and behind a plain fan-out the CLIP members see requests at
 the OCR member's pace, one at a time, so they cannot batch as they do alone under load (the gateway's batching
-slack wins part of that back above concurrency 1). The stricter row charges all of it to the gateway. Each load level is a {g['levels'][0].get('window_s', 12):.0f} s
+slack wins part of that back above concurrency 1, which is how a ratio can pass 1: behind the gateway the CLIP
+members then cost less than behind the plain fan-out). The stricter row charges all of it to the gateway. Each load level is a {g['levels'][0].get('window_s', 12):.0f} s
 closed loop of a few dozen answers on 2 cores that also run the client: repeated runs move the ratios by a few
 hundredths."""
 
