@@ -548,7 +548,7 @@ def _notes(r: dict) -> str:
     return """## Reproduce
 
 ```
-make bench                                   # full run, about 10 minutes on 2 cores; rewrites this file
+make bench                                   # full run, about 18 minutes on 2 cores; rewrites this file
 .venv/bin/python -m bench.run --quick        # smoke run (tiny), into bench/results/quick/
 .venv/bin/python -m bench.run --only ocr     # one section; then --report-only to re-render
 ```
