@@ -50,7 +50,7 @@ def load_reader(weights_dir: Path, settings: Settings, quantize: bool):
     import easyocr
 
     from shared import weights
-    from shared.ocr import OcrReader, accept_synthetic_md5
+    from shared.features.ocr import OcrReader, accept_synthetic_md5
 
     info = weights.require_weights(weights_dir, "ocr")
     weights.configure_torch(settings)
@@ -74,7 +74,7 @@ def bench_ocr(weights_dir: Path, photo: Path, settings: Settings, repeats: int =
     """read() of a 348 px and a 12 MP photo as shipped and with other CRAFT runtimes; the recogniser alone."""
     import torch
 
-    from shared.ocr import OcrReader, downscale
+    from shared.features.ocr import OcrReader, downscale
 
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
     small = Image.open(photo).convert("RGB")

@@ -476,7 +476,7 @@ def _features(r: dict) -> str:
     train = r.get("train", {})
     return "\n\n".join([
         "## Feature extraction in training",
-        f"`shared.features.extract_features` on {f['images']} grocery training photos (348 px), batch size "
+        f"`shared.features.extract.extract_features` on {f['images']} grocery training photos (348 px), batch size "
         f"CLIP_BATCH_SIZE, one process. Cold runs include loading the extractor.",
         table(["extractor", "cache", "seconds", "of which model load", "images/s", "images/s without load"], rows),
         f"Training the whole stack afterwards (features from the cache, 3 folds): {num(train.get('seconds'), 1)} s."
@@ -508,7 +508,7 @@ def _memory_and_startup(r: dict) -> str:
 def _changes(r: dict) -> str:
     return """## What the measurements changed
 
-- **Dynamic batching** (`shared/batching.py`): a batch waits for more requests only while more are known to be
+- **Dynamic batching** (`shared/serving/batching.py`): a batch waits for more requests only while more are known to be
   coming (as many were in flight recently as the batch would hold), never longer than `BATCH_MAX_WAIT_MS` after it
   could have run. At concurrency 1 nothing waits. The wait is counted from when the previous batch ended, not from
   the oldest arrival: counted from arrival, the clients answered by one batch came back to find a request that had
@@ -521,9 +521,9 @@ def _changes(r: dict) -> str:
 - **Recogniser convolutions in channels-last layout** on CPU (`OcrReader.load`; same outputs, a unit test checks).
 - **Idle OpenMP threads sleep** (`OMP_WAIT_POLICY=PASSIVE`, exported by the gunicorn config): with libgomp's
   default spinning a CLIP request cost about 3× the CPU when the services share the cores (see the section above).
-- **CRAFT runs on ONNX Runtime** on CPU (`OCR_BACKEND=onnx`, `shared/craft_onnx.py`), its pool threads not
+- **CRAFT runs on ONNX Runtime** on CPU (`OCR_BACKEND=onnx`, `shared/features/craft_onnx.py`), its pool threads not
   spinning either; compared with the torch variants in the OCR section.
-- **The meta-model combine sums the forest's trees in the request thread** (`shared.stacking.forest_proba`, the
+- **The meta-model combine sums the forest's trees in the request thread** (`shared.learning.meta_model.forest_proba`, the
   same numbers as `RandomForestClassifier.predict_proba`, a unit test checks): the forest's own method hands its
   100 trees to joblib even with n_jobs=1, which for the one row a request combines cost 10.9 ms against 1.5 ms
   (in-process, 300 calls each, the bench's trained stack). It runs after the slowest member has answered, so all

@@ -33,7 +33,7 @@ def full_size_weights(settings: Settings, out: Path) -> Path:
 
 def payloads(settings: Settings, count: int) -> list[bytes]:
     """Raw bytes of `count` distinct real grocery photos from the validation split (never trained on)."""
-    from shared.data import balanced_subset, folder_records
+    from shared.learning.data import balanced_subset, folder_records
 
     records = balanced_subset(folder_records(settings.datasets_dir / "grocery" / "val"), max(1, count // 3), seed=1)
     return [path.read_bytes() for path, _ in records[:count]]

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from shared.config import Settings
-from shared.data import balanced_subset, folder_records
+from shared.learning.data import balanced_subset, folder_records
 
 
 def write_subset_csv(root: Path, per_class: int, out: Path, seed: int = 0) -> list[Path]:
@@ -24,11 +24,11 @@ def write_subset_csv(root: Path, per_class: int, out: Path, seed: int = 0) -> li
 def _timed_load(kind: str, weights_dir: Path, settings: Settings) -> float:
     started = time.perf_counter()
     if kind == "clip":
-        from shared.clip import ClipEmbedder
+        from shared.features.clip import ClipEmbedder
 
         ClipEmbedder.load(weights_dir, settings)
     else:
-        from shared.ocr import OcrReader
+        from shared.features.ocr import OcrReader
 
         OcrReader.load(weights_dir, settings)
     return time.perf_counter() - started
@@ -36,7 +36,7 @@ def _timed_load(kind: str, weights_dir: Path, settings: Settings) -> float:
 
 def bench_features(paths: list[Path], weights_dir: Path, settings: Settings) -> dict:
     """Images/s of extract_features per extractor on an empty cache, then for both from a full cache."""
-    from shared.features import FeatureCache, extract_features
+    from shared.features.extract import FeatureCache, extract_features
 
     shutil.rmtree(settings.cache_dir, ignore_errors=True)
     cache = FeatureCache.default(settings)
@@ -58,7 +58,7 @@ def bench_features(paths: list[Path], weights_dir: Path, settings: Settings) -> 
 
 def train_models(data_csv: Path, out: Path, weights_dir: Path, settings: Settings) -> dict:
     """Train the stack the services will serve (features come from the warm cache)."""
-    from shared import training
+    from shared.learning import training
 
     started = time.perf_counter()
     shutil.rmtree(out, ignore_errors=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.data import balanced_subset, folder_records, write_csv  # noqa: E402
+from shared.learning.data import balanced_subset, folder_records, write_csv  # noqa: E402
 from shared.errors import ClassifierError  # noqa: E402
 
 

@@ -25,7 +25,7 @@ def _cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from shared import training
+    from shared.learning import training
 
     manifest = training.train(
         data=args.data, out=args.out, weights_dir=args.weights, settings=settings,
@@ -37,7 +37,8 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from shared import artifacts, evaluation
+    from shared import artifacts
+    from shared.learning import evaluation
 
     metrics = evaluation.evaluate_models(args.models, args.data, args.weights, settings, out=args.out)
     print(json.dumps(metrics["summary"], indent=2))
@@ -54,7 +55,7 @@ def _synthetic_note(manifest: dict) -> str:
 
 
 def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
-    from shared import training
+    from shared.learning import training
 
     results = training.predict_files(args.models, args.weights, args.images, settings)
     for result in results:
@@ -63,7 +64,7 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from shared import serve
+    from shared import launcher as serve
 
     return serve.serve(args.models, args.weights, settings, synthetic_ok=args.synthetic, demo_data=args.demo_data)
 

@@ -196,8 +196,8 @@ def choose_models(requested: Path | None, workdir: Path, settings: Settings) -> 
 
 def prepare_synthetic_models(out: Path, settings: Settings) -> Path:
     """Tiny SYNTHETIC weights + a stack trained on 20 camera photos and 20 screenshots, readable by the containers."""
-    from shared.data import balanced_subset, folder_records, write_csv
-    from shared.training import train
+    from shared.learning.data import balanced_subset, folder_records, write_csv
+    from shared.learning.training import train
     from shared.weights import write_synthetic_weights
 
     data = Path(settings.datasets_dir) / "screenshots"

@@ -66,8 +66,8 @@ def make_image_files(tmp_path: Path) -> Callable[..., list[Path]]:
 @pytest.fixture(scope="session")
 def trained_models(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder trained with the SYNTHETIC tiny weights on 30 camera + 30 screenshot images (folds=3)."""
-    from shared.data import balanced_subset, folder_records, write_csv
-    from shared.training import train
+    from shared.learning.data import balanced_subset, folder_records, write_csv
+    from shared.learning.training import train
 
     root = tmp_path_factory.mktemp("trained")
     settings = trained_models_settings(root)

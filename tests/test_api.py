@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import api
+from shared.serving import api
 from shared.config import Settings
 
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from shared.batching import DynamicBatcher
+from shared.serving.batching import DynamicBatcher
 from shared.errors import DeadlineExceeded, NotReady
 
 WEIGHTS = np.random.default_rng(0).normal(size=(8, 4))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import Settings
-from shared.data import load_dataset
+from shared.learning.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

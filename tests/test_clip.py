@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.clip import ClipEmbedder
+from shared.features.clip import ClipEmbedder
 from shared.config import Settings
 from shared.errors import WeightsMissing
 

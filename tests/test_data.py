@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import Settings
-from shared.data import balanced_subset, load_dataset, write_csv
+from shared.learning.data import balanced_subset, load_dataset, write_csv
 from shared.errors import DatasetError
 
 from tests.conftest import image_bytes

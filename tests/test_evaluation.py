@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared import evaluation
+from shared.learning import evaluation
 from shared.config import Settings
-from shared.data import load_dataset, write_csv
+from shared.learning.data import load_dataset, write_csv
 
 
 def test_perfect_multiclass_predictions() -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.features import FeatureCache, config_hash, extract_features
+from shared.features.extract import FeatureCache, config_hash, extract_features
 
 
 def _truncated_jpeg() -> bytes:
@@ -139,5 +139,5 @@ def test_cache_readers_run_while_a_writer_writes(tmp_path):
 
 
 def test_feature_modules_import_without_torch():
-    code = "import sys, shared.features, shared.weights, shared.images; sys.exit('torch' in sys.modules)"
+    code = "import sys, shared.features.extract, shared.weights, shared.images; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

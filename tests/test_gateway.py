@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import gateway
+from shared.gateway import app as gateway
 from shared.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def silent():
 
 
 def test_gateway_import_chain_has_no_torch():
-    code = "import sys, shared.gateway, services.stacking.wsgi as w; print('torch' in sys.modules)"
+    code = "import sys, shared.gateway.app, services.stacking.wsgi as w; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                          env={"MODELS_DIR": "/nonexistent", "HISTORY_ENABLED": "0", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
@@ -65,9 +65,9 @@ def test_gateway_import_chain_has_no_torch():
 
 
 def test_keep_torch_out_makes_torch_unimportable_in_that_process():
-    code = ("from shared.gateway import keep_torch_out; keep_torch_out()\n"
+    code = ("from shared.gateway.app import keep_torch_out; keep_torch_out()\n"
             "try:\n    import torch\nexcept ImportError as e:\n    print('blocked', e.name)\n"
-            "import shared.artifacts, shared.stacking, sys; print('torch' in sys.modules)")
+            "import shared.artifacts, shared.learning.meta_model, sys; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["blocked", "torch", "False"]

@@ -13,10 +13,10 @@ from flask import Flask
 from PIL import Image
 from prometheus_client import REGISTRY
 
-from shared import history
+from shared.history import store as history
 from shared.config import Settings
 from shared.errors import BadRequest, ClassifierError, NotFound
-from shared.history import HistoryFilter, HistoryStore
+from shared.history.store import HistoryFilter, HistoryStore
 
 T0 = float(int(time.time()) - 20_000)  # recent: the default 90-day retention keeps these
 LABELS = ("apple", "banana", "milk")

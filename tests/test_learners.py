@@ -12,7 +12,7 @@ from PIL import Image
 from shared import artifacts
 from shared.config import Settings
 from shared.errors import ArtifactError
-from shared.learners import LEARNER_FEATURE, Member, align_proba, build_learner
+from shared.learning.learners import LEARNER_FEATURE, Member, align_proba, build_learner
 
 
 def test_every_learner_has_predict_proba_on_its_feature() -> None:

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from shared import observability
+from shared.serving import observability
 
 
 def test_ready_needs_loaded_and_warmed_up_and_not_draining():

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from shared import craft_onnx
+from shared.features import craft_onnx
 from shared.config import Settings
 from shared.errors import WeightsMissing
-from shared.ocr import OcrReader, downscale, normalise_text
+from shared.features.ocr import OcrReader, downscale, normalise_text
 
 MAX_SIDE = 128
 GROCERY_PHOTO = "grocery/train/Packages/Juice/Tropicana-Mandarin-Morning/Tropicana-Mandarin-Morning_008.jpg"

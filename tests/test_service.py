@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shared import service
+from shared.serving import member as service
 from shared.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def test_release_freed_memory_returns_freed_heap_to_the_os():
     # In a fresh interpreter: free every other 100 KB block (holes glibc keeps mapped), then release.
     script = """
 import sys
-from shared.service import release_freed_memory
+from shared.serving.member import release_freed_memory
 def rss_mib():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 blocks = [bytearray(100_000) for _ in range(4000)]

@@ -14,9 +14,9 @@ from sklearn.ensemble import StackingClassifier
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 
-from shared import stacking
+from shared.learning import meta_model as stacking
 from shared.errors import ArtifactError, MembersUnavailable
-from shared.learners import build_learner
+from shared.learning.learners import build_learner
 
 MEMBERS = ("clip_logreg", "clip_svm", "ocr_nb")
 WORDS = ["sale", "price", "photo", "camera", "screen", "menu"]
@@ -156,7 +156,7 @@ class NoTorch(importlib.abc.MetaPathFinder):
             raise ImportError("torch is not installed in the gateway image")
 sys.meta_path.insert(0, NoTorch())
 import numpy as np
-from shared.stacking import MetaEnsemble
+from shared.learning.meta_model import MetaEnsemble
 p = MetaEnsemble.load({str(trained_models)!r}).combine({{"clip_svm": np.array([0.9, 0.1])}})
 assert "torch" not in sys.modules
 print(round(float(p.sum()), 6))

@@ -10,9 +10,9 @@ import pytest
 
 from shared import artifacts
 from shared.config import Settings
-from shared.data import Dataset, load_dataset, write_csv
+from shared.learning.data import Dataset, load_dataset, write_csv
 from shared.errors import DatasetError
-from shared.training import choose_folds, format_prediction, predict_files, split_dataset, train
+from shared.learning.training import choose_folds, format_prediction, predict_files, split_dataset, train
 
 
 def test_trained_models_folder_has_every_artifact_hashed(trained_models: Path) -> None:
@@ -42,7 +42,7 @@ def test_second_train_recomputes_no_features_skips_unreadable_and_reduces_folds(
     broken.write_bytes(b"\xff\xd8\xff not an image")
     records = load_dataset(trained_models.parent / "screenshots30.csv").records
     csv = write_csv([*records, (broken, "camera")], tmp_path / "with_broken.csv")
-    with caplog.at_level(logging.INFO, logger="shared.training"):
+    with caplog.at_level(logging.INFO, logger="shared.learning.training"):
         manifest = train(csv, tmp_path / "models", tiny_weights, trained_settings, folds=50, seed=1)
     stats = manifest["training"]["feature_stats"]
     assert stats["clip"]["misses"] == 0 and stats["ocr"]["misses"] == 0

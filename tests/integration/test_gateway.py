@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from shared.config import GATEWAY, MEMBERS
-from shared.stacking import MetaEnsemble
+from shared.learning.meta_model import MetaEnsemble
 from tests.integration.conftest import base_env, free_port, launch, stop_all
 from tests.integration.test_members import check_prediction
 

@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 
 from shared import artifacts
 from shared.config import Settings
-from shared.data import Dataset, load_dataset
+from shared.learning.data import Dataset, load_dataset
 from shared.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -98,9 +98,9 @@ class Scored:
 def score_files(models_dir: Path, weights_dir: Path, paths: Sequence[Path], settings: Settings,
                 progress: bool = True) -> Scored:
     """Run the saved members and stack on image files (features via the cache; weights must match)."""
-    from shared.features import FeatureCache, extract_features
-    from shared.learners import align_proba, check_feature_config, feature_input, load_pipelines, settings_for_features
-    from shared.stacking import MetaEnsemble
+    from shared.features.extract import FeatureCache, extract_features
+    from shared.learning.learners import align_proba, check_feature_config, feature_input, load_pipelines, settings_for_features
+    from shared.learning.meta_model import MetaEnsemble
 
     manifest = artifacts.load_manifest(models_dir)
     pipelines, meta = load_pipelines(models_dir, manifest), MetaEnsemble.load(models_dir, manifest)

@@ -155,10 +155,10 @@ def _config_for(kind: str, weights_dir: Path, settings: Settings) -> dict:
     if kind not in info:
         raise WeightsMissing(f"{weights_dir} has no {kind!r} weights. {weights.FETCH_HINT}")
     if kind == "clip":
-        from shared.clip import clip_config
+        from shared.features.clip import clip_config
 
         return clip_config(info["clip"])
-    from shared.ocr import ocr_config
+    from shared.features.ocr import ocr_config
 
     return ocr_config(info["ocr"], settings)
 
@@ -230,10 +230,10 @@ def _rates(timing: dict[str, list]) -> str:
 
 def _load_extractor(kind: str, weights_dir: Path, settings: Settings) -> Any:
     if kind == "clip":
-        from shared.clip import ClipEmbedder
+        from shared.features.clip import ClipEmbedder
 
         return ClipEmbedder.load(weights_dir, settings)
-    from shared.ocr import OcrReader
+    from shared.features.ocr import OcrReader
 
     return OcrReader.load(weights_dir, settings)
 

@@ -90,10 +90,10 @@ def check_feature_config(recorded: dict, actual: dict, weights_dir: Path) -> Non
 def load_extractor(kind: str, weights_dir: Path, settings: Settings) -> Any:
     """ClipEmbedder or OcrReader loaded from the weights folder (imports torch)."""
     if kind == "clip":
-        from shared.clip import ClipEmbedder
+        from shared.features.clip import ClipEmbedder
 
         return ClipEmbedder.load(weights_dir, settings)
-    from shared.ocr import OcrReader
+    from shared.features.ocr import OcrReader
 
     return OcrReader.load(weights_dir, settings)
 
@@ -101,10 +101,10 @@ def load_extractor(kind: str, weights_dir: Path, settings: Settings) -> Any:
 def expected_feature_config(kind: str, weights_dir: Path, settings: Settings) -> dict:
     """The config an extractor would report, read from weights.json without loading any model."""
     if kind == "clip":
-        from shared.clip import ClipEmbedder
+        from shared.features.clip import ClipEmbedder
 
         return ClipEmbedder.config_for(weights_dir)
-    from shared.ocr import OcrReader
+    from shared.features.ocr import OcrReader
 
     return OcrReader.config_for(weights_dir, settings)
 

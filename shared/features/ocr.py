@@ -191,7 +191,7 @@ def _install_detector(reader: Any, folder: Path, info: dict, backend: str, setti
     """Swap EasyOCR's CRAFT for its ONNX Runtime export when asked (CPU only); returns the backend in use."""
     if backend == "torch" or reader.device != "cpu":
         return "torch"
-    from shared import craft_onnx
+    from shared.features import craft_onnx
 
     from easyocr.config import detection_models
 

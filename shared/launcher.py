@@ -94,7 +94,7 @@ def prepare_models(models_dir: Path, weights_dir: Path, settings: Settings, demo
             f"No trained models in {models_dir}, and no demo data at {data}. Train with "
             f"`make train DATA=<image folder>`, or pass --demo-data <image folder>."
         )
-    from shared import training
+    from shared.learning import training
 
     say(f"No trained models in {models_dir}: training a demo model on {data} (this takes a few minutes) ...")
     manifest = training.train(data=data, out=models_dir, weights_dir=weights_dir, settings=settings)

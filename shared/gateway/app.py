@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from shared import api, observability
+from shared.serving import api, observability
 from shared.config import GATEWAY, Settings
 from shared.errors import DeadlineExceeded, MembersUnavailable, NotFound, NotReady
 from shared.images import ImageLimits, probe_image, sha256_hex
@@ -225,7 +225,7 @@ class Stack:
         """Verify the artifacts, load the meta-models, combine once; failures keep it not-ready."""
         try:
             from shared import artifacts
-            from shared.stacking import MetaEnsemble
+            from shared.learning.meta_model import MetaEnsemble
 
             self.manifest = artifacts.load_manifest(self.settings.models_dir)
             self.ensemble = MetaEnsemble.load(self.settings.models_dir, self.manifest)
@@ -298,8 +298,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     observability.init_app(app, GATEWAY, stack.health)
     api.install_error_handlers(app)
     app.register_blueprint(bp)
-    _init_optional(app, "shared.history", settings)
-    _init_optional(app, "shared.ui")
+    _init_optional(app, "shared.history.store", settings)
+    _init_optional(app, "shared.ui.page")
     stack.start(background=app.config["LOAD_IN_BACKGROUND"])
     return app
 

@@ -11,12 +11,14 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from shared import artifacts, evaluation
+from shared import artifacts
+
+from shared.learning import evaluation
 from shared.config import MEMBERS, Settings
-from shared.data import Dataset, load_dataset
+from shared.learning.data import Dataset, load_dataset
 from shared.errors import DatasetError
-from shared.learners import LEARNER_FEATURE, align_proba, build_learner, feature_input, learner_path
-from shared.stacking import MetaEnsemble, fit_meta_models, make_folds, meta_path, out_of_fold_proba
+from shared.learning.learners import LEARNER_FEATURE, align_proba, build_learner, feature_input, learner_path
+from shared.learning.meta_model import MetaEnsemble, fit_meta_models, make_folds, meta_path, out_of_fold_proba
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ def choose_folds(y: np.ndarray, folds: int, classes: Sequence[str]) -> int:
 
 
 def _extract(train_set: Dataset, test_set: Dataset, weights_dir: Path, settings: Settings) -> tuple[Any, list[dict]]:
-    from shared.features import FeatureCache, extract_features
+    from shared.features.extract import FeatureCache, extract_features
 
     paths = train_set.paths + test_set.paths
     table = extract_features(paths, settings, weights_dir, kinds=("clip", "ocr"), cache=FeatureCache.default(settings))

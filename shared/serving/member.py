@@ -13,7 +13,7 @@ import numpy as np
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from PIL import Image
 
-from shared import api, observability
+from shared.serving import api, observability
 from shared.config import MEMBERS, Settings
 from shared.errors import BadRequest, NotFound, NotReady
 from shared.images import ImageLimits, decode_image
@@ -48,7 +48,7 @@ class MemberRuntime:
     def load(self) -> None:
         """Load the learner and its extractor, then run one warm-up inference; failures keep it not-ready."""
         try:
-            from shared.learners import Member
+            from shared.learning.learners import Member
 
             self.member = Member.load(self.settings.models_dir, self.settings.weights_dir, self.name, self.settings)
             self.health.mark_loaded()
@@ -80,7 +80,7 @@ class MemberRuntime:
         if self.member.kind not in BATCHED_KINDS:
             return None
         try:
-            from shared.batching import DynamicBatcher
+            from shared.serving.batching import DynamicBatcher
         except ModuleNotFoundError:
             return None
         member, hist = self.member, observability.BATCH_SIZE.labels(self.name)

@@ -1,0 +1,1 @@
+"""Feature extractors (CLIP embeddings, OCR text) and the feature cache."""

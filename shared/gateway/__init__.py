@@ -1,0 +1,1 @@
+"""The stacking gateway: member client, batching slack, the meta-model runtime, routes. Never imports torch."""

@@ -1,0 +1,1 @@
+"""Prediction history: the SQLite store and its HTTP routes."""

@@ -1,0 +1,1 @@
+"""Learning: datasets, the base learners, the stacking meta-model, training and evaluation."""

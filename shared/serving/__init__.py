@@ -1,0 +1,1 @@
+"""Serving: the runtime base, the app factory, batching, the HTTP contract, observability."""

@@ -1,0 +1,1 @@
+"""The try-it page and the history page, served by the gateway."""
