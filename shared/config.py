@@ -7,16 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-MEMBERS: tuple[str, ...] = ("ocr_nb", "clip_svm", "clip_logreg")
-GATEWAY = "stacking"
-DEFAULT_PORTS: dict[str, int] = {"ocr_nb": 5000, "clip_svm": 5001, "clip_logreg": 5002, "stacking": 5003}
-# The seed's fixed addresses on the compose bridge network.
-COMPOSE_HOSTS: dict[str, str] = {
-    "ocr_nb": "172.16.238.10",
-    "clip_svm": "172.16.238.11",
-    "clip_logreg": "172.16.238.12",
-    "stacking": "172.16.238.13",
-}
+from shared import members
+
+# Where the member table's services are found when MEMBER_URLS is empty: all on this host (`python -m shared serve`).
+LOCAL_HOST = "127.0.0.1"
 
 
 def _env(name: str, default: Any, doc: str) -> Any:
@@ -40,7 +34,10 @@ class Settings:
     clip_model: str = _env("CLIP_MODEL", "ViT-B-32", "open_clip model name")
     clip_pretrained: str = _env("CLIP_PRETRAINED", "openai", "open_clip pretrained tag")
     clip_batch_size: int = _env("CLIP_BATCH_SIZE", 32, "Images per CLIP forward pass in training")
-    ocr_langs: str = _env("OCR_LANGS", "ru,en", "EasyOCR languages, comma-separated")
+    ocr_langs: str = _env(
+        "OCR_LANGS", "",
+        "EasyOCR languages, comma-separated; empty = those of the weights folder's recogniser (ru,en when writing weights)",
+    )
     ocr_max_side: int = _env("OCR_MAX_SIDE", 640, "Longest side an image is downscaled to before OCR")
     ocr_backend: str = _env(
         "OCR_BACKEND", "onnx",
@@ -77,15 +74,13 @@ class Settings:
     service_name: str = _env("SERVICE_NAME", "", "Which service this process is")
     drain_seconds: float = _env("DRAIN_SECONDS", 2.0, "After SIGTERM, report not-ready this long before stopping")
     member_urls: str = _env(
-        "MEMBER_URLS",
-        "ocr_nb=http://127.0.0.1:5000,clip_svm=http://127.0.0.1:5001,clip_logreg=http://127.0.0.1:5002",
-        "Gateway: name=url pairs of the members",
+        "MEMBER_URLS", "",
+        "Gateway: name=url pairs of the members; empty = from the member table (http://127.0.0.1:<port>)",
     )
     bind_host: str = _env("BIND_HOST", "0.0.0.0", "Address the gunicorns listen on (serve uses 127.0.0.1)")
     service_ports: str = _env(
-        "SERVICE_PORTS",
-        "ocr_nb=5000,clip_svm=5001,clip_logreg=5002,stacking=5003",
-        "name=port pairs the four services listen on",
+        "SERVICE_PORTS", "",
+        "name=port pairs the four services listen on; empty = from the member table (ocr_nb=5000 ... stacking=5003)",
     )
     workers: int = _env("WEB_CONCURRENCY", 1, "gunicorn worker processes per service")
     threads: int = _env("GUNICORN_THREADS", 8, "Threads per gunicorn worker (concurrent requests share a batch)")
@@ -104,12 +99,16 @@ class Settings:
     history_max_rows: int = _env("HISTORY_MAX_ROWS", 100_000, "Keep at most this many records; 0 = no cap")
 
     def member_url_map(self) -> dict[str, str]:
-        """MEMBER_URLS parsed into {name: base_url}."""
+        """MEMBER_URLS parsed into {name: base_url}; empty: each member of the table at 127.0.0.1:<its port>."""
+        if not self.member_urls.strip():
+            return {name: f"http://{LOCAL_HOST}:{members.service(name).port}" for name in members.member_names()}
         pairs = (item.split("=", 1) for item in self.member_urls.split(",") if item.strip())
         return {name.strip(): url.strip().rstrip("/") for name, url in pairs}
 
     def port_map(self) -> dict[str, int]:
-        """SERVICE_PORTS parsed into {name: port}."""
+        """SERVICE_PORTS parsed into {name: port}; empty: the ports of the member table."""
+        if not self.service_ports.strip():
+            return {spec.name: spec.port for spec in members.services()}
         pairs = (item.split("=", 1) for item in self.service_ports.split(",") if item.strip())
         return {name.strip(): int(port) for name, port in pairs}
 
@@ -153,8 +152,3 @@ def _coerce(raw: str, kind: type, name: str) -> Any:
         return kind(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be a {kind.__name__}, got {raw!r}") from exc
-
-
-def settings_table() -> list[tuple[str, str, str]]:
-    """(env var, default, doc) rows, for the README and `--help`."""
-    return [(f.metadata["env"], str(f.default), f.metadata["doc"]) for f in dataclasses.fields(Settings)]

@@ -68,6 +68,18 @@ class WeightsMissing(ClassifierError):
     code = "weights_missing"
 
 
+class WeightsRejected(ClassifierError):
+    """A weight file is not the upstream file of its name (checksum mismatch): refused, nothing imported."""
+
+    code = "weights_rejected"
+
+
+class WeightsMismatch(ClassifierError):
+    """The weights folder does not serve what the settings ask for (e.g. OCR_LANGS vs the recogniser)."""
+
+    code = "weights_mismatch"
+
+
 class WeightsDownloadFailed(ClassifierError):
     code = "weights_download_failed"
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import sys
 import threading
@@ -11,16 +12,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from honcho.environ import parse_procfile
 from honcho.manager import Manager
 
-from shared.config import GATEWAY, MEMBERS, Settings
+from shared import members
+from shared.config import Settings
 from shared.errors import ClassifierError, DatasetError, WeightsMissing
+from shared.members import GATEWAY
 
 REPO = Path(__file__).resolve().parents[1]
-PROCFILE = REPO / "Procfile"
 LOCAL_HOST = "127.0.0.1"
-SERVICES = (*MEMBERS, GATEWAY)
 # honcho's return codes when it was stopped by SIGINT (Ctrl-C) or SIGTERM: a clean stop, not a failure.
 STOPPED_ON_REQUEST = (130, 143)
 OFFLINE_HINT = "`make serve SYNTHETIC=1` (python -m shared serve --synthetic)"
@@ -114,17 +114,23 @@ def check_ports_free(settings: Settings) -> None:
             except OSError:
                 raise ClassifierError(
                     f"Port {port} for {name} on {LOCAL_HOST} is already in use (another `make serve`?). "
-                    "Stop it, or choose ports with SERVICE_PORTS=ocr_nb=...,clip_svm=...,clip_logreg=...,stacking=..."
+                    f"Stop it, or choose ports with SERVICE_PORTS={','.join(f'{n}=...' for n in service_names())}"
                 ) from None
 
 
 # --- running ---------------------------------------------------------------------------------------
+def service_names() -> tuple[str, ...]:
+    """The services to run, from the member table: the members, then the gateway."""
+    return tuple(spec.name for spec in members.services())
+
+
 def service_ports(settings: Settings) -> dict[str, int]:
+    """{service: port} from SERVICE_PORTS (default: the member table); every service needs one."""
     ports = settings.port_map()
-    missing = [name for name in SERVICES if name not in ports]
+    missing = [name for name in service_names() if name not in ports]
     if missing:
         raise ClassifierError(f"SERVICE_PORTS has no port for {', '.join(missing)}: {settings.service_ports!r}")
-    return {name: ports[name] for name in SERVICES}
+    return {name: ports[name] for name in service_names()}
 
 
 def service_urls(settings: Settings) -> dict[str, str]:
@@ -134,21 +140,25 @@ def service_urls(settings: Settings) -> dict[str, str]:
 def process_env(settings: Settings) -> dict[str, str]:
     """The children's environment: ours (PATH, locale, ...) plus the resolved settings, members at 127.0.0.1."""
     urls = service_urls(settings)
-    member_urls = ",".join(f"{name}={urls[name]}" for name in MEMBERS)
+    member_urls = ",".join(f"{name}={urls[name]}" for name in members.member_names())
     resolved = {k: v for k, v in settings.replace(member_urls=member_urls).to_env().items() if v != ""}
     env = {**os.environ, **resolved}
-    env.update(PYTHON=sys.executable, PYTHONUNBUFFERED="1")
+    env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
 def build_manager(settings: Settings) -> Manager:
-    """A honcho Manager with one gunicorn per Procfile entry."""
-    procfile = parse_procfile(PROCFILE.read_text())
+    """A honcho Manager with one gunicorn per service of the member table."""
     manager = Manager()
     env = process_env(settings)
-    for name in SERVICES:
-        manager.add_process(name, procfile.processes[name], env=env, cwd=str(REPO))
+    for name in service_names():
+        manager.add_process(name, service_command(name), env=env, cwd=str(REPO))
     return manager
+
+
+def service_command(name: str) -> str:
+    """The shell command of one service: gunicorn with services/<name>/gunicorn.conf.py, in this interpreter."""
+    return f"exec {shlex.quote(sys.executable)} -m gunicorn -c services/{name}/gunicorn.conf.py"
 
 
 def announce_when_ready(manager: Manager, urls: dict[str, str], timeout: float, synthetic: bool,

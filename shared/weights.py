@@ -11,7 +11,7 @@ import urllib.request
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from shared.artifacts import sha256_file as file_sha256
 from shared.config import Settings
@@ -25,6 +25,9 @@ SYNTHETIC_TAG = "synthetic"
 TINY_CLIP_MODEL = "ViT-Tiny-Synthetic"
 MODEL_CONFIGS_DIR = Path(__file__).parent / "model_configs"
 DETECTOR = "craft"
+PARTS = ("clip", "ocr")
+# What synthetic and downloaded OCR weights serve when OCR_LANGS is empty: the marketplace's Russian and English.
+DEFAULT_OCR_LANGS = ("ru", "en")
 FETCH_HINT = "Run `python -m shared weights` to download them, or offline `python -m shared weights --synthetic`."
 # The preprocessing keys a pretrained tag may override; kept with the weights so loading never guesses.
 PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
@@ -43,11 +46,17 @@ def read_weights_info(weights_dir: Path) -> dict:
         raise WeightsMissing(f"{path} could not be read ({exc}). {FETCH_HINT}") from None
 
 
-def require_weights(weights_dir: Path, kind: str) -> dict:
-    """The weights.json section for kind ("clip" or "ocr"), after checking every file's sha256."""
+def read_section(weights_dir: Path, kind: str) -> dict:
+    """The weights.json section for kind ("clip" or "ocr"), files unchecked; WeightsMissing if absent."""
     info = read_weights_info(weights_dir).get(kind)
     if not info:
         raise WeightsMissing(f"{weights_dir}/{INFO_FILE} has no {kind!r} weights. {FETCH_HINT}")
+    return info
+
+
+def require_weights(weights_dir: Path, kind: str) -> dict:
+    """The weights.json section for kind ("clip" or "ocr"), after checking every file's sha256."""
+    info = read_section(weights_dir, kind)
     for relpath, expected in weight_files(info, kind).items():
         _verify_file(Path(weights_dir) / relpath, expected)
     return info
@@ -55,9 +64,10 @@ def require_weights(weights_dir: Path, kind: str) -> dict:
 
 def weight_files(info: dict, kind: str) -> dict[str, str]:
     """{path relative to the weights folder: sha256} for one section of weights.json."""
-    if kind == "clip":
-        return {info["file"]: info["sha256"]}
-    return {f"{OCR_DIR}/{name}": sha for name, sha in info["files"].items()}
+    # The section's layout is the extractor's own: its class lists the files (imported lazily, both ways round).
+    from shared.features.registry import extractor_class
+
+    return extractor_class(kind).weight_files(info)
 
 
 def ocr_weights_sha256(info: dict) -> str:
@@ -103,20 +113,43 @@ def write_synthetic_weights(out: Path, settings: Settings, tiny: bool = False) -
     import torch
 
     out = Path(out)
-    _refuse_to_replace_real(out)
+    refuse_to_replace_real(out)
     out.mkdir(parents=True, exist_ok=True)
     log.warning("Writing SYNTHETIC weights (random init, NOT pretrained) to %s", out)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SYNTHETIC_SEED)
-        clip_info = _write_synthetic_clip(out, settings, tiny)
-        ocr_info = _write_synthetic_ocr(out, settings)
-    _write_info(out, {"synthetic": True, "clip": clip_info, "ocr": ocr_info})
+    _write_info(out, info_from_parts(write_synthetic_parts(out, settings, PARTS, tiny)))
     log.warning("SYNTHETIC weights ready in %s: predictions made with them are not CLIP's or EasyOCR's", out)
     return out
 
 
-def _refuse_to_replace_real(out: Path) -> None:
-    if (out / INFO_FILE).is_file() and read_weights_info(out).get("synthetic") is False:
+def write_synthetic_parts(out: Path, settings: Settings, kinds: Sequence[str], tiny: bool = False) -> dict:
+    """{kind: weights.json section} for synthetic weights of just these parts ("clip", "ocr")."""
+    import torch
+
+    writers = {"clip": lambda: _write_synthetic_clip(out, settings, tiny), "ocr": lambda: _write_synthetic_ocr(out, settings)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SYNTHETIC_SEED)
+        return {kind: writers[kind]() for kind in kinds}
+
+
+def info_from_parts(parts: dict) -> dict:
+    """weights.json from its sections: `synthetic` is true if any part is, `parts` says which part is which."""
+    return {**parts, "synthetic": any(section["synthetic"] for section in parts.values()),
+            "parts": {kind: part_kind(section) for kind, section in parts.items()}}
+
+
+def part_kind(section: dict) -> str:
+    """'synthetic' or 'real' for one weights.json section."""
+    return "synthetic" if section.get("synthetic") else "real"
+
+
+def describe_parts(info: dict) -> str:
+    """'ocr real, clip SYNTHETIC': for logs and messages."""
+    return ", ".join(f"{kind} {'SYNTHETIC' if info[kind].get('synthetic') else 'real'}"
+                     for kind in PARTS if isinstance(info.get(kind), dict))
+
+
+def refuse_to_replace_real(out: Path) -> None:
+    if (out / INFO_FILE).is_file() and not any(s.get("synthetic") for s in _sections(read_weights_info(out))):
         raise ClassifierError(
             f"{out} holds real (downloaded) weights; synthetic ones would replace them. "
             f"Choose another folder with --out.", code="weights_exist",
@@ -180,10 +213,10 @@ def _write_synthetic_ocr(out: Path, settings: Settings) -> dict:
 
     folder = out / OCR_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    langs = settings.ocr_lang_list()
+    langs = settings.ocr_lang_list() or list(DEFAULT_OCR_LANGS)
     choice = pick_recogniser(langs, folder)
     log.warning("SYNTHETIC EasyOCR: CRAFT detector + %s recogniser, random init", choice["name"])
-    detector_file = _detector_entry()["filename"]
+    detector_file = detector_entry()["filename"]
     # EasyOCR's released files were saved from DataParallel: every key starts with "module.".
     atomic_torch_save(_module_prefixed(CRAFT(pretrained=False)), folder / detector_file)
     atomic_torch_save(_module_prefixed(_build_recogniser(choice, langs, folder)), folder / choice["filename"])
@@ -191,11 +224,15 @@ def _write_synthetic_ocr(out: Path, settings: Settings) -> dict:
     return {"langs": langs, "detector": DETECTOR, "recognizer": choice["name"], "files": files, "synthetic": True}
 
 
+def _sections(info: dict) -> list[dict]:
+    return [info[kind] for kind in PARTS if isinstance(info.get(kind), dict)]
+
+
 def _module_prefixed(model: Any) -> dict:
     return {f"module.{key}": value for key, value in model.state_dict().items()}
 
 
-def _detector_entry() -> dict:
+def detector_entry() -> dict:
     from easyocr.config import detection_models
 
     return detection_models[DETECTOR]
@@ -215,6 +252,19 @@ def pick_recogniser(langs: list[str], folder: Path) -> dict:
             if entry["model_script"] == probe.model_lang and entry["characters"] == probe.character:
                 return {"name": name, "generation": generation, **entry}
     raise WeightsMissing(f"EasyOCR has no recogniser for languages {langs}")
+
+
+def recogniser_entry(name: str) -> dict:
+    """EasyOCR's gen2 recogniser entry by name: {name, generation, filename, md5sum, ...}."""
+    from easyocr.config import recognition_models
+
+    return {"name": name, "generation": "gen2", **recognition_models["gen2"][name]}
+
+
+def recogniser_for(langs: list[str]) -> dict:
+    """The recogniser EasyOCR picks for these languages (no files needed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return pick_recogniser(langs, Path(tmp))
 
 
 def _build_recogniser(choice: dict, langs: list[str], folder: Path) -> Any:
@@ -244,7 +294,7 @@ def fetch_weights(out: Path, settings: Settings, timeout_s: float = 60.0) -> Pat
         if created:
             _remove_empty_folders(out)
         raise
-    _write_info(out, {"synthetic": False, "clip": clip_info, "ocr": ocr_info})
+    _write_info(out, info_from_parts({"clip": clip_info, "ocr": ocr_info}))
     return out
 
 
@@ -290,8 +340,13 @@ def fetch_clip_weights(out: Path, settings: Settings, timeout_s: float = 60.0) -
         actual = file_sha256(raw)
         if not actual.startswith(expected):
             raise WeightsDownloadFailed(_checksum_message(url, "sha256", expected, actual))
-        relpath = f"{CLIP_DIR}/{settings.clip_model}-{settings.clip_pretrained}.bin"
-        atomic_torch_save(_clip_state_dict(raw), out / relpath)
+        return store_clip_checkpoint(raw, out, settings)
+
+
+def store_clip_checkpoint(path: Path, out: Path, settings: Settings) -> dict:
+    """Keep a verified upstream CLIP checkpoint as a plain state_dict in out/clip; returns its section."""
+    relpath = f"{CLIP_DIR}/{settings.clip_model}-{settings.clip_pretrained}.bin"
+    atomic_torch_save(_clip_state_dict(path), out / relpath)
     return _clip_info(settings.clip_model, settings.clip_pretrained, relpath, out, settings, synthetic=False)
 
 
@@ -313,10 +368,10 @@ def fetch_ocr_weights(out: Path, settings: Settings, timeout_s: float = 60.0) ->
     """Download and verify EasyOCR's detector and recogniser into out/easyocr; returns their section."""
     folder = out / OCR_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    langs = settings.ocr_lang_list()
+    langs = settings.ocr_lang_list() or list(DEFAULT_OCR_LANGS)
     choice = pick_recogniser(langs, folder)
     files = {}
-    for entry in (_detector_entry(), choice):
+    for entry in (detector_entry(), choice):
         _fetch_easyocr_file(entry, folder, settings, timeout_s)
         files[entry["filename"]] = file_sha256(folder / entry["filename"])
     return {"langs": langs, "detector": DETECTOR, "recognizer": choice["name"], "files": files, "synthetic": False}
@@ -385,6 +440,11 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def write_info(out: Path, info: dict) -> None:
+    """Write weights.json atomically."""
+    _write_info(out, info)
+
+
 def _write_info(out: Path, info: dict) -> None:
     with _atomic_path(out / INFO_FILE) as tmp:
         tmp.write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
@@ -406,7 +466,7 @@ def _atomic_path(path: Path) -> Iterator[Path]:
 
 
 __all__ = [
-    "read_weights_info", "require_weights", "write_synthetic_weights", "fetch_weights", "fetch_clip_weights",
-    "fetch_ocr_weights", "file_sha256",
+    "read_weights_info", "read_section", "require_weights", "write_synthetic_weights", "fetch_weights",
+    "fetch_clip_weights", "fetch_ocr_weights", "file_sha256",
     "weight_files", "ocr_weights_sha256", "torch_device", "configure_torch", "register_clip_configs",
 ]

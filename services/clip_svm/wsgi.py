@@ -1,4 +1,4 @@
-"""WSGI entry of the clip_svm member: the shared member factory, told which learner to serve."""
-from shared.serving.member import create_app
+"""WSGI entry of the clip_svm member: the shared service factory, told which learner to serve."""
+from shared.serving.app import create_app
 
 app = create_app({"SERVICE_NAME": "clip_svm"})

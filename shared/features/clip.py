@@ -29,6 +29,9 @@ def clip_config(info: dict) -> dict:
 class ClipEmbedder:
     """Images -> (n, d) float32 unit vectors. Load once, embed many times."""
 
+    kind = "clip"
+    batchable = True  # one forward pass over a batch costs far less than one per image
+
     def __init__(self, image_tower: Any, preprocess: Any, device: str, info: dict, settings: Settings):
         self.image_tower = image_tower
         self.preprocess = preprocess
@@ -39,17 +42,20 @@ class ClipEmbedder:
         self.synthetic = self.config["synthetic"]
         self.dim = self.config["dim"]
 
-    @staticmethod
-    def config_for(weights_dir: Path) -> dict:
+    @classmethod
+    def config_for(cls, weights_dir: Path, settings: Settings | None = None, recorded: dict | None = None) -> dict:
         """The config a loaded embedder would report, read from weights.json without loading the model."""
-        return clip_config(weights.read_weights_info(weights_dir)["clip"])
+        return clip_config(weights.read_section(weights_dir, cls.kind))
 
     @classmethod
-    def load(cls, weights_dir: Path, settings: Settings) -> "ClipEmbedder":
-        """Verify the weights, build the model with open_clip's factory and its matching preprocessing."""
+    def load(cls, weights_dir: Path, settings: Settings, recorded: dict | None = None) -> "ClipEmbedder":
+        """Verify the weights, build the model with open_clip's factory and its matching preprocessing.
+
+        A recorded config changes nothing here: the weights alone decide CLIP's config.
+        """
         import open_clip
 
-        info = weights.require_weights(weights_dir, "clip")
+        info = weights.require_weights(weights_dir, cls.kind)
         weights.configure_torch(settings)
         weights.register_clip_configs(Path(weights_dir), info["model"])
         device = weights.torch_device(settings)
@@ -66,6 +72,37 @@ class ClipEmbedder:
         # Only images are embedded: keep the image tower (what encode_image runs) and let the text tower go,
         # about 250 MB of ViT-B-32's weights (63 M of 151 M parameters).
         return cls(model.visual.eval(), preprocess, device, info, settings)
+
+    @staticmethod
+    def weight_files(info: dict) -> dict[str, str]:
+        """{path relative to the weights folder: sha256}: the one checkpoint."""
+        return {info["file"]: info["sha256"]}
+
+    @staticmethod
+    def encode(value: np.ndarray) -> bytes:
+        """A vector as the feature cache stores it: float32 bytes."""
+        return np.asarray(value, dtype=np.float32).tobytes()
+
+    @staticmethod
+    def decode(stored: bytes) -> np.ndarray:
+        """The inverse of encode."""
+        return np.frombuffer(stored, dtype=np.float32)
+
+    @staticmethod
+    def stack(values: Sequence[np.ndarray], config: dict) -> np.ndarray:
+        """Many vectors as the learners' (n, dim) float32 matrix."""
+        if not len(values):
+            return np.zeros((0, config["dim"]), dtype=np.float32)
+        return np.stack(list(values)).astype(np.float32, copy=False)
+
+    @staticmethod
+    def describe(config: dict) -> str:
+        """'ViT-B-32 / openai'."""
+        return f"{config.get('model')} / {config.get('pretrained')}"
+
+    def extract(self, images: list[Image.Image]) -> np.ndarray:
+        """(n, dim) float32 unit vectors, in batches of settings.clip_batch_size."""
+        return self.embed(images)
 
     def embed(self, images: Sequence[Image.Image], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """(n, dim) float32, each row L2-normalised; batches of batch_size (default settings.clip_batch_size)."""

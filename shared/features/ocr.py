@@ -28,7 +28,7 @@ from PIL import Image
 
 from shared import weights
 from shared.config import Settings
-from shared.errors import WeightsMissing
+from shared.errors import WeightsMismatch, WeightsMissing
 
 BACKENDS = ("onnx", "torch")
 # Pillow shrinks by an integer factor with a box filter first and resamples only the last <3x with LANCZOS:
@@ -53,15 +53,32 @@ def normalise_text(text: str) -> str:
     return " ".join(_NOISE.sub(" ", text).split())
 
 
-def ocr_config(info: dict, settings: Settings) -> dict:
-    """The feature config of OCR weights + settings (what a trained model must be served with)."""
+def ocr_config(info: dict, settings: Settings, recorded: dict | None = None) -> dict:
+    """The feature config of OCR weights (what a trained model must be served with).
+
+    Languages and longest side come from the recorded config when given (serving what was trained), else from
+    settings; empty OCR_LANGS means the weights' own languages.
+    """
+    langs = list(recorded["langs"]) if recorded else (settings.ocr_lang_list() or list(info["langs"]))
+    check_langs(langs, info)
     return {
         "kind": "ocr",
-        "langs": settings.ocr_lang_list(),
-        "max_side": settings.ocr_max_side,
+        "langs": langs,
+        "max_side": int(recorded["max_side"]) if recorded else settings.ocr_max_side,
         "weights_sha256": weights.ocr_weights_sha256(info),
         "synthetic": bool(info["synthetic"]),
     }
+
+
+def check_langs(langs: Sequence[str], info: dict) -> None:
+    """Refuse languages the weights' recogniser was not recorded as serving (EasyOCR would load another file)."""
+    if set(langs) != set(info["langs"]):
+        raise WeightsMismatch(
+            f"OCR languages {','.join(langs)} were asked for, but the recogniser in the weights folder "
+            f"({info.get('recognizer', '?')}) serves {','.join(info['langs'])}. Set OCR_LANGS={','.join(info['langs'])} "
+            "(or leave it empty), or get the recogniser for those languages (`python -m shared weights`, or "
+            "`--from PATH` offline)."
+        )
 
 
 def downscale(image: Image.Image, max_side: int) -> Image.Image:
@@ -111,26 +128,34 @@ def _released_md5s() -> dict[str, str]:
 class OcrReader:
     """Image -> normalised text. Load once, read many times."""
 
-    def __init__(self, reader: Any, info: dict, settings: Settings, backend: str = "torch"):
+    kind = "ocr"
+    batchable = False  # EasyOCR reads one image at a time: batching requests would only make them wait
+
+    def __init__(self, reader: Any, info: dict, settings: Settings, backend: str = "torch",
+                 recorded: dict | None = None):
         self.reader = reader
         self.info = info
         self.settings = settings
         self.backend = backend  # the CRAFT runtime actually in use: "onnx" or "torch"
-        self.config = ocr_config(info, settings)
+        self.config = ocr_config(info, settings, recorded)
+        self.max_side: int = self.config["max_side"]
         self.synthetic = self.config["synthetic"]
 
-    @staticmethod
-    def config_for(weights_dir: Path, settings: Settings) -> dict:
+    @classmethod
+    def config_for(cls, weights_dir: Path, settings: Settings, recorded: dict | None = None) -> dict:
         """The config a loaded reader would report, from weights.json without loading the models."""
-        return ocr_config(weights.read_weights_info(weights_dir)["ocr"], settings)
+        return ocr_config(weights.read_section(weights_dir, cls.kind), settings, recorded)
 
     @classmethod
-    def load(cls, weights_dir: Path, settings: Settings) -> "OcrReader":
-        """Verify the weights and build easyocr.Reader from the weights folder, never downloading."""
+    def load(cls, weights_dir: Path, settings: Settings, recorded: dict | None = None) -> "OcrReader":
+        """Verify the weights and build easyocr.Reader from the weights folder, never downloading.
+
+        With a recorded config, its languages and longest side are used instead of the settings'.
+        """
         import easyocr
 
         backend = _check_backend(settings.ocr_backend)
-        info = weights.require_weights(weights_dir, "ocr")
+        info = weights.require_weights(weights_dir, cls.kind)
         weights.configure_torch(settings)
         folder = Path(weights_dir) / weights.OCR_DIR
         if info["synthetic"]:
@@ -138,20 +163,61 @@ class OcrReader:
         try:
             with accept_synthetic_md5(folder, info):
                 reader = easyocr.Reader(
-                    settings.ocr_lang_list(), gpu=weights.torch_device(settings) == "cuda",
+                    ocr_config(info, settings, recorded)["langs"], gpu=weights.torch_device(settings) == "cuda",
                     model_storage_directory=str(folder), user_network_directory=str(folder),
                     download_enabled=False, verbose=False,
                 )
         except FileNotFoundError as exc:
             raise WeightsMissing(f"EasyOCR could not use {folder}: {exc}. {weights.FETCH_HINT}") from None
         _channels_last_recogniser(reader)
-        return cls(reader, info, settings, _install_detector(reader, folder, info, backend, settings))
+        backend = _install_detector(reader, folder, info, backend, settings)
+        return cls(reader, info, settings, backend, recorded)
+
+    @staticmethod
+    def weight_files(info: dict) -> dict[str, str]:
+        """{path relative to the weights folder: sha256}: the detector and the recogniser."""
+        return {f"{weights.OCR_DIR}/{name}": sha for name, sha in info["files"].items()}
+
+    @staticmethod
+    def encode(value: str) -> str:
+        """A text as the feature cache stores it: itself."""
+        return str(value)
+
+    @staticmethod
+    def decode(stored: str) -> str:
+        """The inverse of encode."""
+        return stored
+
+    @staticmethod
+    def stack(values: Sequence[str], config: dict) -> list[str]:
+        """Many texts as the learners' input: a list of str."""
+        return list(values)
+
+    @staticmethod
+    def describe(config: dict) -> str:
+        """'EasyOCR ru,en'."""
+        return f"EasyOCR {','.join(config.get('langs', []))}"
+
+    def extract(self, images: list[Image.Image]) -> list[str]:
+        """read() for each image, in order."""
+        return [self.read(image) for image in images]
 
     def read(self, image: Image.Image) -> str:
-        """Downscale to ocr_max_side, detect text boxes, recognise them, return normalised text."""
-        rgb, grey = _arrays(downscale(image.convert("RGB"), self.settings.ocr_max_side))
+        """Downscale to max_side, detect text boxes, recognise them, return normalised text."""
+        rgb, grey = _arrays(downscale(image.convert("RGB"), self.max_side))
         horizontal, free = self.reader.detect(rgb, reformat=False)
         return self._recognise(grey, horizontal[0], free[0])
+
+    def read_detections(self, image: Image.Image) -> list[dict]:
+        """What read() sees, box by box: normalised text, recogniser confidence, box as fractions of the image."""
+        small = downscale(image.convert("RGB"), self.max_side)
+        rgb, grey = _arrays(small)
+        horizontal, free = self.reader.detect(rgb, reformat=False)
+        if not horizontal[0] and not free[0]:
+            return []
+        found = self.reader.recognize(grey, horizontal[0], free[0], detail=1, reformat=False)
+        width, height = small.size
+        return [_detection(box, text, conf, width, height) for box, text, conf in found if normalise_text(text)]
 
     def read_many(self, images: Sequence[Image.Image], progress: bool = False) -> list[str]:
         """read() for each image, in order."""
@@ -202,6 +268,13 @@ def _install_detector(reader: Any, folder: Path, info: dict, backend: str, setti
         log.warning("OCR_BACKEND=onnx is unavailable (%s: %s); CRAFT runs on torch", type(exc).__name__, exc)
         return "torch"
     return "onnx"
+
+
+def _detection(box: Sequence, text: str, conf: float, width: int, height: int) -> dict:
+    xs, ys = [float(p[0]) for p in box], [float(p[1]) for p in box]
+    return {"text": normalise_text(text), "conf": round(float(conf), 4),
+            "box": [round(min(xs) / width, 4), round(min(ys) / height, 4),
+                    round(max(xs) / width, 4), round(max(ys) / height, 4)]}
 
 
 def _arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:

@@ -98,24 +98,28 @@ class Scored:
 def score_files(models_dir: Path, weights_dir: Path, paths: Sequence[Path], settings: Settings,
                 progress: bool = True) -> Scored:
     """Run the saved members and stack on image files (features via the cache; weights must match)."""
-    from shared.features.extract import FeatureCache, extract_features
-    from shared.learning.learners import align_proba, check_feature_config, feature_input, load_pipelines, settings_for_features
+    from shared.features.cache import FeatureCache
+    from shared.features.extract import extract_features
+    from shared.learning.learners import load_pipelines
     from shared.learning.meta_model import MetaEnsemble
 
     manifest = artifacts.load_manifest(models_dir)
     pipelines, meta = load_pipelines(models_dir, manifest), MetaEnsemble.load(models_dir, manifest)
-    kinds = sorted(manifest["features"])
-    settings = settings_for_features(settings, manifest["features"].get("ocr", {"kind": "clip"}))
-    table = extract_features(paths, settings, weights_dir, kinds=kinds, cache=FeatureCache.default(settings),
-                             progress=progress)
-    for kind in kinds:
-        check_feature_config(manifest["features"][kind], table.config[kind], weights_dir)
-    n_classes = len(manifest["classes"])
-    probas = {name: align_proba(p.predict_proba(feature_input(name, table.clip, table.text)), p.classes_, n_classes)
-              for name, p in pipelines.items()} if table.rows else {}
+    recorded = manifest["features"]
+    table = extract_features(paths, settings, weights_dir, kinds=sorted(recorded), cache=FeatureCache.default(settings),
+                             progress=progress, recorded=recorded)
+    probas = _member_probas(pipelines, table.values, len(manifest["classes"])) if table.rows else {}
     if table.rows:
         probas[STACK] = meta.predict_proba(probas)
-    return Scored(manifest, table.rows, probas, table.errors, table.clip, table.stats)
+    return Scored(manifest, table.rows, probas, table.errors, table.values.get("clip"), table.stats)
+
+
+def _member_probas(pipelines: Mapping[str, Any], features: Mapping[str, Any], n_classes: int) -> dict[str, np.ndarray]:
+    """{member: (n, K)} from each member's pipeline on its extractor's features."""
+    from shared.learning.learners import predict_aligned
+    from shared.members import member
+
+    return {name: predict_aligned(p, features[member(name).extractor], n_classes) for name, p in pipelines.items()}
 
 
 def evaluate_models(models_dir: Path, data: Path | Dataset, weights_dir: Path, settings: Settings,
@@ -183,9 +187,11 @@ def _write_markdown(path: Path, results: dict, context: dict, images: list[str])
 
 def _weights_lines(features: Mapping[str, dict]) -> list[str]:
     lines = ["## Weights", ""]
+    from shared.features.registry import extractor_class
+
     for kind, cfg in sorted(features.items()):
         what = "SYNTHETIC (random init)" if cfg.get("synthetic") else "pretrained"
-        name = f"{cfg.get('model')} / {cfg.get('pretrained')}" if kind == "clip" else f"EasyOCR {','.join(cfg.get('langs', []))}"
+        name = extractor_class(kind).describe(cfg)
         lines.append(f"- **{kind}**: {name}, {what}, weights sha256 `{str(cfg.get('weights_sha256'))[:16]}…`")
     return lines
 

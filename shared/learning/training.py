@@ -1,4 +1,4 @@
-"""The training pipeline (`train`) and `predict_files` for the CLI."""
+"""The training pipeline (`train`): features, out-of-fold stacking, refit, evaluation, saved artifacts."""
 from __future__ import annotations
 
 import logging
@@ -12,13 +12,13 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from shared import artifacts
-
-from shared.learning import evaluation
-from shared.config import MEMBERS, Settings
-from shared.learning.data import Dataset, load_dataset
+from shared.config import Settings
 from shared.errors import DatasetError
-from shared.learning.learners import LEARNER_FEATURE, align_proba, build_learner, feature_input, learner_path
+from shared.learning import evaluation
+from shared.learning.data import Dataset, load_dataset
+from shared.learning.learners import build_learner, learner_path, predict_aligned
 from shared.learning.meta_model import MetaEnsemble, fit_meta_models, make_folds, meta_path, out_of_fold_proba
+from shared.members import member, member_names
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,15 @@ REPORT_DIR = "report"
 
 @dataclass
 class Split:
-    """Images and features of one side of the split (only readable images)."""
+    """Images and features of one side of the split (only readable images); features[kind] is a learner input."""
 
     dataset: Dataset
     y: np.ndarray
-    clip: np.ndarray | None
-    text: list[str] | None
+    features: dict[str, Any]
+
+    def member_input(self, name: str) -> Any:
+        """The input of the named member's learner: the features of its extractor."""
+        return self.features[member(name).extractor]
 
 
 def train(data: Path, out: Path, weights_dir: Path, settings: Settings, test_data: Path | None = None,
@@ -94,11 +97,17 @@ def choose_folds(y: np.ndarray, folds: int, classes: Sequence[str]) -> int:
     return min(folds, smallest)
 
 
+def member_kinds() -> tuple[str, ...]:
+    """The extractor kinds the members of the table need, each once, in table order."""
+    return tuple(dict.fromkeys(member(name).extractor for name in member_names()))
+
+
 def _extract(train_set: Dataset, test_set: Dataset, weights_dir: Path, settings: Settings) -> tuple[Any, list[dict]]:
-    from shared.features.extract import FeatureCache, extract_features
+    from shared.features.cache import FeatureCache
+    from shared.features.extract import extract_features
 
     paths = train_set.paths + test_set.paths
-    table = extract_features(paths, settings, weights_dir, kinds=("clip", "ocr"), cache=FeatureCache.default(settings))
+    table = extract_features(paths, settings, weights_dir, kinds=member_kinds(), cache=FeatureCache.default(settings))
     log.info("features: %s%s", table.stats, _synthetic_note(table.config))
     skipped = [{"path": str(paths[i]), "reason": reason} for i, reason in sorted(table.errors.items())]
     for item in skipped:
@@ -112,11 +121,18 @@ def _sides(table: Any, train_set: Dataset, test_set: Dataset) -> tuple[Split, Sp
     sides = []
     for dataset, mask, offset in ((train_set, rows < n_train, 0), (test_set, rows >= n_train, n_train)):
         picked = rows[mask] - offset
-        text = [t for t, keep in zip(table.text, mask) if keep]
-        sides.append(Split(dataset.subset(picked), dataset.y[picked], table.clip[mask], text))
+        features = {kind: _take(values, mask) for kind, values in table.values.items()}
+        sides.append(Split(dataset.subset(picked), dataset.y[picked], features))
     if len(sides[1].y) == 0:
         raise DatasetError("No readable image is left in the held-out set.")
     return sides[0], sides[1]
+
+
+def _take(values: Any, mask: np.ndarray) -> Any:
+    """The masked rows of a learner input, of the same type (matrix or list)."""
+    if isinstance(values, np.ndarray):
+        return values[mask]
+    return [value for value, keep in zip(values, mask) if keep]
 
 
 # --- fitting ------------------------------------------------------------------------------------
@@ -125,8 +141,8 @@ def fit_stack(split: Split, folds: int, seed: int) -> tuple[dict[str, Any], dict
     from tqdm import tqdm
 
     cv, oof, learners = make_folds(folds, seed), {}, {}
-    for name in tqdm(MEMBERS, desc=f"fitting members ({folds}-fold out-of-fold + refit)", unit="member"):
-        X = feature_input(name, split.clip, split.text)
+    for name in tqdm(member_names(), desc=f"fitting members ({folds}-fold out-of-fold + refit)", unit="member"):
+        X = split.member_input(name)
         oof[name] = out_of_fold_proba(build_learner(name, seed), X, split.y, cv)
         learners[name] = build_learner(name, seed).fit(X, split.y)
     return learners, fit_meta_models(oof, split.y, seed)
@@ -135,8 +151,7 @@ def fit_stack(split: Split, folds: int, seed: int) -> tuple[dict[str, Any], dict
 def held_out_probas(learners: dict[str, Any], meta_models: dict[str, Any], split: Split) -> dict[str, np.ndarray]:
     """{member: (n, K)} for the held-out side, plus the stack's."""
     n_classes = len(split.dataset.classes)
-    probas = {name: align_proba(p.predict_proba(feature_input(name, split.clip, split.text)), p.classes_, n_classes)
-              for name, p in learners.items()}
+    probas = {name: predict_aligned(p, split.member_input(name), n_classes) for name, p in learners.items()}
     ensemble = MetaEnsemble(meta_models, split.dataset.classes, list(learners))
     return probas | {evaluation.STACK: ensemble.predict_proba(probas)}
 
@@ -148,8 +163,8 @@ def _manifest(train_set: Dataset, test_set: Dataset, table: Any, skipped: list[d
     return {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "classes": train_set.classes,
-        "members": sorted(MEMBERS),
-        "learner_features": LEARNER_FEATURE,
+        "members": sorted(member_names()),
+        "learner_features": {name: member(name).extractor for name in member_names()},
         "features": table.config,
         "synthetic_weights": synthetic,
         "weights": "synthetic" if synthetic else "pretrained",
@@ -176,9 +191,8 @@ def _write_training_report(out: Path, results: dict, probas: dict[str, np.ndarra
     context = {"title": "Training", "features": manifest["features"], "synthetic": manifest["synthetic_weights"],
                "data": test_split.dataset.summary(), "skipped": manifest["training"]["skipped"],
                "notes": _training_notes(manifest["training"], len(train_split.y))
-               + [_ocr_note((train_split.text or []) + (test_split.text or []))]}
-    # The map shows every readable image (training and held-out), not just the few held out.
-    embedding = (np.vstack([train_split.clip, test_split.clip]), np.concatenate([train_split.y, test_split.y]))
+               + _ocr_notes(train_split, test_split)}
+    embedding = _embedding(train_split, test_split)
     evaluation.write_report(out / REPORT_DIR, results, context, test_split.y, probas, embedding)
 
 
@@ -193,11 +207,21 @@ def _feature_note(stats: dict) -> str:
     return f"features: {'; '.join(parts)} ({stats.get('seconds', 0):.0f} s)"
 
 
-def _ocr_note(texts: list[str]) -> str:
+def _ocr_notes(*sides: Split) -> list[str]:
     # Without this, ocr_nb at chance level looks like a bug; synthetic CRAFT finds no text at all.
+    if not all("ocr" in side.features for side in sides):
+        return []
+    texts = [text for side in sides for text in side.features["ocr"]]
     found = sum(1 for text in texts if text)
     note = f"OCR found text in {found} of {len(texts)} images"
-    return note + ("; ocr_nb can only answer the class priors" if found == 0 else "")
+    return [note + ("; ocr_nb can only answer the class priors" if found == 0 else "")]
+
+
+def _embedding(*sides: Split) -> tuple[np.ndarray, np.ndarray] | None:
+    """(CLIP vectors, class ids) of every readable image, training and held-out, for the report's map."""
+    if not all("clip" in side.features for side in sides):
+        return None
+    return np.vstack([side.features["clip"] for side in sides]), np.concatenate([side.y for side in sides])
 
 
 def _artifact_files(out: Path) -> list[str]:
@@ -210,43 +234,3 @@ def _synthetic_note(configs: dict) -> str:
     if any(cfg.get("synthetic") for cfg in configs.values()):
         return " [SYNTHETIC weights: numbers are not CLIP's/EasyOCR's accuracy]"
     return ""
-
-
-# --- prediction ---------------------------------------------------------------------------------
-def predict_files(models_dir: Path, weights_dir: Path, paths: Sequence[Path], settings: Settings) -> list[dict]:
-    """For each file: the stack's class, label and probabilities, and each member's; unreadable files get an error."""
-    scored = evaluation.score_files(models_dir, weights_dir, list(paths), settings, progress=False)
-    classes = scored.manifest["classes"]
-    position = {row: i for i, row in enumerate(scored.rows)}
-    return [_prediction(path, classes, scored, position.get(i), scored.errors.get(i)) for i, path in enumerate(paths)]
-
-
-def _prediction(path: Path, classes: list[str], scored: evaluation.Scored, row: int | None, error: str | None) -> dict:
-    if row is None:
-        return {"path": str(path), "error": error or "unreadable"}
-    stack = scored.probas[evaluation.STACK][row]
-    k = int(np.argmax(stack))
-    result = {"path": str(path), "class_id": k, "label": classes[k], "proba": round(float(stack[k]), 6),
-              "probas": _named(classes, stack),
-              "members": {name: _named(classes, p[row]) for name, p in scored.probas.items() if name != evaluation.STACK},
-              "model_version": scored.manifest["model_version"]}
-    if scored.manifest.get("synthetic_weights"):
-        result["synthetic_weights"] = True
-    return result
-
-
-def _named(classes: list[str], proba: np.ndarray) -> dict[str, float]:
-    return {name: round(float(p), 6) for name, p in zip(classes, proba)}
-
-
-def format_prediction(result: dict) -> str:
-    """The stack's class and probability, then one row of class probabilities for the stack and each member."""
-    if "error" in result:
-        return f"{result['path']}: ERROR {result['error']}"
-    note = " [synthetic weights]" if result.get("synthetic_weights") else ""
-    rows = {evaluation.STACK: result["probas"], **dict(sorted(result["members"].items()))}
-    width = max(map(len, rows))
-    lines = [f"{result['path']}: {result['label']} ({result['proba']:.2f}){note}"]
-    lines += [f"  {name:<{width}}  " + "  ".join(f"{label} {p:.2f}" for label, p in probas.items())
-              for name, probas in rows.items()]
-    return "\n".join(lines)

@@ -13,7 +13,6 @@ from shared.errors import BadRequest, ClassifierError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
-PREDICT_ROUTES = ("/", "/predict")
 FILE_FIELD = "file"
 # Gateway -> member: how long (ms) the member may hold the request for batch company; member -> gateway: how
 # long it did.

@@ -1,65 +1,48 @@
-"""The Flask app factory for the three members: image bytes in, class probabilities out."""
+"""A member service: MemberRuntime (one learner + its extractor) and its routes: image bytes in, probabilities out."""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import gc
-import logging
 import math
-import threading
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from PIL import Image
 
-from shared.serving import api, observability
-from shared.config import MEMBERS, Settings
-from shared.errors import BadRequest, NotFound, NotReady
+from shared.config import Settings
+from shared.errors import BadRequest, NotFound
 from shared.images import ImageLimits, decode_image
+from shared.serving import api, observability
+from shared.serving.batching import DynamicBatcher
+from shared.serving.runtime import ModelRuntime
 
-log = logging.getLogger(__name__)
-
-# Extractors whose forward pass gains from batching; OCR reads one image at a time anyway.
-BATCHED_KINDS = ("clip",)
 # How long a request may wait for its batch before it gives up (the gateway's own timeout is shorter).
 BATCH_TIMEOUT_S = 60.0
 
 bp = Blueprint("member", __name__)
 
 
-class MemberRuntime:
-    """One member behind HTTP: load() once in the background, predict() many times, readiness as a flag."""
+class MemberRuntime(ModelRuntime):
+    """One base learner: its fitted pipeline and feature extractor, batched when its extractor gains from it."""
 
     def __init__(self, name: str, settings: Settings):
-        self.name = name
-        self.settings = settings
-        self.health = observability.Health()
-        self.member: Any = None
-        self.batcher: Any = None
+        super().__init__(name, settings)
+        self.batcher: DynamicBatcher | None = None
 
-    def start(self, background: bool = True) -> None:
-        """Load the model, in a thread so that liveness answers at once."""
-        if not background:
-            self.load()
-            return
-        threading.Thread(target=self.load, name=f"load-{self.name}", daemon=True).start()
+    def load(self) -> Any:
+        """The learner and its extractor, checked against the manifest (imports torch)."""
+        from shared.learning.learners import Member
 
-    def load(self) -> None:
-        """Load the learner and its extractor, then run one warm-up inference; failures keep it not-ready."""
-        try:
-            from shared.learning.learners import Member
+        member = Member.load(self.settings.models_dir, self.settings.weights_dir, self.name, self.settings)
+        self.batcher = self._make_batcher(member)
+        return member
 
-            self.member = Member.load(self.settings.models_dir, self.settings.weights_dir, self.name, self.settings)
-            self.health.mark_loaded()
-            self.batcher = self._make_batcher()
-            self.predict(warmup_image())
-            release_freed_memory()
-            self.health.mark_warmed_up()
-            log.info("%s ready (model_version %s)", self.name, self.member.model_version)
-        except Exception as exc:  # noqa: BLE001 - any load failure must show in /v2/health/ready
-            log.exception("%s failed to load", self.name)
-            self.health.mark_failed(f"{type(exc).__name__}: {exc}")
+    def warm_up(self) -> None:
+        """One inference through every layer, then hand the load's freed heap back to the OS."""
+        self.predict(warmup_image())
+        release_freed_memory()
 
     def predict(self, image: Image.Image, slack_s: float = 0.0) -> tuple[np.ndarray, float | None]:
         """(K,) class probabilities of one decoded image, and the seconds it waited for its batch (None: unbatched).
@@ -68,22 +51,20 @@ class MemberRuntime:
         """
         if self.batcher is not None:
             return self.batcher.submit_timed(image, timeout=BATCH_TIMEOUT_S, slack_s=slack_s)
-        return self.member.predict_proba([image])[0], None
+        return self.require_loaded().predict_proba([image])[0], None
 
-    def require_loaded(self) -> Any:
-        if self.member is None:
-            reason = f" Loading failed: {self.health.error}" if self.health.error else ""
-            raise NotReady(f"{self.name} is still loading its model; retry shortly.{reason}")
-        return self.member
+    def metadata(self) -> dict:
+        """The learner's metadata and this worker's readiness."""
+        return {**self.require_loaded().metadata(), "ready": self.health.ready}
 
-    def _make_batcher(self) -> Any:
-        if self.member.kind not in BATCHED_KINDS:
+    @property
+    def model_version(self) -> str:
+        return self.require_loaded().model_version
+
+    def _make_batcher(self, member: Any) -> DynamicBatcher | None:
+        if not member.batchable:  # e.g. OCR reads one image at a time anyway
             return None
-        try:
-            from shared.serving.batching import DynamicBatcher
-        except ModuleNotFoundError:
-            return None
-        member, hist = self.member, observability.BATCH_SIZE.labels(self.name)
+        hist = observability.BATCH_SIZE.labels(self.name)
         return DynamicBatcher(lambda images: list(member.predict_proba(images)),
                               max_batch_size=self.settings.batch_max_size,
                               max_wait_ms=self.settings.batch_max_wait_ms,
@@ -103,28 +84,17 @@ def release_freed_memory() -> None:
         pass
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """A member service; `config` overrides settings by upper-case field name (SERVICE_NAME picks the learner)."""
-    settings = api.settings_from_config(config)
-    name = settings.service_name
-    if name not in MEMBERS:
-        raise ValueError(f"SERVICE_NAME must be one of {', '.join(MEMBERS)}, got {name!r}")
-    app = Flask(__name__)
-    app.config.from_mapping(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_image_bytes, LOAD_IN_BACKGROUND=True)
-    app.config.update(config or {})
-    runtime = MemberRuntime(name, settings)
-    app.extensions["member"] = runtime
-    observability.init_app(app, name, runtime.health)
-    api.install_error_handlers(app)
-    app.register_blueprint(bp)
-    runtime.start(background=app.config["LOAD_IN_BACKGROUND"])
-    return app
+def warmup_image() -> Image.Image:
+    """A small non-uniform image: enough to run every layer once before the first real request."""
+    gradient = np.linspace(0, 255, 64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
+    return Image.fromarray(gradient)
 
 
 @bp.post("/")
 @bp.post("/predict")
 def predict() -> Response:
-    runtime: MemberRuntime = current_app.extensions["member"]
+    """Classify one image: raw body or the multipart `file` field."""
+    runtime: MemberRuntime = current_app.extensions["runtime"]
     settings: Settings = current_app.config["SETTINGS"]
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
     slack_s = batch_slack_s(request.headers.get(api.SLACK_HEADER), settings.batch_max_slack_ms)
@@ -155,13 +125,8 @@ def batch_slack_s(header: str | None, max_slack_ms: float) -> float:
 
 @bp.get("/v2/models/<name>")
 def model_metadata(name: str) -> Response:
-    runtime: MemberRuntime = current_app.extensions["member"]
+    """This member's metadata; another name is a 404 naming the one served here."""
+    runtime: MemberRuntime = current_app.extensions["runtime"]
     if name != runtime.name:
         raise NotFound(f"This service serves the model {runtime.name!r}, not {name!r}.")
-    return jsonify({**runtime.require_loaded().metadata(), "ready": runtime.health.ready})
-
-
-def warmup_image() -> Image.Image:
-    """A small non-uniform image: enough to run every layer once before the first real request."""
-    gradient = np.linspace(0, 255, 64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
-    return Image.fromarray(gradient)
+    return jsonify(runtime.metadata())

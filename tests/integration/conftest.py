@@ -21,8 +21,9 @@ import pytest
 import requests
 from PIL import Image
 
-from shared.config import GATEWAY, MEMBERS
+from shared.members import GATEWAY, member_names
 
+MEMBERS = member_names()  # the member table's names, in table order
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = (*MEMBERS, GATEWAY)
 READY_TIMEOUT_S = 300.0

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import requests
 
-from shared.config import GATEWAY, MEMBERS
+from shared.members import GATEWAY, member_names
 from shared.learning.meta_model import MetaEnsemble
 from tests.integration.conftest import base_env, free_port, launch, stop_all
 from tests.integration.test_members import check_prediction
 
+MEMBERS = member_names()  # the member table's names, in table order
 SPARE = "clip_logreg"  # the member the fault tests stop and kill (a private copy, never the shared one)
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from shared.config import GATEWAY
+from shared.members import GATEWAY
 from tests.integration.conftest import SERVICES
 
 

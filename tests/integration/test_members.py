@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import requests
 
-from shared.config import MEMBERS
+from shared.members import member_names
+
+MEMBERS = member_names()  # the member table's names, in table order
 
 
 def check_prediction(body: dict, model: str) -> None:

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.config import GATEWAY
+from shared.members import GATEWAY
 
 N_PREDICTIONS = 12
 

@@ -7,11 +7,9 @@ import time
 import pytest
 from flask import Flask
 
-from shared.history import store as history
-
-from shared.ui import page as ui
+from shared import history, ui
 from shared.config import Settings
-from shared.history.store import HistoryStore
+from shared.history import HistoryStore
 
 
 def _app(tmp_path, **settings) -> tuple[Flask, HistoryStore]:

@@ -1,7 +1,6 @@
-"""Training: the manifest it writes, the feature cache on a second run, tiny datasets, predict_files."""
+"""Training: the manifest it writes, the feature cache on a second run, tiny datasets."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -12,7 +11,8 @@ from shared import artifacts
 from shared.config import Settings
 from shared.learning.data import Dataset, load_dataset, write_csv
 from shared.errors import DatasetError
-from shared.learning.training import choose_folds, format_prediction, predict_files, split_dataset, train
+from shared.learning.training import choose_folds, member_kinds, split_dataset, train
+from shared.members import member, member_names
 
 
 def test_trained_models_folder_has_every_artifact_hashed(trained_models: Path) -> None:
@@ -28,6 +28,8 @@ def test_trained_models_folder_has_every_artifact_hashed(trained_models: Path) -
     assert manifest["training"]["folds"] == 3
     assert manifest["training"]["train"]["images"] == 48 and manifest["training"]["test"]["images"] == 12
     assert set(manifest["metrics"]) == {"clip_svm", "clip_logreg", "ocr_nb", "stack"}
+    assert manifest["learner_features"] == {name: member(name).extractor for name in member_names()}
+    assert set(manifest["features"]) == set(member_kinds()) == {"clip", "ocr"}
 
 
 def test_training_report_says_synthetic(trained_models: Path) -> None:
@@ -91,24 +93,3 @@ def test_given_test_set_with_unknown_classes_is_refused(tmp_path: Path) -> None:
         (tmp_path / label / "1.png").write_bytes(image_bytes())
     with pytest.raises(DatasetError, match="classes not in the training data: z"):
         split_dataset(dataset_of({"a": 5, "b": 5}), tmp_path, 0.2, seed=0)
-
-
-def test_predict_files_gives_stack_and_member_probabilities(
-        trained_models: Path, tiny_weights: Path, trained_settings: Settings, tmp_path: Path) -> None:
-    paths = [p for p, _ in load_dataset(trained_models.parent / "screenshots30.csv").records[:2]]
-    broken = tmp_path / "broken.png"
-    broken.write_bytes(b"nope")
-    results = predict_files(trained_models, tiny_weights, [*paths, broken], trained_settings)
-    first = results[0]
-    assert first["label"] in ("camera", "screenshots") and first["class_id"] in (0, 1)
-    assert sum(first["probas"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert set(first["members"]) == {"clip_svm", "clip_logreg", "ocr_nb"}
-    assert first["synthetic_weights"] is True
-    assert "error" in results[2] and "not a supported image" in results[2]["error"]
-    assert format_prediction(first).startswith(f"{paths[0]}: {first['label']} (")
-    assert "[synthetic weights]" in format_prediction(first)
-    rows = format_prediction(first).splitlines()[1:]  # the stack's probabilities, then each member's
-    assert [row.split()[0] for row in rows] == ["stack", "clip_logreg", "clip_svm", "ocr_nb"]
-    assert all(f"{label} " in row for row in rows for label in first["probas"])
-    assert format_prediction(results[2]).startswith(f"{broken}: ERROR")
-    json.dumps(results)  # the CLI's --json output

@@ -59,7 +59,17 @@ def test_config_is_the_contract(embedder, tiny_weights):
     assert set(config) == {"kind", "model", "pretrained", "weights_sha256", "synthetic", "dim"}
     assert config["kind"] == "clip" and config["synthetic"] is True and embedder.synthetic
     assert config["dim"] == 32
-    assert ClipEmbedder.config_for(tiny_weights) == config
+    assert ClipEmbedder.config_for(tiny_weights, Settings()) == config
+
+
+def test_extract_is_embed_and_the_codec_round_trips(embedder):
+    images = _images(3)
+    vectors = embedder.extract(images)
+    np.testing.assert_array_equal(vectors, embedder.embed(images))
+    assert embedder.kind == "clip" and embedder.batchable is True
+    decoded = [ClipEmbedder.decode(ClipEmbedder.encode(v)) for v in vectors]
+    np.testing.assert_array_equal(ClipEmbedder.stack(decoded, embedder.config), vectors)
+    assert ClipEmbedder.stack([], embedder.config).shape == (0, embedder.dim)
 
 
 def test_preprocessing_comes_from_the_factory(embedder):

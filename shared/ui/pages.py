@@ -8,7 +8,7 @@ from flask import Blueprint, Flask, current_app, render_template, request
 
 from shared.config import Settings
 from shared.errors import ClassifierError
-from shared.history.store import PAGE_SIZE, HistoryFilter, HistoryStore, member_top_proba, parse_filter
+from shared.history import PAGE_SIZE, HistoryStore, member_top_proba, parse_filter
 
 PREDICT_URL = "/"  # the gateway's prediction route (API clients POST raw bytes there too)
 ACCEPTED_TYPES = "image/jpeg,image/png,image/webp,image/bmp,image/gif,image/tiff"

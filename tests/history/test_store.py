@@ -6,69 +6,28 @@ import io
 import sqlite3
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from flask import Flask
 from PIL import Image
 from prometheus_client import REGISTRY
 
-from shared.history import store as history
-from shared.config import Settings
-from shared.errors import BadRequest, ClassifierError, NotFound
-from shared.history.store import HistoryFilter, HistoryStore
-
-T0 = float(int(time.time()) - 20_000)  # recent: the default 90-day retention keeps these
-LABELS = ("apple", "banana", "milk")
-
-
-def _jpeg(color=(200, 30, 30), size=(300, 200)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, color).save(out, format="JPEG")
-    return out.getvalue()
-
-
-def _rec(i: int, *, ts: float | None = None, image: bytes | None = None, degraded: bool = False) -> dict:
-    label = LABELS[i % len(LABELS)]
-    return {
-        "ts": T0 + i if ts is None else ts,
-        "request_id": f"req-{i}",
-        "sha256": f"{i:064x}",
-        "size_bytes": 1000 + i,
-        "image": image,
-        "class_id": [i % len(LABELS)],
-        "label": label,
-        "proba": 0.5 + (i % 50) / 100,
-        "members": {
-            "ocr_nb": {"probas": {lab: 1 / 3 for lab in LABELS}, "label": "apple", "latency_ms": 12.5, "ok": True},
-            "clip_svm": {"probas": None, "label": None, "latency_ms": 10000.0, "ok": False, "error": "timeout"},
-        },
-        "latency_ms": 40.0 + i % 7,
-        "degraded": degraded,
-        "source": "api" if i % 2 else "ui",
-        "synthetic_weights": True,
-    }
+from shared.errors import ClassifierError, NotFound
+from shared.history import HistoryFilter, HistoryStore
+from tests.history.conftest import LABELS, T0, jpeg, record
 
 
 def _failures(reason: str) -> float:
     return REGISTRY.get_sample_value("history_record_failures_total", {"reason": reason}) or 0.0
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = HistoryStore(tmp_path / "h" / "history.sqlite3", queue_size=20_000)
-    yield s
-    s.close()
-
-
 def _fill(store: HistoryStore, n: int, **kw) -> None:
     for i in range(n):
-        store.record(_rec(i, degraded=(i % 10 == 0), **kw))
+        store.record(record(i, degraded=(i % 10 == 0), **kw))
     assert store.flush(60)
 
 
 def test_record_is_written_in_background_with_thumbnail(store):
-    store.record(_rec(1, image=_jpeg()))
+    store.record(record(1, image=jpeg()))
     assert store.flush()
     page = store.query()
     assert [item["request_id"] for item in page.items] == ["req-1"]
@@ -85,8 +44,8 @@ def test_record_is_written_in_background_with_thumbnail(store):
 
 def test_keep_images_stores_the_original_bytes(tmp_path):
     s = HistoryStore(tmp_path / "k.sqlite3", keep_images=True)
-    data = _jpeg()
-    s.record(_rec(1, image=data))
+    data = jpeg()
+    s.record(record(1, image=data))
     assert s.flush()
     assert s.image(s.query().items[0]["id"]) == data
     s.close()
@@ -155,7 +114,7 @@ def test_keyset_paging_over_10k_rows_is_complete_and_fast(store, capsys):
 
 def test_same_timestamp_rows_page_without_loss(store):
     for i in range(25):
-        store.record(_rec(i, ts=T0))
+        store.record(record(i, ts=T0))
     assert store.flush()
     ids, cursor = [], None
     while True:
@@ -181,7 +140,7 @@ def test_retention_by_age_and_by_row_cap(tmp_path):
     s = HistoryStore(tmp_path / "r.sqlite3", retention_days=1, max_rows=0)
     now = T0 + 10 * 86400
     for i in range(10):
-        s.record(_rec(i, ts=now - i * 0.5 * 86400))  # every 12 h into the past
+        s.record(record(i, ts=now - i * 0.5 * 86400))  # every 12 h into the past
     assert s.flush()
     assert s.apply_retention(now=now) == 7  # older than one day: 1.5 days and up
     assert [i["request_id"] for i in s.query().items] == ["req-0", "req-1", "req-2"]
@@ -193,8 +152,8 @@ def test_retention_by_age_and_by_row_cap(tmp_path):
 
 def test_retention_also_deletes_thumbnails(tmp_path):
     s = HistoryStore(tmp_path / "t.sqlite3", max_rows=1)
-    s.record(_rec(1, image=_jpeg()))
-    s.record(_rec(2, image=_jpeg()))
+    s.record(record(1, image=jpeg()))
+    s.record(record(2, image=jpeg()))
     assert s.flush()
     s.apply_retention()
     conn = sqlite3.connect(s.path)
@@ -205,7 +164,7 @@ def test_retention_also_deletes_thumbnails(tmp_path):
 
 def test_disabled_store_records_nothing(tmp_path):
     s = HistoryStore(tmp_path / "off.sqlite3", enabled=False)
-    s.record(_rec(1))
+    s.record(record(1))
     assert s.flush()
     assert not s.path.exists() and s.query().items == []
 
@@ -216,7 +175,7 @@ def test_unwritable_path_is_counted_and_record_returns_at_once(tmp_path):
     s = HistoryStore(blocker / "history.sqlite3")
     before = _failures("storage_error")
     start = time.perf_counter()
-    s.record(_rec(1))
+    s.record(record(1))
     assert time.perf_counter() - start < 0.05  # the caller never waits for storage
     assert s.flush()
     assert _failures("storage_error") == before + 1
@@ -231,8 +190,8 @@ def test_corrupt_database_is_counted_and_reads_fail_in_words(tmp_path):
     path.write_bytes(b"this is not a sqlite database" * 100)
     s = HistoryStore(path)
     before = _failures("storage_error")
-    s.record(_rec(1))
-    s.record(_rec(2))
+    s.record(record(1))
+    s.record(record(2))
     assert s.flush()
     assert _failures("storage_error") >= before + 1
     with pytest.raises(ClassifierError) as err:
@@ -244,14 +203,14 @@ def test_corrupt_database_is_counted_and_reads_fail_in_words(tmp_path):
 def test_full_queue_drops_the_record_and_counts_it(tmp_path):
     path = tmp_path / "locked.sqlite3"
     s = HistoryStore(path, queue_size=2)
-    s.record(_rec(0))
+    s.record(record(0))
     assert s.flush()
     # Another process holding the write lock stalls the writer, so the queue fills up.
     locker = sqlite3.connect(path, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     before = _failures("queue_full")
     for i in range(1, 8):
-        s.record(_rec(i))
+        s.record(record(i))
     assert _failures("queue_full") >= before + 4  # 1 in the writer's hands, 2 queued, the rest dropped
     locker.execute("ROLLBACK")
     locker.close()
@@ -262,92 +221,18 @@ def test_full_queue_drops_the_record_and_counts_it(tmp_path):
 
 def test_writer_restarts_in_a_new_process_id(tmp_path):
     s = HistoryStore(tmp_path / "fork.sqlite3")
-    s.record(_rec(1))
+    s.record(record(1))
     assert s.flush()
     s._owner_pid = -1  # what a forked gunicorn worker sees: the parent's thread is not its own
-    s.record(_rec(2))
+    s.record(record(2))
     assert s.flush()
     assert len(s.query().items) == 2
     assert sum(t.name == "history-writer" for t in threading.enumerate()) >= 1
     s.close()
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("2026-11-21", 1_795_219_200.0), ("1795219200", 1_795_219_200.0), ("2026-11-21T00:00:00Z", 1_795_219_200.0),
-])
-def test_parse_time(value, expected):
-    assert history.parse_time(value, "since") == expected
-    assert history.parse_time("2026-11-21", "until", end_of_day=True) == expected + 86400
-
-
-def test_bad_query_parameters_say_what_is_allowed():
-    with pytest.raises(BadRequest, match="since must be"):
-        history.parse_filter({"since": "yesterday"})
-    with pytest.raises(BadRequest, match="degraded must be one of true, false or any, got 'maybe'"):
-        history.parse_filter({"degraded": "maybe"})
-    with pytest.raises(BadRequest, match="cursor"):
-        history.parse_cursor("nonsense")
-
-
-# --- the /v1/history endpoints, on a real Flask app --------------------------------
-@pytest.fixture
-def client(tmp_path):
-    app = Flask(__name__)
-    settings = Settings.from_env({}, history_db=tmp_path / "api.sqlite3")
-    s = history.init_app(app, settings)
-
-    @app.errorhandler(ClassifierError)
-    def _error(exc):  # the gateway maps errors the same way
-        return exc.to_dict(), exc.status
-
-    s.record(_rec(1, image=_jpeg()))
-    for i in range(2, 8):
-        s.record(_rec(i, degraded=(i == 5)))
-    assert s.flush()
-    yield app.test_client()
-    s.close()
-
-
-def test_api_lists_with_filters_and_cursor(client):
-    body = client.get("/v1/history?limit=3").get_json()
-    assert [i["request_id"] for i in body["items"]] == ["req-7", "req-6", "req-5"]
-    assert body["next_cursor"] and body["next_url"].startswith("/v1/history?")
-    nxt = client.get(body["next_url"]).get_json()
-    assert [i["request_id"] for i in nxt["items"]] == ["req-4", "req-3", "req-2"]
-    degraded = client.get("/v1/history?degraded=true").get_json()
-    assert [i["request_id"] for i in degraded["items"]] == ["req-5"]
-    assert client.get("/v1/history?label=banana").get_json()["items"][0]["label"] == "banana"
-
-
-def test_api_csv_and_thumbnail(client):
-    for url in ("/v1/history.csv?label=banana", "/v1/history?format=csv&label=banana"):
-        resp = client.get(url)
-        assert resp.status_code == 200 and resp.mimetype == "text/csv"
-        rows = list(csv.DictReader(io.StringIO(resp.get_data(as_text=True))))
-        assert [r["request_id"] for r in rows] == ["req-7", "req-4", "req-1"]
-    first = client.get("/v1/history?label=banana").get_json()["items"][-1]
-    thumb = client.get(first["thumbnail_url"])
-    assert thumb.status_code == 200 and thumb.mimetype == "image/jpeg"
-    assert client.get(f"/v1/history/{first['id']}").get_json()["request_id"] == "req-1"
-
-
-def test_api_errors_are_json_in_words(client):
-    resp = client.get("/v1/history?degraded=maybe")
-    assert resp.status_code == 400 and "degraded must be" in resp.get_json()["error"]["message"]
-    resp = client.get("/v1/history/999999/thumbnail")
-    assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found"
-
-
-@pytest.mark.parametrize("mode,fmt", [("RGBA", "PNG"), ("P", "GIF"), ("L", "JPEG"), ("I;16", "PNG")])
-def test_thumbnails_of_other_modes_are_small_jpegs(mode, fmt):
-    buf = io.BytesIO()
-    Image.new(mode, (400, 100)).save(buf, format=fmt)
-    thumb = Image.open(io.BytesIO(history.make_thumbnail(buf.getvalue())))
-    assert thumb.format == "JPEG" and thumb.size == (96, 24)
-
-
 def test_undecodable_image_is_recorded_without_thumbnail(store):
-    store.record(_rec(1, image=b"\xff\xd8\xff broken"))
+    store.record(record(1, image=b"\xff\xd8\xff broken"))
     assert store.flush()
     item = store.query().items[0]
     assert item["has_thumbnail"] is False

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 
 from shared.features import craft_onnx
 from shared.config import Settings
-from shared.errors import WeightsMissing
+from shared.errors import WeightsMismatch, WeightsMissing
 from shared.features.ocr import OcrReader, downscale, normalise_text
 
 MAX_SIDE = 128
@@ -144,9 +144,26 @@ def test_normalise_text(raw, expected):
 def test_config_is_the_contract(reader, tiny_weights):
     config = reader.config
     assert set(config) == {"kind", "langs", "max_side", "weights_sha256", "synthetic"}
-    assert config["kind"] == "ocr" and config["langs"] == ["ru", "en"] and config["max_side"] == MAX_SIDE
-    assert config["synthetic"] is True and reader.synthetic
+    assert config["kind"] == "ocr" and config["langs"] == ["en"] and config["max_side"] == MAX_SIDE
+    assert config["synthetic"] is False and not reader.synthetic  # the real EasyOCR files
     assert OcrReader.config_for(tiny_weights, Settings(ocr_max_side=MAX_SIDE)) == config
+
+
+def test_a_recorded_config_decides_langs_and_max_side(reader, tiny_weights):
+    recorded = {**reader.config, "max_side": 96}
+    # Settings that differ from the recorded config: what was recorded at training wins.
+    other = Settings(ocr_max_side=2000, ocr_langs="ru,en")
+    assert OcrReader.config_for(tiny_weights, other, recorded) == recorded
+    again = OcrReader(reader.reader, reader.info, other, reader.backend, recorded)
+    assert again.config == recorded and again.max_side == 96
+
+
+def test_extract_is_read_per_image_and_the_codec_round_trips(reader):
+    images = [_text_image(), Image.new("L", (40, 30), 255)]
+    texts = reader.extract(images)
+    assert texts == [reader.read(image) for image in images]
+    assert reader.kind == "ocr" and reader.batchable is False
+    assert OcrReader.stack([OcrReader.decode(OcrReader.encode(t)) for t in texts], reader.config) == texts
 
 
 def test_recogniser_runs_channels_last_with_the_same_outputs(reader):
@@ -168,10 +185,10 @@ def test_md5_bypass_is_undone_after_loading(reader):
     assert module.calculate_md5 is importlib.import_module("easyocr.utils").calculate_md5
 
 
-def test_weights_not_marked_synthetic_keep_easyocr_md5_check(tiny_weights, tmp_path):
+def test_weights_not_marked_synthetic_keep_easyocr_md5_check(synthetic_weights, tmp_path):
     # Same random files, but weights.json claims they are real: EasyOCR's own MD5 check must refuse them.
     folder = tmp_path / "w"
-    shutil.copytree(tiny_weights, folder, copy_function=os.link)
+    shutil.copytree(synthetic_weights, folder, copy_function=os.link)
     info = json.loads((folder / "weights.json").read_text())
     info["ocr"]["synthetic"] = False
     (folder / "weights.json").unlink()  # a hard link: never write through it into the session fixture
@@ -185,7 +202,7 @@ def test_missing_weights(tmp_path):
         OcrReader.load(tmp_path, Settings())
 
 
-def test_languages_without_their_recogniser_file_are_refused(tiny_weights):
-    # The folder holds cyrillic_g2 (ru,en); English alone needs english_g2, which was never written.
-    with pytest.raises(WeightsMissing, match="english_g2"):
-        OcrReader.load(tiny_weights, Settings(ocr_langs="en"))
+def test_languages_the_recogniser_does_not_serve_are_refused_naming_both(tiny_weights):
+    # The folder holds english_g2 (en); Russian needs cyrillic_g2: a clear error at load, not another file.
+    with pytest.raises(WeightsMismatch, match=r"ru,en were asked for.*\(english_g2\) serves en"):
+        OcrReader.load(tiny_weights, Settings(ocr_langs="ru,en"))

@@ -9,24 +9,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared import artifacts
+from shared import artifacts, members
 from shared.config import Settings
 from shared.errors import ArtifactError
-from shared.learning.learners import LEARNER_FEATURE, Member, align_proba, build_learner
+from shared.learning.learners import Member, align_proba, build_learner, predict_aligned
 
 
 def test_every_learner_has_predict_proba_on_its_feature() -> None:
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1, 2], 10)
     inputs = {"clip": rng.normal(size=(30, 8)).astype(np.float32), "ocr": [f"word{k} text" for k in y]}
-    for name, kind in LEARNER_FEATURE.items():
+    for name in members.member_names():
+        kind = members.member(name).extractor
         proba = build_learner(name).fit(inputs[kind], y).predict_proba(inputs[kind][:4])
         assert proba.shape == (4, 3)
         np.testing.assert_allclose(proba.sum(axis=1), 1.0)
 
 
 def test_unknown_learner_names_the_choices() -> None:
-    with pytest.raises(ValueError, match="clip_logreg, clip_svm, ocr_nb"):
+    with pytest.raises(ValueError, match="Unknown member 'knn'; expected one of ocr_nb, clip_svm, clip_logreg"):
         build_learner("knn")
 
 
@@ -57,6 +58,13 @@ def test_align_proba_places_columns_by_class_id() -> None:
     np.testing.assert_allclose(out, [[0.3, 0.0, 0.7]])
 
 
+def test_predict_aligned_gives_a_class_unseen_in_fit_zero() -> None:
+    texts, y = ["sale price", "menu screen"] * 4, np.array([0, 2] * 4)  # class 1 never seen in fit
+    proba = predict_aligned(build_learner("ocr_nb").fit(texts, y), ["sale", "menu"], 3)
+    assert proba.shape == (2, 3) and np.all(proba[:, 1] == 0)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
 @pytest.fixture(scope="module")
 def images() -> list[Image.Image]:
     folder = Path(Settings.from_env().datasets_dir) / "screenshots"
@@ -73,6 +81,15 @@ def test_member_predicts_probabilities_for_images(name: str, trained_models: Pat
     np.testing.assert_allclose(member.predict_features(member.featurize(images)), proba)
     assert member.classes == ["camera", "screenshots"]
     assert member.synthetic is True
+    assert member.kind == members.member(name).extractor and member.batchable is (name == "clip_svm")
+
+
+def test_member_loads_ocr_as_recorded_not_as_configured(trained_models: Path, tiny_weights: Path,
+                                                          trained_settings: Settings) -> None:
+    # Other OCR settings at serving than at training: the reader still downscales as it did in training.
+    changed = trained_settings.replace(ocr_max_side=trained_settings.ocr_max_side * 2)
+    ocr = Member.load(trained_models, tiny_weights, "ocr_nb", changed)
+    assert ocr.extractor.config == ocr.feature_config and ocr.extractor.max_side == trained_settings.ocr_max_side
 
 
 def test_member_metadata_names_classes_features_hashes_and_weights(trained_models: Path, tiny_weights: Path,

@@ -1,4 +1,4 @@
-"""The member app factory in-process (Flask test client): input checks, errors as JSON, readiness flags.
+"""A member service in-process (the factory + Flask test client): input checks, errors as JSON, readiness flags.
 
 No trained model here: these paths must answer correctly before (or without) one; the predicting paths
 run against real gunicorns in tests/integration/test_members.py.
@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shared.serving import member as service
 from shared.config import Settings
+from shared.serving import member
+from shared.serving.app import create_app
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def png_header_claiming(width: int, height: int) -> bytes:
@@ -41,13 +42,8 @@ def client(tmp_path: Path):
     """A clip_svm member whose models folder is empty: it never becomes ready."""
     settings = Settings(models_dir=tmp_path / "no-models", weights_dir=tmp_path / "no-weights",
                         max_image_bytes=50_000, max_image_pixels=1_000_000)
-    app = service.create_app({"SETTINGS": settings, "SERVICE_NAME": "clip_svm", "LOAD_IN_BACKGROUND": False})
+    app = create_app({"SETTINGS": settings, "SERVICE_NAME": "clip_svm", "LOAD_IN_BACKGROUND": False})
     return app.test_client()
-
-
-def test_unknown_service_name_is_refused():
-    with pytest.raises(ValueError, match="SERVICE_NAME must be one of ocr_nb, clip_svm, clip_logreg"):
-        service.create_app({"SERVICE_NAME": "resnet"})
 
 
 def test_live_at_once_ready_never_without_models(client):
@@ -113,8 +109,8 @@ def test_unexpected_exception_is_a_logged_json_500(client, caplog):
     def broken(image, slack_s=0.0):
         raise RuntimeError("boom")
 
-    runtime = client.application.extensions["member"]
-    runtime.member = type("LoadedDouble", (), {"classes": ["a"], "model_version": "x", "synthetic": False})()
+    runtime = client.application.extensions["runtime"]
+    runtime.model = type("LoadedDouble", (), {"classes": ["a"], "model_version": "x", "synthetic": False})()
     runtime.predict = broken  # test double: a loaded member whose inference crashes
     resp = client.post("/", data=jpeg())
     assert resp.status_code == 500
@@ -132,7 +128,7 @@ def test_metrics_endpoint_counts_requests(client):
 
 
 def test_warmup_image_is_rgb():
-    assert service.warmup_image().mode == "RGB"
+    assert member.warmup_image().mode == "RGB"
 
 
 def test_wrong_method_is_json_405_with_allow(client):
@@ -174,7 +170,7 @@ def test_malformed_batch_slack_is_a_400(client, header):
 
 
 def test_batch_slack_is_capped_by_the_members_setting():
-    assert service.batch_slack_s(None, 2000) == 0.0
-    assert service.batch_slack_s("250", 2000) == 0.25
-    assert service.batch_slack_s("99999", 2000) == 2.0
-    assert service.batch_slack_s("500", 0) == 0.0
+    assert member.batch_slack_s(None, 2000) == 0.0
+    assert member.batch_slack_s("250", 2000) == 0.25
+    assert member.batch_slack_s("99999", 2000) == 2.0
+    assert member.batch_slack_s("500", 0) == 0.0

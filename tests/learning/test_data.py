@@ -13,7 +13,7 @@ from shared.errors import DatasetError
 
 from tests.conftest import image_bytes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_tree(root: Path, layout: dict[str, list[str]]) -> Path:

@@ -1,0 +1,100 @@
+"""Choose the OCR size from real text: word recall and CPU-s per photo at several longest sides (real EasyOCR, en).
+
+Reads grocery `val/Packages` photos (348 px) at their native size and enlarged to 640, 960 and 1280 px, and a
+12 MP photo (a grocery photo enlarged to 4000x3000) capped at each size. Writes bench/results/ocr_sizes.json.
+`python -m bench.ocr_sizes [--per-class N]`
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from bench import word_recall
+from shared.config import Settings
+from shared.images import ImageLimits, decode_image, read_image_file
+
+SIDES = (0, 640, 960, 1280)  # 0 = native size
+BIG = (4000, 3000)
+RESULTS = Path("bench/results/ocr_sizes.json")
+
+
+def sample(datasets: Path, per_class: int) -> list[Path]:
+    """The first `per_class` photos of every val/Packages product folder."""
+    folders = sorted(p for p in (datasets / "grocery" / "val" / "Packages").glob("*/*") if p.is_dir())
+    return [photo for folder in folders for photo in sorted(folder.glob("*.jpg"))[:per_class]]
+
+
+def enlarged(image: Image.Image, side: int) -> Image.Image:
+    """The photo with its longest side at `side` (LANCZOS); native when side is 0 or not larger."""
+    scale = side / max(image.size) if side else 1.0
+    if scale <= 1:
+        return image
+    return image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+
+
+def measure_side(reader, photos: list[tuple[Path, Image.Image]], side: int) -> dict:
+    """Recall and CPU-s per photo when every photo is read at this longest side."""
+    cpu, hits, boxes = [], 0, 0
+    for path, image in tqdm(photos, desc=f"side {side or 'native'}", unit="img"):
+        big = enlarged(image, side)
+        began = time.process_time()
+        found = reader.read_detections(big)
+        cpu.append(time.process_time() - began)
+        hits += word_recall.hit(path, [d["text"] for d in found])
+        boxes += len(found)
+    return {"side": side or "native", "photos": len(photos), "word_recall": round(hits / len(photos), 3),
+            "cpu_s_median": round(statistics.median(cpu), 3), "cpu_s_mean": round(statistics.fmean(cpu), 3),
+            "boxes_per_photo": round(boxes / len(photos), 2)}
+
+
+def measure_big(weights_dir: Path, photo: Path, settings: Settings, repeats: int = 3) -> list[dict]:
+    """Decode + read a 12 MP JPEG capped at each side: CPU-s (median of repeats) and what was read."""
+    from shared.features.ocr import OcrReader
+
+    image, _ = read_image_file(photo, ImageLimits(10**9, 10**9))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        big_path = Path(tmp) / "big.jpg"
+        image.resize(BIG, Image.Resampling.BICUBIC).save(big_path, quality=90)
+        for side in SIDES[1:]:
+            reader = OcrReader.load(weights_dir, settings.replace(ocr_max_side=side))
+            cpu = []
+            for _ in range(repeats):
+                began = time.process_time()
+                decoded = decode_image(big_path.read_bytes(), ImageLimits(10**9, 10**9), draft_side=side)
+                found = reader.read_detections(decoded)
+                cpu.append(time.process_time() - began)
+            rows.append({"side": side, "cpu_s_median": round(statistics.median(cpu), 3),
+                         "words": sorted(word_recall.read_words(d["text"] for d in found))[:12]})
+    return rows
+
+
+def main() -> None:
+    from shared.features.ocr import OcrReader
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, default=Path("models/accuracy/weights"))
+    parser.add_argument("--per-class", type=int, default=2)
+    args = parser.parse_args()
+    settings = Settings.from_env().replace(torch_threads=1)
+    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+    photos = [(p, read_image_file(p, limits)[0]) for p in sample(Path(settings.datasets_dir), args.per_class)]
+    # The cap never enlarges, so one reader with a cap above every size reads each enlarged copy as it is.
+    reader = OcrReader.load(args.weights, settings.replace(ocr_max_side=max(SIDES)))
+    sides = [measure_side(reader, photos, side) for side in SIDES]
+    big = measure_big(args.weights, photos[0][0], settings)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"sides": sides, "big_12mp": big, "backend": reader.backend,
+                                   "weights": "real EasyOCR (craft_mlt_25k + english_g2)"}, indent=2))
+    print(json.dumps({"sides": sides, "big_12mp": big}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

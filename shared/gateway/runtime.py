@@ -1,0 +1,68 @@
+"""GatewayRuntime: the gateway's model, the meta-ensemble over the members' probabilities. Never imports torch."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from shared.config import Settings
+from shared.members import GATEWAY
+from shared.serving.runtime import ModelRuntime
+
+
+class GatewayRuntime(ModelRuntime):
+    """The meta-models (one per subset of members), loaded once from the verified artifacts."""
+
+    LOADING_MESSAGE = "The gateway is still loading its meta-models"
+
+    def __init__(self, settings: Settings):
+        super().__init__(GATEWAY, settings)
+        self.manifest: dict = {}
+
+    def load(self) -> Any:
+        """Verify the artifacts and load the meta-ensemble."""
+        from shared import artifacts
+        from shared.learning.meta_model import MetaEnsemble
+
+        manifest = artifacts.load_manifest(self.settings.models_dir)
+        ensemble = MetaEnsemble.load(self.settings.models_dir, manifest)
+        self.manifest = manifest
+        return ensemble
+
+    def warm_up(self) -> None:
+        """Combine uniform probabilities of every member once."""
+        k = len(self.model.classes)
+        self.model.combine({name: np.full(k, 1.0 / k) for name in self.model.members})
+
+    def predict(self, probas: Mapping[str, Mapping[str, float]]) -> np.ndarray:
+        """Stacked (K,) probabilities from {member: {class: p}} of the members that answered, by the meta-model
+        for exactly them."""
+        ensemble = self.require_loaded()
+        rows = {name: np.asarray([p[c] for c in ensemble.classes], dtype=float) for name, p in probas.items()}
+        return ensemble.combine(rows)
+
+    def metadata(self) -> dict:
+        """The meta-models, their members and artifacts, and this worker's readiness."""
+        ensemble = self.require_loaded()
+        files = self.manifest.get("files", {})
+        return {
+            "name": GATEWAY,
+            "model_version": self.model_version,
+            "classes": ensemble.classes,
+            "members": ensemble.members,
+            "meta_models": sorted(ensemble.models),
+            "features": self.manifest.get("features", {}),
+            "artifacts": {rel: sha for rel, sha in files.items() if rel.startswith("meta/")},
+            "trained_at": self.manifest.get("created_at"),
+            "synthetic": bool(self.manifest.get("synthetic_weights")),
+            "ready": self.health.ready,
+        }
+
+    @property
+    def model_version(self) -> str:
+        return self.manifest["model_version"]
+
+    @property
+    def synthetic(self) -> bool:
+        """Trained on synthetic (random-init) weights."""
+        return bool(self.manifest.get("synthetic_weights"))

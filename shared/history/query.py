@@ -1,0 +1,130 @@
+"""What to list from the history: HistoryFilter, pages and cursors, and their parsing from query strings."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any, Mapping
+
+from shared.errors import BadRequest
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    """What to list: a class label, a time range [since, until) in epoch seconds, and the degraded flag."""
+
+    label: str | None = None
+    since: float | None = None
+    until: float | None = None
+    degraded: bool | None = None
+
+    def where(self) -> tuple[list[str], list[Any]]:
+        """SQL conditions and their parameters."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (("label = ?", self.label), ("ts >= ?", self.since), ("ts < ?", self.until),
+                              ("degraded = ?", None if self.degraded is None else int(self.degraded))):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        return clauses, params
+
+    def to_query(self) -> dict[str, str]:
+        """The filter as URL query parameters (for next-page and CSV links)."""
+        out: dict[str, str] = {}
+        if self.label is not None:
+            out["label"] = self.label
+        if self.since is not None:
+            out["since"] = iso_time(self.since)
+        if self.until is not None:
+            out["until"] = iso_time(self.until)
+        if self.degraded is not None:
+            out["degraded"] = "true" if self.degraded else "false"
+        return out
+
+
+@dataclass
+class HistoryPage:
+    """One page of records, newest first, and the cursor of the next (older) page."""
+
+    items: list[dict] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+def iso_time(ts: float) -> str:
+    """Epoch seconds as an ISO UTC datetime ending in Z."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def format_cursor(ts: float, record_id: int) -> str:
+    """An opaque-looking but readable cursor: '<ts>_<id>' of the last row on the page."""
+    return f"{ts!r}_{record_id}"
+
+
+def parse_cursor(cursor: str | None) -> tuple[float, int] | None:
+    """'<ts>_<id>' -> (ts, id); BadRequest if malformed."""
+    if not cursor:
+        return None
+    try:
+        ts, record_id = cursor.rsplit("_", 1)
+        return float(ts), int(record_id)
+    except ValueError:
+        raise BadRequest(f"cursor must be the next_cursor of a previous page, got {cursor!r}.") from None
+
+
+def parse_filter(args: Mapping[str, str]) -> HistoryFilter:
+    """Build a HistoryFilter from query parameters: label (or class), since, until, degraded."""
+    label = (args.get("label") or args.get("class") or "").strip() or None
+    return HistoryFilter(
+        label=label,
+        since=parse_time(args.get("since"), "since"),
+        until=parse_time(args.get("until"), "until", end_of_day=True),
+        degraded=parse_bool(args.get("degraded"), "degraded"),
+    )
+
+
+def parse_time(value: str | None, name: str, *, end_of_day: bool = False) -> float | None:
+    """Epoch seconds, an ISO date (a whole UTC day) or an ISO datetime -> epoch seconds."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+            return start + 86400.0 if end_of_day else start  # 'until' a date includes that whole day
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    except ValueError:
+        raise BadRequest(
+            f"{name} must be epoch seconds, a date like 2026-11-21 or a datetime like 2026-11-21T12:00:00Z, "
+            f"got {value!r}."
+        ) from None
+
+
+def parse_bool(value: str | None, name: str) -> bool | None:
+    """'true'/'false' (and 1/0, yes/no) -> bool; empty or 'any' -> None."""
+    value = (value or "").strip().lower()
+    if value in ("", "any", "all"):
+        return None
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise BadRequest(f"{name} must be one of true, false or any, got {value!r}.")
+
+
+def parse_limit(value: str | None) -> int:
+    """A page size from the query string (the store clamps it to 1..MAX_PAGE_SIZE); PAGE_SIZE when absent."""
+    if not value:
+        return PAGE_SIZE
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}, got {value!r}.") from None

@@ -1,0 +1,131 @@
+"""A prediction record <-> its SQLite row <-> its JSON item and CSV row."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any, Mapping, Sequence
+
+from shared.history.query import iso_time
+
+# The SQLite layout: INSERT's columns are row_from_record's, in order; LIST_COLUMNS feed item_from_row.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    request_id TEXT,
+    sha256 TEXT,
+    size_bytes INTEGER,
+    class_id INTEGER,
+    label TEXT,
+    proba REAL,
+    latency_ms REAL,
+    degraded INTEGER NOT NULL DEFAULT 0,
+    source TEXT,
+    synthetic INTEGER NOT NULL DEFAULT 0,
+    members TEXT
+);
+CREATE INDEX IF NOT EXISTS ix_predictions_ts ON predictions (ts, id);
+CREATE INDEX IF NOT EXISTS ix_predictions_label_ts ON predictions (label, ts, id);
+CREATE INDEX IF NOT EXISTS ix_predictions_degraded_ts ON predictions (degraded, ts, id);
+CREATE INDEX IF NOT EXISTS ix_predictions_request ON predictions (request_id);
+-- Blobs live apart so that listing and filtering scan small rows only.
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY REFERENCES predictions (id) ON DELETE CASCADE,
+    thumbnail BLOB,
+    image BLOB
+);
+"""
+
+INSERT = ("INSERT INTO predictions (ts, request_id, sha256, size_bytes, class_id, label, proba, latency_ms, degraded,"
+          " source, synthetic, members) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+LIST_COLUMNS = (
+    "id, ts, request_id, sha256, size_bytes, class_id, label, proba, latency_ms, degraded, source, synthetic, members,"
+    " EXISTS (SELECT 1 FROM images i WHERE i.id = predictions.id AND i.thumbnail IS NOT NULL) AS has_thumbnail"
+)
+
+# The prediction's own columns, first in every CSV row; each member then adds MEMBER_CSV_COLUMNS.
+CSV_COLUMNS = ("id", "time", "ts", "request_id", "sha256", "size_bytes", "class_id", "label", "proba", "latency_ms",
+               "degraded", "source", "synthetic_weights")
+MEMBER_CSV_COLUMNS = ("label", "proba", "ok", "latency_ms", "error")
+
+
+def row_from_record(rec: Mapping[str, Any]) -> tuple:
+    """The predictions row (without id) of one record, in the INSERT's column order."""
+    class_id = rec.get("class_id")
+    if isinstance(class_id, (list, tuple)):
+        class_id = class_id[0] if class_id else None
+    return (
+        float(rec.get("ts") or time.time()),
+        rec.get("request_id"),
+        rec.get("sha256"),
+        rec.get("size_bytes"),
+        None if class_id is None else int(class_id),
+        rec.get("label"),
+        _maybe_float(rec.get("proba")),
+        _maybe_float(rec.get("latency_ms")),
+        int(bool(rec.get("degraded"))),
+        rec.get("source"),
+        int(bool(rec.get("synthetic_weights"))),
+        json.dumps(compact_members(rec.get("members") or {}), separators=(",", ":")),
+    )
+
+
+def compact_members(members: Mapping[str, Any]) -> dict:
+    """Members' results with probabilities rounded, so a row stays small."""
+    out = {}
+    for name, m in members.items():
+        m = dict(m or {})
+        probas = m.get("probas")
+        if isinstance(probas, Mapping):
+            m["probas"] = {k: round(float(v), 5) for k, v in probas.items()}
+        elif isinstance(probas, (list, tuple)):
+            m["probas"] = [round(float(v), 5) for v in probas]
+        out[name] = m
+    return out
+
+
+def item_from_row(row: sqlite3.Row) -> dict:
+    """The JSON item of one listed row."""
+    return {
+        "id": row["id"],
+        "ts": row["ts"],
+        "time": iso_time(row["ts"]),
+        "request_id": row["request_id"],
+        "sha256": row["sha256"],
+        "size_bytes": row["size_bytes"],
+        "class_id": row["class_id"],
+        "label": row["label"],
+        "proba": row["proba"],
+        "latency_ms": row["latency_ms"],
+        "degraded": bool(row["degraded"]),
+        "source": row["source"],
+        "synthetic_weights": bool(row["synthetic"]),
+        "members": json.loads(row["members"] or "{}"),
+        "has_thumbnail": bool(row["has_thumbnail"]),
+    }
+
+
+def csv_header(members: Sequence[str]) -> list[str]:
+    """The CSV columns: the prediction's, then five per member."""
+    return [*CSV_COLUMNS, *(f"{m}_{col}" for m in members for col in MEMBER_CSV_COLUMNS)]
+
+
+def csv_row(item: dict, members: Sequence[str]) -> list:
+    """One item as a CSV row under csv_header(members)."""
+    row = [item[k] for k in CSV_COLUMNS]
+    for name in members:
+        m = item["members"].get(name) or {}
+        row += [m.get("label"), member_top_proba(m), m.get("ok"), m.get("latency_ms"), m.get("error")]
+    return row
+
+
+def member_top_proba(member: Mapping[str, Any]) -> float | None:
+    """The member's probability of its own top class."""
+    probas = member.get("probas")
+    values = list(probas.values()) if isinstance(probas, Mapping) else list(probas or [])
+    return max(values) if values else None
+
+
+def _maybe_float(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,78 @@
+"""The history over HTTP: /v1/history (JSON pages, CSV), one record, its thumbnail and image; and init_app."""
+from __future__ import annotations
+
+import atexit
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
+
+from shared.config import Settings
+from shared.history.query import parse_filter, parse_limit
+from shared.history.store import HistoryStore
+
+IMAGE_MAGIC = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png", b"GIF8": "image/gif", b"RIFF": "image/webp",
+               b"BM": "image/bmp", b"II*\x00": "image/tiff", b"MM\x00*": "image/tiff"}
+
+bp = Blueprint("history_api", __name__)
+
+
+def init_app(app: Flask, settings: Settings) -> HistoryStore:
+    """Attach a HistoryStore as app.extensions["history"] and register the /v1/history endpoints."""
+    store = HistoryStore.from_settings(settings)
+    app.extensions["history"] = store
+    atexit.register(store.close)  # a stopping worker writes what is still queued
+    app.register_blueprint(bp)
+    return store
+
+
+def _store() -> HistoryStore:
+    return current_app.extensions["history"]
+
+
+@bp.get("/v1/history")
+def list_records() -> Response:
+    """One page, newest first, with thumbnail links and the next page's URL; `format=csv` exports instead."""
+    if request.args.get("format", "json").lower() == "csv":
+        return export_csv()
+    flt = parse_filter(request.args)
+    page = _store().query(flt, limit=parse_limit(request.args.get("limit")), cursor=request.args.get("cursor"))
+    for item in page.items:
+        if item["has_thumbnail"]:
+            item["thumbnail_url"] = url_for("history_api.thumbnail", record_id=item["id"])
+    body = {"items": page.items, "next_cursor": page.next_cursor, "filters": flt.to_query(),
+            "recording": _store().enabled}
+    if page.next_cursor:
+        body["next_url"] = url_for("history_api.list_records", cursor=page.next_cursor,
+                                   limit=len(page.items), **flt.to_query())
+    return jsonify(body)
+
+
+@bp.get("/v1/history.csv")
+def export_csv() -> Response:
+    """Every matching record as CSV, streamed."""
+    flt = parse_filter(request.args)
+    headers = {"Content-Disposition": 'attachment; filename="history.csv"'}
+    return Response(_store().iter_csv(flt), mimetype="text/csv", headers=headers)
+
+
+@bp.get("/v1/history/<int:record_id>")
+def one_record(record_id: int) -> Response:
+    """One record as JSON."""
+    return jsonify(_store().get(record_id))
+
+
+@bp.get("/v1/history/<int:record_id>/thumbnail")
+def thumbnail(record_id: int) -> Response:
+    """The record's JPEG thumbnail."""
+    return _image_response(_store().thumbnail(record_id))
+
+
+@bp.get("/v1/history/<int:record_id>/image")
+def image(record_id: int) -> Response:
+    """The record's full image (only kept with HISTORY_KEEP_IMAGES=1)."""
+    return _image_response(_store().image(record_id))
+
+
+def _image_response(data: bytes) -> Response:
+    mimetype = next((m for magic, m in IMAGE_MAGIC.items() if data.startswith(magic)), "application/octet-stream")
+    # Records never change once written, so a browser may keep them.
+    return Response(data, mimetype=mimetype, headers={"Cache-Control": "private, max-age=86400"})
