@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Make the Dockerfiles' default base image exist where no registry can be reached.
+# Make docker/Dockerfile's default base image exist where no registry can be reached.
 #
-# The Dockerfiles say `ARG BASE_IMAGE=python:3.11-slim-bookworm` (the official image, for real users).
+# docker/Dockerfile says `ARG BASE_IMAGE=python:3.11-slim-bookworm` (the official image, for real users).
 # If that tag is missing and cannot be pulled, this builds an equivalent from Debian bookworm with
 # debootstrap (Debian's python3 is 3.11 too) and tags it under the same name, so `docker build` and
 # `docker-compose build` work unchanged. Idempotent: returns at once when the tag exists.
@@ -12,7 +12,7 @@ set -euo pipefail
 TAG=${BASE_IMAGE:-python:3.11-slim-bookworm}
 SUITE=${DEBIAN_SUITE:-bookworm}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-# python3-venv: the Dockerfiles install into /opt/venv (no PEP 668 trouble on either base).
+# python3-venv: docker/Dockerfile installs into /opt/venv (no PEP 668 trouble on either base).
 # Everything else the wheels need (libgomp, openblas, opencv's libs) ships inside the wheels themselves.
 PACKAGES=python3,python3-venv,python3-pip,ca-certificates,netbase,tzdata
 LABEL=org.opencontainers.image.description=debootstrap-${SUITE}-python3-from-docker/build-base-image.sh

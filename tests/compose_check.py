@@ -25,8 +25,11 @@ from typing import Any, Iterator
 
 import httpx
 
-from shared.config import DEFAULT_PORTS, GATEWAY, MEMBERS, Settings
+from shared import members
+from shared.config import Settings
+from shared.members import GATEWAY, member_names
 
+MEMBERS = member_names()  # the member table's names, in table order
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "classifier_compose_test"
 SERVICES = (*MEMBERS, GATEWAY)
@@ -140,13 +143,13 @@ def _has_buildx() -> bool:
 
 def free_ports() -> dict[str, int]:
     """The seed's ports 5000-5003 when free on 127.0.0.1, else free ones (said out loud)."""
-    ports = dict(DEFAULT_PORTS)
+    ports = {spec.name: spec.port for spec in members.services()}
     busy = [name for name, port in ports.items() if not _port_free(port)]
     for name in busy:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             ports[name] = sock.getsockname()[1]
-        say(f"port {DEFAULT_PORTS[name]} is busy on this host: publishing {name} on {ports[name]} instead")
+        say(f"port {members.service(name).port} is busy on this host: publishing {name} on {ports[name]} instead")
     return ports
 
 

@@ -8,19 +8,38 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.config import COMPOSE_HOSTS, DEFAULT_PORTS, GATEWAY, MEMBERS
+from shared import members
+from shared.members import GATEWAY, member_names
 
+MEMBERS = member_names()  # the member table's names, in table order
 ROOT = Path(__file__).resolve().parent.parent
-MEMBER_OWN_BLOCK = "\nENV SERVICE_NAME="
-
-
-def dockerfile(service: str) -> str:
-    return (ROOT / "services" / service / "Dockerfile").read_text()
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+MEMBER_STAGE = "member"  # what the three member targets are built FROM
 
 
 def instructions(text: str) -> str:
-    """The Dockerfile without its comments: what the builder's layer cache sees."""
-    return "".join(line for line in text.splitlines(keepends=True) if not line.lstrip().startswith("#"))
+    """Dockerfile text without its comments and blank lines: what the builder's layer cache sees."""
+    lines = text.splitlines(keepends=True)
+    return "".join(line for line in lines if line.strip() and not line.lstrip().startswith("#"))
+
+
+def stages() -> dict[str, tuple[str, str]]:
+    """Each stage of docker/Dockerfile, in file order: name -> (the stage it is FROM, its instructions)."""
+    found: dict[str, tuple[str, str]] = {}
+    for block in re.split(r"^(?=FROM )", instructions(DOCKERFILE.read_text()), flags=re.M)[1:]:
+        parent, name = re.match(r"FROM (\S+) AS (\w+)\n", block).groups()
+        found[name] = (parent, block)
+    return found
+
+
+def target(name: str) -> str:
+    """The instructions a target is built from: the global ARGs, then its stage's ancestry, base first."""
+    all_stages, chain = stages(), []
+    while name in all_stages:
+        parent, block = all_stages[name]
+        chain.insert(0, block)
+        name = parent
+    return "".join([instructions(DOCKERFILE.read_text()).split("FROM ")[0], *chain])
 
 
 @pytest.fixture(scope="module")
@@ -28,52 +47,70 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def test_member_images_share_everything_but_their_last_block() -> None:
-    prefixes = {name: instructions(dockerfile(name)).split(MEMBER_OWN_BLOCK)[0] for name in MEMBERS}
-    assert all("rm /tmp/torch.txt" in prefix for prefix in prefixes.values())
-    assert len(set(prefixes.values())) == 1, "the three member Dockerfiles must be identical up to their own last block"
+def test_one_dockerfile_with_a_target_per_service() -> None:
+    assert not list((ROOT / "services").glob("*/Dockerfile")), "the services build from docker/Dockerfile alone"
+    names = list(stages())
+    assert {*MEMBERS, GATEWAY} <= set(names)
+    # The classic builder builds every stage above the target: the gateway's must not reach the torch layer.
+    assert names.index(GATEWAY) < names.index(MEMBER_STAGE) < min(names.index(name) for name in MEMBERS)
 
 
-def test_all_four_images_share_everything_before_their_requirements() -> None:
-    prefixes = {instructions(dockerfile(name)).split("\nCOPY requirements/")[0] for name in (*MEMBERS, GATEWAY)}
-    assert len(prefixes) == 1
+def test_classic_builder_can_build_it() -> None:
+    text = instructions(DOCKERFILE.read_text())
+    assert "--mount" not in text and "--link" not in text and "--chmod" not in text and "<<" not in text
 
 
-def test_gateway_image_has_no_torch() -> None:
-    text = instructions(dockerfile(GATEWAY))
+@pytest.mark.parametrize("service", MEMBERS)
+def test_member_targets_differ_only_by_name_and_port(service: str) -> None:
+    port = members.service(service).port
+    assert stages()[service] == (MEMBER_STAGE, f"FROM {MEMBER_STAGE} AS {service}\nENV SERVICE_NAME={service}\n"
+                                               f"EXPOSE {port}\n")
+
+
+def test_members_share_the_torch_layer_and_pick_its_index_by_build_arg() -> None:
+    member = target(MEMBER_STAGE)
+    assert "ARG TORCH_INDEX_URL=https://pypi.org/simple" in member
+    assert "requirements/ml.txt" in member and "rm /tmp/torch.txt" in member and "BAKE_WEIGHTS" in member
+
+
+def test_gateway_target_has_no_torch() -> None:
+    text = target(GATEWAY)
     assert "requirements/serve.txt" in text
-    assert "ml.txt" not in text and "torch" not in text.lower()
+    assert "ml.txt" not in text and "torch" not in text.lower() and "BAKE_WEIGHTS" not in text
 
 
 @pytest.mark.parametrize("service", [*MEMBERS, GATEWAY])
-def test_dockerfile_runs_as_non_root_on_the_seed_port_with_a_healthcheck(service: str) -> None:
-    text = instructions(dockerfile(service))
-    port = DEFAULT_PORTS[service]
-    assert "ARG BASE_IMAGE=python:3.11-slim-bookworm" in text
+def test_target_runs_as_non_root_on_the_seed_port_with_a_healthcheck(service: str) -> None:
+    text = target(service)
+    port = members.service(service).port
+    assert text.startswith("ARG BASE_IMAGE=python:3.11-slim-bookworm\nFROM ${BASE_IMAGE} AS base\n")
     assert re.search(r"^USER app$", text, re.M)
     assert f"EXPOSE {port}\n" in text and f"ENV SERVICE_NAME={service}" in text
     assert "/v2/health/ready" in text and "HEALTHCHECK" in text
     assert 'CMD ["sh", "-c", "exec gunicorn -c services/$SERVICE_NAME/gunicorn.conf.py"]' in text
     assert (ROOT / "services" / service / "gunicorn.conf.py").is_file()
-
-
-def test_member_images_pick_the_torch_index_by_build_arg() -> None:
-    for name in MEMBERS:
-        assert "ARG TORCH_INDEX_URL=https://pypi.org/simple" in dockerfile(name)
+    assert (ROOT / "services" / service / "wsgi.py").is_file()
 
 
 @pytest.mark.parametrize("service", [*MEMBERS, GATEWAY])
 def test_compose_keeps_the_seed_addresses_and_ports(compose: dict, service: str) -> None:
     spec = compose["services"][service]
-    port = DEFAULT_PORTS[service]
-    host = COMPOSE_HOSTS[service].replace("172.16.238", "${SUBNET_PREFIX:-172.16.238}")
+    port = members.service(service).port
+    host = members.service(service).compose_host.replace("172.16.238", "${SUBNET_PREFIX:-172.16.238}")
     assert spec["networks"]["classifier"]["ipv4_address"] == host
     assert spec["ports"] == [f"${{PUBLISH_ADDR:-0.0.0.0}}:${{HOST_PORT_{service.upper()}:-{port}}}:{port}"]
     assert f"127.0.0.1:{port}/v2/health/ready" in " ".join(spec["healthcheck"]["test"])
-    assert spec["build"]["dockerfile"] == f"services/{service}/Dockerfile"
     assert spec["user"] == "10001:10001" and spec["restart"] == "unless-stopped"
     assert "cpus" in spec and "mem_limit" in spec
     assert "${MODELS_PATH:-./models}:/models:ro" in spec["volumes"]
+
+
+@pytest.mark.parametrize("service", [*MEMBERS, GATEWAY])
+def test_compose_builds_each_service_from_its_target(compose: dict, service: str) -> None:
+    build = compose["services"][service]["build"]
+    assert (build["context"], build["dockerfile"], build["target"]) == (".", "docker/Dockerfile", service)
+    assert set(build["args"]) <= {"BASE_IMAGE", "PIP_INDEX_URL", "TORCH_INDEX_URL", "BAKE_WEIGHTS"}
+    assert all(re.search(rf"^ARG {arg}=", target(service), re.M) for arg in build["args"])
 
 
 def test_compose_gateway_waits_for_healthy_members_and_keeps_history_in_a_volume(compose: dict) -> None:

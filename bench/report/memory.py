@@ -1,0 +1,30 @@
+"""Memory and start-up of every service, alone and together."""
+from __future__ import annotations
+
+from bench.report.format import num, table
+from shared.members import GATEWAY, member_names
+
+MEMBERS = member_names()  # the member table's names, in table order
+
+
+def memory_and_startup_section(r: dict) -> str:
+    """Time to ready and RSS of every service, alone and together."""
+    rows = []
+    for name, m in r.get("members", {}).items():
+        rows.append([name, "alone", num(m["ready_s"], 1), num(m["rss_ready"]["largest_mib"], 0),
+                     num(m["rss_after_load"]["largest_mib"], 0), num(m["rss_after_load"]["total_mib"], 0)])
+    g = r.get("gateway")
+    if g:
+        for name in [*MEMBERS, GATEWAY]:
+            rows.append([name, "together", num(g["ready_s"][name], 1), num(g["rss_ready"][name]["largest_mib"], 0),
+                         num(g["rss_after_load"][name]["largest_mib"], 0),
+                         num(g["rss_after_load"][name]["total_mib"], 0)])
+    if not rows:
+        return ""
+    return "\n\n".join([
+        "## Memory and start-up",
+        "Start-up = from launching gunicorn to the first 200 from `/v2/health/ready` (model loaded and one warm-up "
+        "inference done). RSS from `/proc/<pid>/statm`; the worker is the largest process, the master a small "
+        "fork parent (its pages are partly shared with the worker, so the total double-counts them).",
+        table(["service", "started", "to ready, s", "worker RSS at ready, MiB", "worker RSS after load, MiB",
+               "master + worker RSS after load, MiB"], rows)])
