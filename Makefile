@@ -6,7 +6,7 @@ WEIGHTS   ?= models/weights
 STAMP     := .venv/.installed
 
 .PHONY: setup system-deps weights weights-synthetic train evaluate serve test test-unit test-integration \
-        base-image up down compose-test bench clean
+        base-image up down compose-test bench accuracy clean
 
 setup: $(STAMP)
 
@@ -70,6 +70,11 @@ compose-test: setup base-image
 
 bench: setup
 	$(PY) -m bench.run
+
+# ACCURACY.md: real EasyOCR + synthetic CLIP on grocery train/ -> val/ (first run ~1 h of OCR; then from the cache).
+accuracy: setup
+	$(PY) -m bench.ocr_sizes
+	$(PY) -m bench.accuracy
 
 clean:
 	rm -rf .venv .pytest_cache test-artifacts bench/results

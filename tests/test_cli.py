@@ -36,7 +36,7 @@ def test_train_then_predict(trained_models: Path, tiny_weights: Path, trained_se
                    "--folds", "3", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Trained 2 classes into {tmp_path / 'models'}" in done.stdout
-    assert "SYNTHETIC" in done.stderr
+    assert "weights: ocr real, clip SYNTHETIC (random init: not CLIP's accuracy)" in done.stdout
 
     known = load_dataset(csv).paths[0]
     unseen = next(p for p in (Path(trained_settings.datasets_dir) / "screenshots" / "camera").glob("*.jpg")
@@ -47,6 +47,17 @@ def test_train_then_predict(trained_models: Path, tiny_weights: Path, trained_se
     results = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["path"] for r in results] == [str(known), str(unseen)]
     assert all(r["label"] in ("camera", "screenshots") and r["synthetic_weights"] for r in results)
+    assert all(r["weights"] == {"ocr": "real", "clip": "synthetic"} for r in results)
+    assert "ocr real, clip SYNTHETIC" in done.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", [["predict", "photo.jpg"], ["evaluate", "--data", "d"], ["serve"]])
+def test_weights_default_to_the_models_folders_own(command: list[str]) -> None:
+    from shared.cli import parse_args
+
+    assert parse_args([*command, "--models", "/elsewhere/models"]).weights == Path("/elsewhere/models/weights")
+    assert parse_args(command).weights == Path("models/weights")
+    assert parse_args([*command, "--models", "m", "--weights", "w"]).weights == Path("w")
 
 
 def test_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:

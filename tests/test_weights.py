@@ -183,3 +183,16 @@ def test_synthetic_never_replaces_real_weights(tmp_path):
 @pytest.mark.parametrize("langs, name", [(["ru", "en"], "cyrillic_g2"), (["en"], "english_g2"), (["de", "en"], "latin_g2")])
 def test_recogniser_is_the_one_easyocr_picks(tmp_path, langs, name):
     assert pick_recogniser(langs, tmp_path)["name"] == name
+
+
+def test_parts_are_named_one_by_one_and_synthetic_wins_when_combined():
+    from shared import weights
+
+    configs = {"ocr": {"kind": "ocr", "synthetic": False}, "clip": {"kind": "clip", "synthetic": True}}
+    parts = weights.parts_of(configs)
+    assert parts == {"ocr": "real", "clip": "synthetic"} and weights.synthetic_parts(parts) == ["clip"]
+    assert weights.parts_note(parts) == "weights: ocr real, clip SYNTHETIC (random init: not CLIP's accuracy)"
+    assert weights.parts_note({"ocr": "real"}) == "weights: ocr real"
+    assert weights.combine_parts([{"ocr": "real"}, {"clip": "real"}, {"clip": "synthetic"}]) == parts
+    assert weights.manifest_parts({"features": configs}) == parts  # an older manifest: from its feature configs
+    assert weights.manifest_parts({"weights": {"ocr": "real"}, "features": configs}) == {"ocr": "real"}

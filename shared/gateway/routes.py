@@ -8,12 +8,14 @@ from typing import Mapping
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from shared.config import Settings
-from shared.errors import DeadlineExceeded, MembersUnavailable, NotFound
+from shared.errors import ClassifierError, DeadlineExceeded, MembersUnavailable
+from shared.gateway.cache import mark as cache_mark
 from shared.gateway.client import MemberAnswer, MemberClient, Outcome
 from shared.gateway.runtime import GatewayRuntime
 from shared.images import ImageLimits, probe_image, sha256_hex
 from shared.members import GATEWAY
 from shared.serving import api, observability
+from shared.weights import combine_parts
 
 log = logging.getLogger(__name__)
 
@@ -32,34 +34,50 @@ def init_app(app: Flask, settings: Settings) -> MemberClient:
 
 @bp.post("/")
 @bp.post("/predict")
-def predict() -> tuple[Response, int] | Response:
+def predict() -> Response:
     """Stack the members' answers for one image; a bad input gets the member's own 4xx."""
+    return jsonify(classify(api.read_image_bytes(request)))
+
+
+class MemberRejected(ClassifierError):
+    """A member refused the input (4xx): the client gets that member's own status and error body."""
+
+    def __init__(self, answer: MemberAnswer):
+        super().__init__(str(answer.error), status=answer.status)
+        self.body = answer.body
+
+    def to_dict(self) -> dict:
+        return self.body
+
+
+def classify(data: bytes) -> dict:
+    """One image's bytes -> the stacked prediction body (the raw POST's and the inference protocol's one path)."""
     started = time.perf_counter()
     settings: Settings = current_app.config["SETTINGS"]
     runtime: GatewayRuntime = current_app.extensions["runtime"]
-    data = api.read_image_bytes(request)
     probe_image(data, ImageLimits(settings.max_image_bytes, settings.max_image_pixels))
     classes = runtime.require_loaded().classes
+    sha, cache = sha256_hex(data), current_app.extensions["cache"]
+    hit = cache.get(sha, runtime.model_version)
+    if hit is not None:  # the stored answer as it was; the history still records this request, as a hit
+        cache_mark("hit")
+        _record_history(data, {**hit, "request_id": observability.request_id(), "latency_ms": _ms_since(started)},
+                        cached=True)
+        return hit
+    if cache.enabled:
+        cache_mark("miss")
     answers = current_app.extensions["members"].fan_out(data, _member_headers(), classes)
     _log_members(answers)
     rejected = [a for a in answers.values() if a.rejected]
     if rejected:  # the input is bad: the client gets the member's own 4xx and error body
-        return jsonify(rejected[0].body), rejected[0].status
+        raise MemberRejected(rejected[0])
     answered = {name: a for name, a in answers.items() if a.ok}
     if not answered:
         raise _nobody_answered(answers)
     body = _stack_body(runtime, answers, answered, _ms_since(started))
-    _record_history(data, body, answers)
-    return jsonify(body)
-
-
-@bp.get("/v2/models/<name>")
-def model_metadata(name: str) -> Response:
-    """The gateway's metadata; a member's name is a 404 pointing at that member."""
-    if name != GATEWAY:
-        raise NotFound(f"This service serves the model {GATEWAY!r}, not {name!r}; "
-                       "ask each member at its own /v2/models/<name>.")
-    return jsonify(current_app.extensions["runtime"].metadata())
+    cache.put(sha, runtime.model_version, body)
+    _record_history(data, body)
+    return body
 
 
 def _member_headers() -> dict[str, str]:
@@ -69,15 +87,24 @@ def _member_headers() -> dict[str, str]:
 def _stack_body(runtime: GatewayRuntime, answers: Mapping[str, MemberAnswer], answered: Mapping[str, MemberAnswer],
                 latency_ms: float) -> dict:
     """The member response contract for the stacked probabilities, plus every member's outcome."""
-    synthetic = any(a.body.get("synthetic_weights") for a in answered.values()) or runtime.synthetic
+    parts = {name: _member_weights(runtime, name, a) for name, a in answered.items()}
     proba = runtime.predict({name: a.body["probas"] for name, a in answered.items()})
     body = api.prediction_body(proba, runtime.require_loaded().classes, model=GATEWAY,
-                               model_version=runtime.model_version, synthetic=synthetic)
+                               model_version=runtime.model_version, weights=combine_parts(parts.values()))
     failed = {name: a.error for name, a in answers.items() if not a.ok}
-    body.update(members={name: a.summary() for name, a in answers.items()}, degraded=bool(failed), failed=failed,
+    members = {name: a.summary() for name, a in answers.items()}
+    for name, member_parts in parts.items():
+        members[name]["weights"] = member_parts
+    body.update(members=members, degraded=bool(failed), failed=failed,
                 latency_ms=round(latency_ms, 1), request_id=observability.request_id())
     observability.add_log_fields(label=body["label"], degraded=body["degraded"])
     return body
+
+
+def _member_weights(runtime: GatewayRuntime, name: str, answer: MemberAnswer) -> dict[str, str]:
+    """The parts behind one member's answer: as its body says, else as the manifest records them."""
+    own = answer.body.get("weights")
+    return dict(own) if isinstance(own, dict) else runtime.member_weights(name)
 
 
 def _nobody_answered(answers: Mapping[str, MemberAnswer]) -> Exception:
@@ -96,17 +123,17 @@ def _log_members(answers: Mapping[str, MemberAnswer]) -> None:
         members={name: {"outcome": a.outcome.value, "latency_ms": a.latency_ms} for name, a in answers.items()})
 
 
-def _record_history(data: bytes, body: dict, answers: Mapping[str, MemberAnswer]) -> None:
+def _record_history(data: bytes, body: dict, cached: bool = False) -> None:
     """Hand the prediction to the history store, which writes it in the background; never fails the request."""
     source = request.headers.get(SOURCE_HEADER, "api").lower()
     try:
         current_app.extensions["history"].record({
             "ts": time.time(), "request_id": body["request_id"], "sha256": sha256_hex(data),
             "size_bytes": len(data), "image": data, "class_id": body["class_id"][0], "label": body["label"],
-            "proba": body["proba"], "members": {name: a.summary() for name, a in answers.items()},
+            "proba": body["proba"], "members": body["members"],
             "latency_ms": body["latency_ms"], "degraded": body["degraded"],
-            "synthetic_weights": bool(body.get("synthetic_weights")),
-            "source": source if source in SOURCES else "api",
+            "synthetic_weights": bool(body.get("synthetic_weights")), "weights": body.get("weights", {}),
+            "source": source if source in SOURCES else "api", "cached": cached,
         })
     except Exception:  # noqa: BLE001 - history is a side channel; the client still gets its answer
         log.exception("could not record the prediction in the history")

@@ -8,6 +8,7 @@ import numpy as np
 from shared.config import Settings
 from shared.members import GATEWAY
 from shared.serving.runtime import ModelRuntime
+from shared.weights import manifest_parts
 
 
 class GatewayRuntime(ModelRuntime):
@@ -54,7 +55,8 @@ class GatewayRuntime(ModelRuntime):
             "features": self.manifest.get("features", {}),
             "artifacts": {rel: sha for rel, sha in files.items() if rel.startswith("meta/")},
             "trained_at": self.manifest.get("created_at"),
-            "synthetic": bool(self.manifest.get("synthetic_weights")),
+            "weights": self.weights,
+            "synthetic": self.synthetic,
             "ready": self.health.ready,
         }
 
@@ -63,6 +65,16 @@ class GatewayRuntime(ModelRuntime):
         return self.manifest["model_version"]
 
     @property
+    def weights(self) -> dict[str, str]:
+        """{part: "real"|"synthetic"} of every feature kind the stack was trained on."""
+        return manifest_parts(self.manifest)
+
+    def member_weights(self, name: str) -> dict[str, str]:
+        """The parts behind one member's answers, as the manifest records them (for a member that does not say)."""
+        kind = self.manifest.get("learner_features", {}).get(name)
+        return {kind: self.weights[kind]} if kind in self.weights else {}
+
+    @property
     def synthetic(self) -> bool:
-        """Trained on synthetic (random-init) weights."""
-        return bool(self.manifest.get("synthetic_weights"))
+        """Trained on features of at least one synthetic (random-init) part."""
+        return "synthetic" in self.weights.values()

@@ -7,6 +7,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from shared.history.query import iso_time
+from shared.weights import combine_parts
 
 # The SQLite layout: INSERT's columns are row_from_record's, in order; LIST_COLUMNS feed item_from_row.
 SCHEMA = """
@@ -38,15 +39,18 @@ CREATE TABLE IF NOT EXISTS images (
 """
 
 INSERT = ("INSERT INTO predictions (ts, request_id, sha256, size_bytes, class_id, label, proba, latency_ms, degraded,"
-          " source, synthetic, members) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+          " source, synthetic, members, cached) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+# Columns added after the first release: (name, definition), added to an older database when it is opened.
+ADDED_COLUMNS = (("cached", "INTEGER NOT NULL DEFAULT 0"),)  # 1: answered from the gateway's response cache
 LIST_COLUMNS = (
     "id, ts, request_id, sha256, size_bytes, class_id, label, proba, latency_ms, degraded, source, synthetic, members,"
+    " cached,"
     " EXISTS (SELECT 1 FROM images i WHERE i.id = predictions.id AND i.thumbnail IS NOT NULL) AS has_thumbnail"
 )
 
 # The prediction's own columns, first in every CSV row; each member then adds MEMBER_CSV_COLUMNS.
 CSV_COLUMNS = ("id", "time", "ts", "request_id", "sha256", "size_bytes", "class_id", "label", "proba", "latency_ms",
-               "degraded", "source", "synthetic_weights")
+               "degraded", "source", "synthetic_weights", "cached")
 MEMBER_CSV_COLUMNS = ("label", "proba", "ok", "latency_ms", "error")
 
 
@@ -68,7 +72,16 @@ def row_from_record(rec: Mapping[str, Any]) -> tuple:
         rec.get("source"),
         int(bool(rec.get("synthetic_weights"))),
         json.dumps(compact_members(rec.get("members") or {}), separators=(",", ":")),
+        int(bool(rec.get("cached"))),
     )
+
+
+def add_columns(conn: sqlite3.Connection) -> None:
+    """Bring an older predictions table up to ADDED_COLUMNS."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+    for name, definition in ADDED_COLUMNS:
+        if name not in have:
+            conn.execute(f"ALTER TABLE predictions ADD COLUMN {name} {definition}")
 
 
 def compact_members(members: Mapping[str, Any]) -> dict:
@@ -87,6 +100,7 @@ def compact_members(members: Mapping[str, Any]) -> dict:
 
 def item_from_row(row: sqlite3.Row) -> dict:
     """The JSON item of one listed row."""
+    members = json.loads(row["members"] or "{}")
     return {
         "id": row["id"],
         "ts": row["ts"],
@@ -101,9 +115,17 @@ def item_from_row(row: sqlite3.Row) -> dict:
         "degraded": bool(row["degraded"]),
         "source": row["source"],
         "synthetic_weights": bool(row["synthetic"]),
-        "members": json.loads(row["members"] or "{}"),
+        "cached": bool(row["cached"]),
+        "weights": answer_weights(members),
+        "members": members,
         "has_thumbnail": bool(row["has_thumbnail"]),
     }
+
+
+def answer_weights(members: Mapping[str, Any]) -> dict[str, str]:
+    """{part: "real"|"synthetic"} behind a recorded answer, from its members' own (empty for older records)."""
+    return combine_parts(m["weights"] for m in members.values() if isinstance(m, Mapping) and m.get("ok", True)
+                         and isinstance(m.get("weights"), Mapping))
 
 
 def csv_header(members: Sequence[str]) -> list[str]:

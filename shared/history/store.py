@@ -17,7 +17,8 @@ from prometheus_client import Counter
 from shared.config import Settings
 from shared.errors import ClassifierError, NotFound
 from shared.history.query import MAX_PAGE_SIZE, PAGE_SIZE, HistoryFilter, HistoryPage, format_cursor, parse_cursor
-from shared.history.records import INSERT, LIST_COLUMNS, SCHEMA, csv_header, csv_row, item_from_row, row_from_record
+from shared.history.records import (INSERT, LIST_COLUMNS, SCHEMA, add_columns, csv_header, csv_row, item_from_row,
+                                    row_from_record)
 from shared.history.thumbnails import make_thumbnail
 from shared.members import member_names
 
@@ -301,6 +302,7 @@ class HistoryStore:
             conn.execute("PRAGMA foreign_keys=ON")
             if not self._schema_ready:
                 conn.executescript(SCHEMA)
+                add_columns(conn)
                 self._schema_ready = True
         except Exception:
             conn.close()

@@ -5,12 +5,12 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, roc_auc_score, roc_curve
 
-from shared import artifacts
+from shared import artifacts, weights
 from shared.config import Settings
 from shared.learning.data import Dataset, load_dataset
 from shared.errors import DatasetError
@@ -20,9 +20,33 @@ log = logging.getLogger(__name__)
 STACK = "stack"
 SUMMARY_KEYS = ("accuracy", "macro_f1", "roc_auc", "log_loss", "ece")
 MAP_MAX_POINTS = 2000
-SYNTHETIC_WARNING = ("**SYNTHETIC WEIGHTS.** These models were trained on features from randomly initialised "
-                     "CLIP/EasyOCR weights, not pretrained ones. The numbers below measure this pipeline on "
-                     "random features; they are NOT CLIP's or EasyOCR's accuracy.")
+PART_LABELS = {"clip": "CLIP", "ocr": "OCR"}
+
+
+def synthetic_warning(parts: Mapping[str, str]) -> str:
+    """The report's banner: which parts are synthetic, which real, and what that means for the numbers."""
+    fake = _labels(weights.synthetic_parts(parts))
+    real = _labels(kind for kind, what in parts.items() if what == "real")
+    return (f"**SYNTHETIC WEIGHTS: {fake}.** The {fake} weights are randomly initialised, not pretrained."
+            f"{f' The {real} weights are real.' if real else ''} The numbers of the models that use {fake} features "
+            f"(the stack included) measure this pipeline on random features; they are NOT {_owners(parts)} accuracy.")
+
+
+def plot_note(parts: Mapping[str, str]) -> str:
+    """The footer a plot carries alone (slides, chats): only the synthetic parts; '' when none is."""
+    fake = weights.synthetic_parts(parts)
+    if not fake:
+        return ""
+    return f"SYNTHETIC {_labels(fake)} weights (random init): not {_owners(parts)} accuracy"
+
+
+def _labels(kinds: Iterable[str]) -> str:
+    return " and ".join(PART_LABELS.get(kind, kind) for kind in kinds)
+
+
+def _owners(parts: Mapping[str, str]) -> str:
+    """Whose accuracy the synthetic parts do not have: CLIP's, or EasyOCR's or CLIP's."""
+    return " or ".join(f"{weights.PART_NAMES.get(kind, kind)}'s" for kind in weights.synthetic_parts(parts))
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -151,8 +175,9 @@ def _class_ids(dataset: Dataset, classes: Sequence[str]) -> np.ndarray:
 def report_context(manifest: dict, dataset: Dataset, errors: Mapping[int, str], title: str) -> dict:
     """What the report says besides the numbers: weights used, data, skipped files."""
     skipped = [{"path": str(dataset.paths[i]), "reason": reason} for i, reason in sorted(errors.items())]
-    return {"title": title, "features": manifest["features"], "synthetic": bool(manifest.get("synthetic_weights")),
-            "data": dataset.summary(), "skipped": skipped}
+    parts = weights.manifest_parts(manifest)
+    return {"title": title, "features": manifest["features"], "weights": parts,
+            "synthetic": "synthetic" in parts.values(), "data": dataset.summary(), "skipped": skipped}
 
 
 def write_report(out: Path, results: dict, context: dict, y: np.ndarray, probas: Mapping[str, np.ndarray],
@@ -161,9 +186,14 @@ def write_report(out: Path, results: dict, context: dict, y: np.ndarray, probas:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [_write_json(out / "metrics.json", {**results, "context": context})]
-    written += _write_plots(out, results, y, probas, embedding, context["synthetic"])
+    written += _write_plots(out, results, y, probas, embedding, plot_note(_parts(context)))
     written.append(_write_markdown(out / "report.md", results, context, [p.name for p in written[1:]]))
     return written
+
+
+def _parts(context: dict) -> dict[str, str]:
+    """{kind: "real"|"synthetic"} of a report: as given, else from its feature configs."""
+    return dict(context.get("weights") or weights.parts_of(context["features"]))
 
 
 def _write_json(path: Path, payload: dict) -> Path:
@@ -174,7 +204,7 @@ def _write_json(path: Path, payload: dict) -> Path:
 def _write_markdown(path: Path, results: dict, context: dict, images: list[str]) -> Path:
     lines = [f"# {context['title']} report", ""]
     if context["synthetic"]:
-        lines += [f"> {SYNTHETIC_WARNING}", ""]
+        lines += [f"> {synthetic_warning(_parts(context))}", ""]
     lines += _weights_lines(context["features"]) + [""]
     lines += _data_lines(context, results) + [""]
     lines += _metrics_table(results) + [""]
@@ -189,10 +219,12 @@ def _weights_lines(features: Mapping[str, dict]) -> list[str]:
     lines = ["## Weights", ""]
     from shared.features.registry import extractor_class
 
-    for kind, cfg in sorted(features.items()):
-        what = "SYNTHETIC (random init)" if cfg.get("synthetic") else "pretrained"
+    for kind, cfg in sorted(features.items(), key=lambda item: bool(item[1].get("synthetic"))):
+        synthetic = f"SYNTHETIC (randomly initialised; not {_owners({kind: 'synthetic'})} accuracy)"
+        what = synthetic if cfg.get("synthetic") else "real weights"
         name = extractor_class(kind).describe(cfg)
-        lines.append(f"- **{kind}**: {name}, {what}, weights sha256 `{str(cfg.get('weights_sha256'))[:16]}…`")
+        lines.append(f"- **{PART_LABELS.get(kind, kind)}**: {name} — {what}; "
+                     f"weights sha256 `{str(cfg.get('weights_sha256'))[:16]}…`")
     return lines
 
 
@@ -237,9 +269,8 @@ def _pyplot() -> Any:
 
 
 def _write_plots(out: Path, results: dict, y: np.ndarray, probas: Mapping[str, np.ndarray],
-                 embedding: tuple[np.ndarray, np.ndarray] | None, synthetic: bool) -> list[Path]:
-    # A plot travels alone (slides, chats): it carries the synthetic warning itself.
-    note = "SYNTHETIC weights (random init): not CLIP's/EasyOCR's accuracy" if synthetic else ""
+                 embedding: tuple[np.ndarray, np.ndarray] | None, note: str) -> list[Path]:
+    # A plot travels alone (slides, chats): it carries the synthetic warning (`note`) itself.
     paths = [_plot_confusions(out / "confusion.png", results, note),
              _plot_rocs(out / "roc.png", results, y, probas, note)]
     if embedding is not None and len(embedding[0]) >= 3:

@@ -8,6 +8,7 @@ import numpy as np
 
 from shared.config import Settings
 from shared.learning import evaluation
+from shared.weights import manifest_parts, synthetic_parts
 
 
 def predict_files(models_dir: Path, weights_dir: Path, paths: Sequence[Path], settings: Settings) -> list[dict]:
@@ -27,7 +28,8 @@ def _prediction(path: Path, classes: list[str], scored: evaluation.Scored, row: 
               "probas": _named(classes, stack),
               "members": {name: _named(classes, p[row]) for name, p in scored.probas.items() if name != evaluation.STACK},
               "model_version": scored.manifest["model_version"]}
-    if scored.manifest.get("synthetic_weights"):
+    result["weights"] = manifest_parts(scored.manifest)
+    if "synthetic" in result["weights"].values():
         result["synthetic_weights"] = True
     return result
 
@@ -40,7 +42,8 @@ def format_prediction(result: dict) -> str:
     """The stack's class and probability, then one row of class probabilities for the stack and each member."""
     if "error" in result:
         return f"{result['path']}: ERROR {result['error']}"
-    note = " [synthetic weights]" if result.get("synthetic_weights") else ""
+    fake = synthetic_parts(result.get("weights", {}))
+    note = f" [synthetic {' and '.join(fake)} weights]" if fake else ""
     rows = {evaluation.STACK: result["probas"], **dict(sorted(result["members"].items()))}
     width = max(map(len, rows))
     lines = [f"{result['path']}: {result['label']} ({result['proba']:.2f}){note}"]

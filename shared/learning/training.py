@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from shared import artifacts
+from shared import artifacts, weights
 from shared.config import Settings
 from shared.errors import DatasetError
 from shared.learning import evaluation
@@ -159,15 +159,15 @@ def held_out_probas(learners: dict[str, Any], meta_models: dict[str, Any], split
 # --- saving -------------------------------------------------------------------------------------
 def _manifest(train_set: Dataset, test_set: Dataset, table: Any, skipped: list[dict], results: dict, k: int,
               folds: int, seed: int, test_size: float, test_data: Path | None) -> dict:
-    synthetic = any(cfg.get("synthetic") for cfg in table.config.values())
+    parts = weights.parts_of(table.config)
     return {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "classes": train_set.classes,
         "members": sorted(member_names()),
         "learner_features": {name: member(name).extractor for name in member_names()},
         "features": table.config,
-        "synthetic_weights": synthetic,
-        "weights": "synthetic" if synthetic else "pretrained",
+        "synthetic_weights": "synthetic" in parts.values(),
+        "weights": parts,
         "training": {
             "train": train_set.summary(), "test": test_set.summary(),
             "test_source": "given" if test_data is not None else f"stratified split, test_size={test_size}",
@@ -188,7 +188,8 @@ def _save_models(out: Path, learners: dict[str, Any], meta_models: dict[str, Any
 def _write_training_report(out: Path, results: dict, probas: dict[str, np.ndarray], sides: tuple[Split, Split],
                            manifest: dict) -> None:
     train_split, test_split = sides
-    context = {"title": "Training", "features": manifest["features"], "synthetic": manifest["synthetic_weights"],
+    context = {"title": "Training", "features": manifest["features"], "weights": manifest["weights"],
+               "synthetic": manifest["synthetic_weights"],
                "data": test_split.dataset.summary(), "skipped": manifest["training"]["skipped"],
                "notes": _training_notes(manifest["training"], len(train_split.y))
                + _ocr_notes(train_split, test_split)}
@@ -231,6 +232,6 @@ def _artifact_files(out: Path) -> list[str]:
 
 
 def _synthetic_note(configs: dict) -> str:
-    if any(cfg.get("synthetic") for cfg in configs.values()):
-        return " [SYNTHETIC weights: numbers are not CLIP's/EasyOCR's accuracy]"
-    return ""
+    """' [weights: ocr real, clip SYNTHETIC (random init: not CLIP's accuracy)]'."""
+    note = weights.parts_note(weights.parts_of(configs))
+    return f" [{note}]" if note else ""

@@ -49,8 +49,12 @@ def read_image_bytes(request: Request) -> bytes:
 
 
 def prediction_body(proba: Sequence[float], classes: Sequence[str], *, model: str, model_version: str,
-                    synthetic: bool) -> dict:
-    """The response contract: seed's class_id + proba, then label, every class by name, model and version."""
+                    weights: Mapping[str, str] | None = None, synthetic: bool = False) -> dict:
+    """The response contract: seed's class_id + proba, then label, every class by name, model and version.
+
+    `weights`: {part: "real"|"synthetic"} of the weights behind this answer; `synthetic_weights: true` appears
+    only when one of them is synthetic (or, from a caller that knows no parts, when `synthetic` says so).
+    """
     proba = np.asarray(proba, dtype=float)
     k = int(np.argmax(proba))
     body = {
@@ -61,13 +65,25 @@ def prediction_body(proba: Sequence[float], classes: Sequence[str], *, model: st
         "model": model,
         "model_version": model_version,
     }
-    if synthetic:
+    if weights is not None:
+        body["weights"] = dict(weights)
+    if synthetic or "synthetic" in (weights or {}).values():
         body["synthetic_weights"] = True
     return body
 
 
 def error_response(error: ClassifierError) -> tuple[Response, int]:
-    return jsonify(error.to_dict()), error.status
+    return jsonify(error_body(error.to_dict())), error.status
+
+
+def error_body(body: dict) -> dict:
+    """The error body; on the Open Inference Protocol's routes its flat `{"error": "<message>"}`."""
+    from flask import has_request_context, request
+
+    error = body.get("error")
+    if has_request_context() and request.blueprint == "oip" and isinstance(error, dict):
+        return {"error": error.get("message", "")}
+    return body
 
 
 def install_error_handlers(app: Flask) -> None:
@@ -89,7 +105,7 @@ def _too_large(_exc: RequestEntityTooLarge) -> tuple[Response, int]:
 
 def _http_error(exc: HTTPException) -> Response:
     code = (exc.name or "http_error").lower().replace(" ", "_")
-    response = jsonify({"error": {"code": code, "message": exc.description}})
+    response = jsonify(error_body({"error": {"code": code, "message": exc.description}}))
     response.status_code = exc.code or 500
     for name, value in exc.get_headers():  # e.g. Allow on a 405
         if name.lower() != "content-type":

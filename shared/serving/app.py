@@ -7,7 +7,7 @@ from flask import Flask
 
 from shared.config import Settings
 from shared.members import GATEWAY, member_names
-from shared.serving import api, observability
+from shared.serving import api, auth, observability, oip, openapi
 from shared.serving.runtime import ModelRuntime
 
 
@@ -32,32 +32,38 @@ def _builder(name: str) -> Callable[[Flask, Settings], ModelRuntime]:
 
 
 def _build_member(app: Flask, settings: Settings) -> ModelRuntime:
-    """A member: its learner's runtime, then the predict and metadata routes."""
+    """A member: its learner's runtime, then the predict routes and the inference protocol's."""
     from shared.serving import member  # imported here: the gateway process never loads the member side
 
     runtime = member.MemberRuntime(settings.service_name, settings)
     _init_runtime(app, runtime)
     app.register_blueprint(member.bp)
+    oip.init_app(app, member.classify)
     return runtime
 
 
 def _build_gateway(app: Flask, settings: Settings) -> ModelRuntime:
-    """The gateway: the meta-models' runtime, the fan-out routes, the prediction history and the pages."""
+    """The gateway: the meta-models' runtime, the fan-out and inference protocol routes, the history, the pages."""
     # Imported here: a member process never imports the gateway (nor its history and pages).
     from shared import history, ui
-    from shared.gateway import routes
+    from shared.gateway import cache, routes
     from shared.gateway.runtime import GatewayRuntime
 
     runtime = GatewayRuntime(settings)
     _init_runtime(app, runtime)
-    routes.init_app(app, settings)
+    routes.init_app(app, settings).session.headers.update(auth.outgoing_headers(settings))
+    oip.init_app(app, routes.classify)
+    cache.init_app(app, settings)
     history.init_app(app, settings)
     ui.init_app(app)
     return runtime
 
 
 def _init_runtime(app: Flask, runtime: ModelRuntime) -> None:
-    """What every service has: its runtime, health and metrics endpoints, request logs, errors as JSON."""
+    """What every service has: its runtime, health and metrics endpoints, its OpenAPI document and docs page,
+    request logs, errors as JSON."""
     app.extensions["runtime"] = runtime
     observability.init_app(app, runtime.name, runtime.health)
+    openapi.init_app(app, runtime.name)
+    auth.init_app(app, runtime.settings)
     api.install_error_handlers(app)

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from PIL import Image
 
 from shared.config import Settings
-from shared.errors import BadRequest, NotFound
+from shared.errors import BadRequest
 from shared.images import ImageLimits, decode_image
 from shared.serving import api, observability
 from shared.serving.batching import DynamicBatcher
@@ -61,6 +61,11 @@ class MemberRuntime(ModelRuntime):
     def model_version(self) -> str:
         return self.require_loaded().model_version
 
+    @property
+    def weights(self) -> dict[str, str]:
+        """Its own extractor's part only, e.g. {"ocr": "real"}."""
+        return self.require_loaded().weights
+
     def _make_batcher(self, member: Any) -> DynamicBatcher | None:
         if not member.batchable:  # e.g. OCR reads one image at a time anyway
             return None
@@ -94,20 +99,31 @@ def warmup_image() -> Image.Image:
 @bp.post("/predict")
 def predict() -> Response:
     """Classify one image: raw body or the multipart `file` field."""
-    runtime: MemberRuntime = current_app.extensions["runtime"]
-    settings: Settings = current_app.config["SETTINGS"]
-    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
-    slack_s = batch_slack_s(request.headers.get(api.SLACK_HEADER), settings.batch_max_slack_ms)
-    image = decode_image(api.read_image_bytes(request), limits)
-    member = runtime.require_loaded()
-    proba, waited_s = runtime.predict(image, slack_s)
-    body = api.prediction_body(proba, member.classes, model=runtime.name, model_version=member.model_version,
-                               synthetic=member.synthetic)
-    observability.add_log_fields(label=body["label"], proba=round(body["proba"], 4))
+    body, waited_s = classify_timed(api.read_image_bytes(request))
     response = jsonify(body)
     if waited_s is not None:
         response.headers[api.BATCH_WAIT_HEADER] = f"{waited_s * 1000:.1f}"
     return response
+
+
+def classify(data: bytes) -> dict:
+    """One image's bytes -> the prediction body (the raw POST's and the inference protocol's one path)."""
+    return classify_timed(data)[0]
+
+
+def classify_timed(data: bytes) -> tuple[dict, float | None]:
+    """The prediction body and how long the image waited for its batch (None: unbatched)."""
+    runtime: MemberRuntime = current_app.extensions["runtime"]
+    settings: Settings = current_app.config["SETTINGS"]
+    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+    slack_s = batch_slack_s(request.headers.get(api.SLACK_HEADER), settings.batch_max_slack_ms)
+    image = decode_image(data, limits)
+    member = runtime.require_loaded()
+    proba, waited_s = runtime.predict(image, slack_s)
+    body = api.prediction_body(proba, member.classes, model=runtime.name, model_version=member.model_version,
+                               weights=member.weights)
+    observability.add_log_fields(label=body["label"], proba=round(body["proba"], 4))
+    return body, waited_s
 
 
 def batch_slack_s(header: str | None, max_slack_ms: float) -> float:
@@ -121,12 +137,3 @@ def batch_slack_s(header: str | None, max_slack_ms: float) -> float:
     if not math.isfinite(slack_ms) or slack_ms < 0:
         raise BadRequest(f"{api.SLACK_HEADER} must be a number of milliseconds >= 0; got {header[:40]!r}")
     return min(slack_ms, max(0.0, max_slack_ms)) / 1000.0
-
-
-@bp.get("/v2/models/<name>")
-def model_metadata(name: str) -> Response:
-    """This member's metadata; another name is a 404 naming the one served here."""
-    runtime: MemberRuntime = current_app.extensions["runtime"]
-    if name != runtime.name:
-        raise NotFound(f"This service serves the model {runtime.name!r}, not {name!r}.")
-    return jsonify(runtime.metadata())

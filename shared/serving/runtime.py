@@ -9,6 +9,7 @@ from typing import Any
 from shared.config import Settings
 from shared.errors import NotReady
 from shared.serving import observability
+from shared.weights import parts_note
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ class ModelRuntime(ABC):
             self.health.mark_loaded()
             self.warm_up()
             self.health.mark_warmed_up()
-            log.info("%s ready (model_version %s)", self.name, self.model_version)
+            log.info("%s ready (model_version %s; %s)", self.name, self.model_version,
+                     parts_note(self.weights) or "weights: not recorded")
         except Exception as exc:  # noqa: BLE001 - any load failure must show in /v2/health/ready
             log.exception("%s failed to load", self.name)
             self.health.mark_failed(f"{type(exc).__name__}: {exc}")
@@ -76,6 +78,11 @@ class ModelRuntime(ABC):
     @abstractmethod
     def metadata(self) -> dict:
         """What /v2/models/<name> reports."""
+
+    @property
+    def weights(self) -> dict[str, str]:
+        """{part: "real"|"synthetic"} of the weights behind this service's answers (once loaded)."""
+        return {}
 
     @property
     @abstractmethod

@@ -1,7 +1,7 @@
 """The try-it page and the history page, served by the gateway (plain HTML + JS, no CDN)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, current_app, render_template, request
@@ -13,6 +13,7 @@ from shared.history import PAGE_SIZE, HistoryStore, member_top_proba, parse_filt
 PREDICT_URL = "/"  # the gateway's prediction route (API clients POST raw bytes there too)
 ACCEPTED_TYPES = "image/jpeg,image/png,image/webp,image/bmp,image/gif,image/tiff"
 CANVAS_PX = 280
+PART_LABELS = {"clip": "CLIP", "ocr": "OCR"}  # as classify.js names them
 
 bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static", static_url_path="/ui/static")
 
@@ -93,7 +94,15 @@ def _display_item(item: dict) -> dict:
     for name, m in sorted(item["members"].items()):
         members.append({"name": name, "label": m.get("label"), "proba": member_top_proba(m),
                         "ok": m.get("ok", True), "error": m.get("error")})
-    return {**item, "member_rows": members, "date": item["time"][:10], "clock": item["time"][11:19]}
+    return {**item, "member_rows": members, "date": item["time"][:10], "clock": item["time"][11:19],
+            "weights_note": weights_note(item.get("weights") or {})}
+
+
+def weights_note(weights: Mapping[str, str]) -> str:
+    """'CLIP: synthetic weights · OCR: real' (synthetic parts first), as classify.js's weightsNote writes it."""
+    ordered = sorted(weights.items(), key=lambda part: part[1] != "synthetic")
+    return " · ".join(f"{PART_LABELS.get(kind, kind)}: {'synthetic weights' if what == 'synthetic' else 'real'}"
+                      for kind, what in ordered)
 
 
 @bp.app_template_filter("pct")

@@ -26,6 +26,17 @@ def _fill(store: HistoryStore, n: int, **kw) -> None:
     assert store.flush(60)
 
 
+def test_item_names_the_parts_of_the_members_that_answered(store):
+    rec = record(2)
+    rec["members"]["ocr_nb"]["weights"] = {"ocr": "real"}
+    rec["members"]["clip_svm"]["weights"] = {"clip": "synthetic"}  # failed: not behind the answer
+    store.record(rec)
+    store.record(record(3))  # an older record: members without weights
+    assert store.flush()
+    items = {item["request_id"]: item for item in store.query().items}
+    assert items["req-2"]["weights"] == {"ocr": "real"} and items["req-3"]["weights"] == {}
+
+
 def test_record_is_written_in_background_with_thumbnail(store):
     store.record(record(1, image=jpeg()))
     assert store.flush()

@@ -47,10 +47,11 @@ def test_happy_path_combines_all_three(stack, jpeg, trained_models):
 
 
 def test_gateway_metadata(stack):
-    meta = requests.get(stack.gateway_url + "/v2/models/stacking", timeout=10).json()
+    meta = requests.get(stack.gateway_url + "/v2/models/stacking", timeout=10).json()["parameters"]
     assert meta["name"] == GATEWAY and meta["ready"] is True
     assert meta["members"] == sorted(MEMBERS) and len(meta["meta_models"]) == 7
     assert len(meta["artifacts"]) == 7 and meta["synthetic"] is True
+    assert meta["weights"] == {"ocr": "real", "clip": "synthetic"}
 
 
 def test_request_id_travels_to_members_and_back(stack, jpeg):

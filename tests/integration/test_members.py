@@ -4,13 +4,20 @@ from __future__ import annotations
 import pytest
 import requests
 
-from shared.members import member_names
+from shared.members import GATEWAY, member, member_names
 
 MEMBERS = member_names()  # the member table's names, in table order
+# The stack's weights (tiny_weights): REAL EasyOCR, tiny SYNTHETIC CLIP; each answer names only the parts behind it.
+PARTS = {"ocr": "real", "clip": "synthetic"}
+
+
+def expected_weights(model: str) -> dict[str, str]:
+    """A member: its own extractor's part; the gateway (all members answering): every part."""
+    return dict(PARTS) if model == GATEWAY else {member(model).extractor: PARTS[member(model).extractor]}
 
 
 def check_prediction(body: dict, model: str) -> None:
-    """The response contract: seed's class_id + proba, then label, probas by name, model, version, synthetic."""
+    """The response contract: seed's class_id + proba, then label, probas by name, model, version, weights."""
     labels = list(body["probas"])
     (k,) = body["class_id"]
     assert isinstance(k, int) and 0 <= k < len(labels)
@@ -19,7 +26,12 @@ def check_prediction(body: dict, model: str) -> None:
     assert body["proba"] == pytest.approx(max(body["probas"].values()))
     assert sum(body["probas"].values()) == pytest.approx(1.0, abs=1e-6)
     assert body["model"] == model and body["model_version"]
-    assert body["synthetic_weights"] is True  # the tests run on synthetic weights, and must say so
+    # Exactly the parts behind this answer; synthetic_weights only when one of them is synthetic.
+    assert body["weights"] == expected_weights(model)
+    if "synthetic" in body["weights"].values():
+        assert body["synthetic_weights"] is True
+    else:
+        assert "synthetic_weights" not in body
 
 
 @pytest.mark.parametrize("name", MEMBERS)
@@ -43,18 +55,19 @@ def test_member_answers_the_same_for_predict_multipart_and_any_type(stack, jpeg,
 
 @pytest.mark.parametrize("name", MEMBERS)
 def test_member_metadata(stack, name):
-    meta = requests.get(f"{stack.urls[name]}/v2/models/{name}", timeout=10).json()
-    assert meta["name"] == name and meta["ready"] is True
+    oip = requests.get(f"{stack.urls[name]}/v2/models/{name}", timeout=10).json()
+    meta = oip["parameters"]  # the inference protocol's metadata; ours under parameters
+    assert oip["name"] == name and oip["versions"] == [meta["model_version"]] and meta["ready"] is True
     assert meta["classes"] and meta["model_version"]
     assert meta["feature"]["kind"] in ("clip", "ocr")
     assert all(len(sha) == 64 for sha in meta["artifacts"].values())
-    assert meta["weights"] == "synthetic"
+    assert meta["weights"] == expected_weights(name) and meta["synthetic"] is (name != "ocr_nb")
     other = requests.get(f"{stack.urls[name]}/v2/models/stacking", timeout=10)
-    assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
+    assert other.status_code == 404 and "not 'stacking'" in other.json()["error"]
 
 
 def test_members_agree_on_classes_and_version(stack):
-    metas = [requests.get(f"{stack.urls[n]}/v2/models/{n}", timeout=10).json() for n in MEMBERS]
+    metas = [requests.get(f"{stack.urls[n]}/v2/models/{n}", timeout=10).json()["parameters"] for n in MEMBERS]
     assert len({tuple(m["classes"]) for m in metas}) == 1
     assert len({m["model_version"] for m in metas}) == 1
 

@@ -2,6 +2,7 @@
 clone trains a demo model, starts all four, says when they are ready, answers curl, stops on Ctrl-C."""
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -60,7 +61,7 @@ def test_synthetic_weights_are_never_served_silently(tmp_path, tiny_weights):
     proc = run_serve("--models", str(tmp_path / "models"), "--weights", str(tiny_weights))
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2
-    assert "SYNTHETIC" in out and "--synthetic" in out
+    assert "SYNTHETIC" in out and "--synthetic" in out and "clip SYNTHETIC, ocr real" in out  # any synthetic part
 
 
 def test_serve_trains_a_demo_model_starts_all_four_and_stops_on_ctrl_c(tmp_path, tiny_weights, demo_data):
@@ -74,8 +75,9 @@ def test_serve_trains_a_demo_model_starts_all_four_and_stops_on_ctrl_c(tmp_path,
     try:
         curl_line = wait_for_line(lines, seen, "curl --data-binary", timeout=600)
         text = "".join(seen)
-        assert "SYNTHETIC WEIGHTS" in text
-        assert f"training a demo model on {demo_data}" in text and f"Demo model trained on {demo_data}" in text
+        assert "SYNTHETIC WEIGHTS" in text and "weights: ocr real, clip SYNTHETIC" in text  # part by part
+        assert f"training a demo model on {demo_data} ({2 * PER_CLASS} of its {2 * PER_CLASS} images" in text
+        assert f"Demo model trained on {demo_data}" in text and re.search(r"took \d+\.\d min\.", text)
         assert (models / "manifest.json").is_file()
         url = curl_line.split()[-1]
         assert url == f"http://127.0.0.1:{ports['stacking']}/"
@@ -90,6 +92,7 @@ def test_serve_trains_a_demo_model_starts_all_four_and_stops_on_ctrl_c(tmp_path,
         else:
             answer = requests.post(url, data=photo.read_bytes(), timeout=60).text
         assert '"class_id"' in answer and '"synthetic_weights":true' in answer.replace(" ", "")
+        assert json.loads(answer)["weights"] == {"ocr": "real", "clip": "synthetic"}
         pids = [int(p) for p in re.findall(r"started \(pid=(\d+)\)", "".join(seen))]
         assert len(pids) == 4
 

@@ -83,7 +83,7 @@ def card_text(card) -> str:
 
 
 def classes_of(base_url: str) -> list[str]:
-    return requests.get(base_url + "/v2/models/stacking", timeout=10).json()["classes"]
+    return requests.get(base_url + "/v2/models/stacking", timeout=10).json()["parameters"]["classes"]
 
 
 def history_request_ids(page) -> list[str]:
@@ -99,7 +99,10 @@ def test_uploading_real_photos_shows_the_results(page, stack, grocery_photos):
         assert label in classes
         text = card_text(card)
         assert re.search(r"\d+\.\d%", text) and " ms" in text  # probability and latency
-        assert "Synthetic weights." in text  # the tiny test models say so, loudly
+        # The test weights are real EasyOCR + synthetic CLIP: the notice names each part, never "all synthetic".
+        notice = card.query_selector(".notice-synthetic").inner_text()
+        assert notice.startswith("CLIP: synthetic weights · OCR: real.") and "CLIP runs on randomly" in notice
+        assert "OCR: synthetic" not in text
         assert card.get_attribute("data-request-id")
         # a bar per class, with every member side by side
         assert len(card.query_selector_all("table.probas tbody tr")) == len(classes)
@@ -186,6 +189,7 @@ def test_history_page_shows_the_uploaded_photo(page, stack, grocery_photos):
     assert rid in history_request_ids(page)
     row = page.locator(f'tr[data-request-id="{rid}"]')
     assert label in row.inner_text() and "via ui" in row.inner_text()
+    assert row.locator(".badge-synthetic").inner_text() == "CLIP: synthetic weights · OCR: real"
     assert row.locator("img.thumb").evaluate("img => img.complete && img.naturalWidth > 0")
     thumb = requests.get(stack.gateway_url + row.locator("img.thumb").get_attribute("src"), timeout=10)
     assert max(Image.open(io.BytesIO(thumb.content)).size) <= 96

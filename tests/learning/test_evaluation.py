@@ -48,20 +48,31 @@ def test_report_says_synthetic_at_the_top_and_lists_skipped_files(tmp_path: Path
     probas = {name: rng.dirichlet(np.ones(3), size=30) for name in ("clip_svm", "ocr_nb", "stack")}
     results = evaluation.evaluate_probas(y, probas, ["a", "b", "c"])
     context = {"title": "Test", "synthetic": True, "data": {"source": "x.csv", "images": 31, "per_class": {}},
-               "features": {"clip": {"model": "ViT-B-32", "pretrained": "synthetic", "synthetic": True}},
+               "features": {"clip": {"model": "ViT-B-32", "pretrained": "synthetic", "synthetic": True},
+                            "ocr": {"kind": "ocr", "langs": ["en"], "synthetic": False}},
                "skipped": [{"path": "broken.jpg", "reason": "truncated"}]}
     written = evaluation.write_report(tmp_path, results, context, y, probas, (rng.normal(size=(30, 16)), y))
     assert sorted(p.name for p in written) == ["confusion.png", "embedding_map.png", "metrics.json", "report.md",
                                                 "roc.png"]
     report = (tmp_path / "report.md").read_text()
-    assert report.splitlines()[2].startswith("> **SYNTHETIC WEIGHTS.**")
-    assert "NOT CLIP's or EasyOCR's accuracy" in report
+    assert report.splitlines()[2].startswith("> **SYNTHETIC WEIGHTS: CLIP.**")
+    assert "NOT CLIP's accuracy" in report and "EasyOCR's" not in report and "The OCR weights are real." in report
     assert "`broken.jpg`: truncated" in report
-    assert "| stack |" in report and "ViT-B-32 / synthetic, SYNTHETIC" in report
+    assert "| stack |" in report
+    assert "- **CLIP**: ViT-B-32 / synthetic — SYNTHETIC (randomly initialised; not CLIP's accuracy)" in report
+    assert "- **OCR**: EasyOCR en — real weights" in report
     for png in ("confusion.png", "roc.png", "embedding_map.png"):
         with Image.open(tmp_path / png) as img:
             assert img.format == "PNG" and img.width > 300
     assert json.loads((tmp_path / "metrics.json").read_text())["summary"]["stack"]["accuracy"] >= 0
+
+
+def test_plot_note_names_only_the_synthetic_parts() -> None:
+    assert evaluation.plot_note({"ocr": "real", "clip": "synthetic"}) == \
+        "SYNTHETIC CLIP weights (random init): not CLIP's accuracy"
+    assert evaluation.plot_note({"ocr": "synthetic", "clip": "synthetic"}) == \
+        "SYNTHETIC OCR and CLIP weights (random init): not EasyOCR's or CLIP's accuracy"
+    assert evaluation.plot_note({"ocr": "real", "clip": "real"}) == ""
 
 
 def test_real_weights_report_has_no_synthetic_banner(tmp_path: Path) -> None:
@@ -85,5 +96,7 @@ def test_evaluate_models_scores_members_and_stack_and_skips_unreadable(
     assert set(results["summary"]) == {"clip_logreg", "clip_svm", "ocr_nb", "stack"}
     assert results["n"] == len(records)
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "SYNTHETIC WEIGHTS" in report.splitlines()[2]
+    assert report.splitlines()[2].startswith("> **SYNTHETIC WEIGHTS: CLIP.**")
+    context = json.loads((tmp_path / "out" / "metrics.json").read_text())["context"]
+    assert context["weights"] == {"ocr": "real", "clip": "synthetic"} and context["synthetic"] is True
     assert "broken.jpg" in report

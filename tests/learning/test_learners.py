@@ -80,7 +80,9 @@ def test_member_predicts_probabilities_for_images(name: str, trained_models: Pat
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     np.testing.assert_allclose(member.predict_features(member.featurize(images)), proba)
     assert member.classes == ["camera", "screenshots"]
-    assert member.synthetic is True
+    # Only the member's own extractor is behind its answers: real OCR, tiny SYNTHETIC CLIP.
+    assert member.weights == ({"ocr": "real"} if name == "ocr_nb" else {"clip": "synthetic"})
+    assert member.synthetic is (name != "ocr_nb")
     assert member.kind == members.member(name).extractor and member.batchable is (name == "clip_svm")
 
 
@@ -99,7 +101,9 @@ def test_member_metadata_names_classes_features_hashes_and_weights(trained_model
     assert meta["classes"] == ["camera", "screenshots"]
     assert meta["feature"]["kind"] == "clip" and meta["feature"]["synthetic"] is True
     assert meta["artifacts"] == {"learners/clip_logreg.skops": manifest["files"]["learners/clip_logreg.skops"]}
-    assert meta["weights"] == "synthetic"
+    assert meta["weights"] == {"clip": "synthetic"} and meta["synthetic"] is True
+    ocr = Member.load(trained_models, tiny_weights, "ocr_nb", trained_settings).metadata()
+    assert ocr["weights"] == {"ocr": "real"} and ocr["synthetic"] is False  # CLIP's synthetic part is not behind it
     assert len(meta["model_version"]) == 12
 
 

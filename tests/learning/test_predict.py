@@ -21,10 +21,10 @@ def test_predict_files_gives_stack_and_member_probabilities(
     assert first["label"] in ("camera", "screenshots") and first["class_id"] in (0, 1)
     assert sum(first["probas"].values()) == pytest.approx(1.0, abs=1e-5)
     assert set(first["members"]) == {"clip_svm", "clip_logreg", "ocr_nb"}
-    assert first["synthetic_weights"] is True
+    assert first["weights"] == {"ocr": "real", "clip": "synthetic"} and first["synthetic_weights"] is True
     assert "error" in results[2] and "not a supported image" in results[2]["error"]
     assert format_prediction(first).startswith(f"{paths[0]}: {first['label']} (")
-    assert "[synthetic weights]" in format_prediction(first)
+    assert "[synthetic clip weights]" in format_prediction(first)
     rows = format_prediction(first).splitlines()[1:]  # the stack's probabilities, then each member's
     assert [row.split()[0] for row in rows] == ["stack", "clip_logreg", "clip_svm", "ocr_nb"]
     assert all(f"{label} " in row for row in rows for label in first["probas"])

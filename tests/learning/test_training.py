@@ -23,7 +23,7 @@ def test_trained_models_folder_has_every_artifact_hashed(trained_models: Path) -
     assert {"report/report.md", "report/metrics.json", "report/confusion.png", "report/roc.png",
             "report/embedding_map.png"} <= files
     assert manifest["classes"] == ["camera", "screenshots"]
-    assert manifest["synthetic_weights"] is True and manifest["weights"] == "synthetic"
+    assert manifest["synthetic_weights"] is True and manifest["weights"] == {"ocr": "real", "clip": "synthetic"}
     assert manifest["features"]["clip"]["model"] == "ViT-Tiny-Synthetic"
     assert manifest["training"]["folds"] == 3
     assert manifest["training"]["train"]["images"] == 48 and manifest["training"]["test"]["images"] == 12
@@ -34,7 +34,11 @@ def test_trained_models_folder_has_every_artifact_hashed(trained_models: Path) -
 
 def test_training_report_says_synthetic(trained_models: Path) -> None:
     report = (trained_models / "report" / "report.md").read_text()
-    assert report.startswith("# Training report\n\n> **SYNTHETIC WEIGHTS.**")
+    assert report.startswith("# Training report\n\n> **SYNTHETIC WEIGHTS: CLIP.**")
+    assert "The OCR weights are real." in report and "NOT CLIP's accuracy" in report and "EasyOCR's" not in report
+    assert "- **OCR**: EasyOCR en — real weights" in report
+    assert ("- **CLIP**: ViT-Tiny-Synthetic / synthetic — SYNTHETIC (randomly initialised; not CLIP's accuracy)"
+            in report)
 
 
 def test_second_train_recomputes_no_features_skips_unreadable_and_reduces_folds(
@@ -50,7 +54,8 @@ def test_second_train_recomputes_no_features_skips_unreadable_and_reduces_folds(
     assert stats["clip"]["misses"] == 0 and stats["ocr"]["misses"] == 0
     assert [s["path"] for s in manifest["training"]["skipped"]] == [str(broken)]
     assert manifest["training"]["folds"] < 50
-    assert "reducing folds from 50" in caplog.text and "SYNTHETIC" in caplog.text
+    assert "reducing folds from 50" in caplog.text
+    assert "[weights: ocr real, clip SYNTHETIC (random init: not CLIP's accuracy)]" in caplog.text
     assert str(broken) in (tmp_path / "models" / "report" / "report.md").read_text()
 
 

@@ -119,5 +119,5 @@ def test_a_registered_fourth_member_is_served_by_the_same_factory(double_member:
     body = client.post("/", data=image_bytes("PNG", color=COLOURS["red"])).get_json()
     assert (body["model"], body["label"], body["synthetic_weights"]) == (DOUBLE, "red", True)
     assert set(body["probas"]) == {"red", "blue"}
-    meta = client.get(f"/v2/models/{DOUBLE}").get_json()
+    meta = client.get(f"/v2/models/{DOUBLE}").get_json()["parameters"]
     assert meta["feature"]["kind"] == "echo" and meta["ready"] is True

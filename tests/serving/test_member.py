@@ -96,7 +96,7 @@ def test_urlencoded_content_type_still_means_raw_bytes(client):
 def test_unknown_route_and_model_are_json_404(client):
     assert client.get("/nope").get_json()["error"]["code"] == "not_found"
     resp = client.get("/v2/models/clip_logreg")
-    assert resp.status_code == 404 and "clip_svm" in resp.get_json()["error"]["message"]
+    assert resp.status_code == 404 and "clip_svm" in resp.get_json()["error"]  # the inference protocol's error
 
 
 def test_request_id_is_echoed_or_generated(client):

@@ -21,13 +21,15 @@ def _app(tmp_path, **settings) -> tuple[Flask, HistoryStore]:
     return app, store
 
 
-def _record(store: HistoryStore, i: int, label: str, degraded: bool = False) -> None:
+def _record(store: HistoryStore, i: int, label: str, degraded: bool = False, ocr_ok: bool = False) -> None:
+    ocr = ({"ok": True, "latency_ms": 5.0, "label": label, "probas": {label: 0.9, "other": 0.1},
+            "weights": {"ocr": "real"}} if ocr_ok else {"ok": False, "latency_ms": 5.0, "error": "connection failed"})
     store.record({"ts": time.time() - 1000 + i, "request_id": f"req-{i}", "sha256": "ab" * 32, "size_bytes": 2048,
                   "class_id": 0, "label": label, "proba": 0.75, "latency_ms": 12.0, "degraded": degraded,
                   "source": "ui", "synthetic_weights": True,
-                  "members": {"ocr_nb": {"ok": False, "latency_ms": 5.0, "error": "connection failed"},
+                  "members": {"ocr_nb": ocr,
                               "clip_svm": {"ok": True, "latency_ms": 9.0, "label": label,
-                                           "probas": {label: 0.6, "other": 0.4}}}})
+                                           "probas": {label: 0.6, "other": 0.4}, "weights": {"clip": "synthetic"}}}})
 
 
 @pytest.fixture
@@ -62,7 +64,9 @@ def test_static_assets_are_served(tmp_path):
 def test_history_page_lists_newest_first_with_filters(seeded):
     html = seeded.get("/history").get_data(as_text=True)
     assert re.findall(r'data-request-id="(req-\d)"', html) == [f"req-{i}" for i in range(6, -1, -1)]
-    assert "synthetic weights" in html and "failed (connection failed)" in html
+    assert "failed (connection failed)" in html
+    # The badge names the parts behind each answer: here only clip_svm answered.
+    assert '<span class="badge badge-synthetic">CLIP: synthetic weights</span>' in html
     apples = seeded.get("/history?label=apple").get_data(as_text=True)
     assert re.findall(r'data-request-id="(req-\d)"', apples) == ["req-5", "req-3", "req-1"]
     degraded = seeded.get("/history?degraded=true").get_data(as_text=True)
@@ -96,4 +100,13 @@ def test_history_page_with_an_unreadable_database_says_so(tmp_path):
     app, store = _app(tmp_path)
     resp = app.test_client().get("/history")
     assert resp.status_code == 503 and "cannot be" in resp.get_data(as_text=True)
+    store.close()
+
+
+def test_history_badge_names_each_part_and_never_calls_a_real_part_synthetic(tmp_path):
+    app, store = _app(tmp_path)
+    _record(store, 1, "apple", ocr_ok=True)
+    assert store.flush()
+    html = app.test_client().get("/history").get_data(as_text=True)
+    assert '<span class="badge badge-synthetic">CLIP: synthetic weights · OCR: real</span>' in html
     store.close()

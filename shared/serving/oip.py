@@ -1,0 +1,131 @@
+"""Open Inference Protocol v2 REST routes of every service: a thin layer over the raw POST's prediction path.
+
+`GET /v2`, `GET /v2/models/<name>`, `GET /v2/models/<name>/ready`, `POST /v2/models/<name>/infer`. Each image of
+an infer request goes through the service's `classify(bytes) -> prediction body` (the same function as `POST /`),
+concurrently, so a batch of N shares the member's dynamic batcher. Errors are OIP's `{"error": "..."}`.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+
+import shared
+from shared.errors import NotFound, NotReady
+from shared.serving import observability, oip_codec
+from shared.serving.oip_codec import Tensor
+
+BLUEPRINT = "oip"
+# The prediction body's fields that become output tensors; every other field goes to the response's parameters.
+OUTPUT_FIELDS = ("class_id", "proba", "label", "probas", "model", "model_version")
+OUTPUTS = ("probas", "class_id", "label")
+EXTENSIONS = ["binary_tensor_data"]
+
+bp = Blueprint(BLUEPRINT, __name__)
+Classify = Callable[[bytes], dict]
+
+
+def init_app(app: Flask, classify: Classify) -> None:
+    """Serve the protocol; `classify` turns one image's bytes into the raw path's prediction body."""
+    app.extensions["classify"] = classify
+    app.register_blueprint(bp)
+
+
+def is_oip_request() -> bool:
+    """The request is one of this protocol's routes (its errors are `{"error": "..."}`)."""
+    return request.blueprint == BLUEPRINT
+
+
+@bp.get("/v2")
+def server_metadata() -> Response:
+    return jsonify(name=_runtime().name, version=shared.__version__, extensions=EXTENSIONS)
+
+
+@bp.get("/v2/models/<name>")
+@bp.get("/v2/models/<name>/versions/<version>")
+def model_metadata(name: str, version: str | None = None) -> Response:
+    """OIP model metadata; this service's own metadata (classes, artifacts, ...) under `parameters`."""
+    runtime = _runtime_for(name, version)
+    meta = runtime.metadata()
+    k = len(meta["classes"])
+    return jsonify({
+        "name": runtime.name,
+        "versions": [runtime.model_version],
+        "platform": "sklearn",
+        "inputs": [{"name": oip_codec.INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [{"name": "probas", "datatype": "FP32", "shape": [-1, k]},
+                    {"name": "class_id", "datatype": "INT64", "shape": [-1]},
+                    {"name": "label", "datatype": "BYTES", "shape": [-1]}],
+        "parameters": meta,
+    })
+
+
+@bp.get("/v2/models/<name>/ready")
+@bp.get("/v2/models/<name>/versions/<version>/ready")
+def model_ready(name: str, version: str | None = None) -> tuple[Response, int]:
+    runtime = _runtime(name)
+    ready = runtime.ready
+    if ready and version is not None:
+        _runtime_for(name, version)
+    return jsonify(name=runtime.name, ready=ready), 200 if ready else 503
+
+
+@bp.post("/v2/models/<name>/infer")
+@bp.post("/v2/models/<name>/versions/<version>/infer")
+def infer(name: str, version: str | None = None) -> Response:
+    """Classify the request's images with the raw path's function, and answer with OIP output tensors."""
+    runtime = _runtime_for(name, version)
+    req = oip_codec.decode_request(request.get_data(cache=False, parse_form_data=False), request.mimetype,
+                                   request.headers.get(oip_codec.HEADER_LENGTH))
+    oip_codec.check_outputs(req, OUTPUTS)
+    bodies = _each(current_app.extensions["classify"], req.images)
+    classes = runtime.metadata()["classes"]
+    tensors = [
+        Tensor("probas", "FP32", [len(bodies), len(classes)],
+               np.asarray([[b["probas"][c] for c in classes] for b in bodies], dtype=np.float32)),
+        Tensor("class_id", "INT64", [len(bodies)], np.asarray([b["class_id"][0] for b in bodies], dtype=np.int64)),
+        Tensor("label", "BYTES", [len(bodies)], [b["label"].encode() for b in bodies]),
+    ]
+    extras = sorted({key for b in bodies for key in b} - set(OUTPUT_FIELDS))
+    parameters = {"classes": classes, **{key: [b.get(key) for b in bodies] for key in extras}}
+    observability.add_log_fields(images=len(bodies), labels=[b["label"] for b in bodies])
+    data, headers = oip_codec.encode_response(runtime.name, bodies[0]["model_version"], req, tensors, parameters)
+    return Response(data, headers=headers)
+
+
+def _each(classify: Classify, images: Sequence[bytes]) -> list[dict]:
+    """classify() every image, all at once when there are several: each in its own copy of the request context."""
+    if len(images) == 1:
+        return [classify(images[0])]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    environ, rid = dict(request.environ), observability.request_id()
+
+    def one(item: tuple[int, bytes]) -> dict:
+        index, data = item
+        with app.request_context(environ):
+            g.request_id, g.log_fields = f"{rid}.{index}", {}
+            return classify(data)
+
+    workers = min(len(images), max(1, app.config["SETTINGS"].batch_max_size))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="oip-infer") as pool:
+        return list(pool.map(one, enumerate(images)))
+
+
+def _runtime(name: str | None = None) -> Any:
+    runtime = current_app.extensions["runtime"]
+    if name is not None and name != runtime.name:
+        raise NotFound(f"This service serves the model {runtime.name!r}, not {name!r}.")
+    return runtime
+
+
+def _runtime_for(name: str, version: str | None) -> Any:
+    """The runtime serving `name` (and `version`, when given): 404 otherwise, 503 while it loads."""
+    runtime = _runtime(name)
+    if runtime.model is None:
+        runtime.require_loaded()
+        raise NotReady(f"{name} is not loaded yet")
+    if version is not None and version != runtime.model_version:
+        raise NotFound(f"{name} serves version {runtime.model_version!r}, not {version!r}.")
+    return runtime
