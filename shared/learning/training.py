@@ -14,7 +14,7 @@ from sklearn.model_selection import train_test_split
 from shared import artifacts, weights
 from shared.config import Settings
 from shared.errors import DatasetError
-from shared.learning import evaluation
+from shared.learning import evaluation, report
 from shared.learning.data import Dataset, load_dataset
 from shared.learning.learners import build_learner, learner_path, predict_aligned
 from shared.learning.meta_model import MetaEnsemble, fit_meta_models, make_folds, meta_path, out_of_fold_proba
@@ -194,7 +194,7 @@ def _write_training_report(out: Path, results: dict, probas: dict[str, np.ndarra
                "notes": _training_notes(manifest["training"], len(train_split.y))
                + _ocr_notes(train_split, test_split)}
     embedding = _embedding(train_split, test_split)
-    evaluation.write_report(out / REPORT_DIR, results, context, test_split.y, probas, embedding)
+    report.write_report(out / REPORT_DIR, results, context, test_split.y, probas, embedding)
 
 
 def _training_notes(training: dict, n_train: int) -> list[str]:

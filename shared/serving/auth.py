@@ -83,7 +83,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         return response
 
 
-def presented_key(headers) -> str | None:  # noqa: ANN001 - werkzeug Headers
+def presented_key(headers) -> str | None:
     auth = headers.get("Authorization", "")
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():

@@ -9,7 +9,15 @@ import json
 import re
 from typing import Any
 
-from flask import Blueprint, Flask, Response, abort, current_app, jsonify, send_from_directory
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    send_from_directory,
+)
 
 import shared
 from shared.members import GATEWAY

@@ -14,8 +14,12 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, example, given
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_headers_conformance,
-                                               response_schema_conformance, status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from shared.config import Settings
 from tests.conftest import image_bytes

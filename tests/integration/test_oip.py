@@ -12,9 +12,9 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from shared.config import Settings
+from shared.members import GATEWAY
 from tests.conftest import image_bytes
 from tests.integration.conftest import SERVICES
-from shared.members import GATEWAY
 
 
 @pytest.fixture(scope="module")

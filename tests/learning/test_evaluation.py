@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from shared.learning import evaluation
+from shared.learning.report import plot_note, write_report
 from shared.config import Settings
 from shared.learning.data import load_dataset, write_csv
 
@@ -51,7 +52,7 @@ def test_report_says_synthetic_at_the_top_and_lists_skipped_files(tmp_path: Path
                "features": {"clip": {"model": "ViT-B-32", "pretrained": "synthetic", "synthetic": True},
                             "ocr": {"kind": "ocr", "langs": ["en"], "synthetic": False}},
                "skipped": [{"path": "broken.jpg", "reason": "truncated"}]}
-    written = evaluation.write_report(tmp_path, results, context, y, probas, (rng.normal(size=(30, 16)), y))
+    written = write_report(tmp_path, results, context, y, probas, (rng.normal(size=(30, 16)), y))
     assert sorted(p.name for p in written) == ["confusion.png", "embedding_map.png", "metrics.json", "report.md",
                                                 "roc.png"]
     report = (tmp_path / "report.md").read_text()
@@ -68,11 +69,11 @@ def test_report_says_synthetic_at_the_top_and_lists_skipped_files(tmp_path: Path
 
 
 def test_plot_note_names_only_the_synthetic_parts() -> None:
-    assert evaluation.plot_note({"ocr": "real", "clip": "synthetic"}) == \
+    assert plot_note({"ocr": "real", "clip": "synthetic"}) == \
         "SYNTHETIC CLIP weights (random init): not CLIP's accuracy"
-    assert evaluation.plot_note({"ocr": "synthetic", "clip": "synthetic"}) == \
+    assert plot_note({"ocr": "synthetic", "clip": "synthetic"}) == \
         "SYNTHETIC OCR and CLIP weights (random init): not EasyOCR's or CLIP's accuracy"
-    assert evaluation.plot_note({"ocr": "real", "clip": "real"}) == ""
+    assert plot_note({"ocr": "real", "clip": "real"}) == ""
 
 
 def test_real_weights_report_has_no_synthetic_banner(tmp_path: Path) -> None:
@@ -80,7 +81,7 @@ def test_real_weights_report_has_no_synthetic_banner(tmp_path: Path) -> None:
     results = evaluation.evaluate_probas(y, {"stack": np.eye(2)[y]}, ["a", "b"])
     context = {"title": "T", "synthetic": False, "data": {"source": None, "images": 4, "per_class": {}},
                "features": {"clip": {"model": "ViT-B-32", "pretrained": "openai", "synthetic": False}}, "skipped": []}
-    evaluation.write_report(tmp_path, results, context, y, {"stack": np.eye(2)[y]}, None)
+    write_report(tmp_path, results, context, y, {"stack": np.eye(2)[y]}, None)
     report = (tmp_path / "report.md").read_text()
     assert "SYNTHETIC" not in report and "None: every image could be read." in report
     assert not (tmp_path / "embedding_map.png").exists()

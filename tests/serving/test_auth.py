@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from shared.config import Settings
 from shared.members import MemberSpec
 from shared.serving import auth
 from shared.serving.app import create_app
-from shared.config import Settings
 from tests.conftest import image_bytes
 from tests.serving.test_app import COLOURS, DOUBLE, double_member, train_double  # noqa: F401 - the fixture
 

@@ -12,7 +12,7 @@ import pytest
 from shared import weights
 from shared.config import Settings
 from shared.errors import WeightsMissing, WeightsRejected
-from shared.weights_import import bundled_ocr_dir, import_weights
+from shared.weights.offline import bundled_ocr_dir, import_weights
 
 CRAFT_MD5 = "2f8227d2def4037cdb3b34389dcf9ec1"
 ENGLISH_G2_MD5 = "5864788e1821be9e454ec108d61b887d"

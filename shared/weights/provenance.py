@@ -1,0 +1,65 @@
+"""Which parts of a weights folder are real and which synthetic, and how every output says so."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from shared.weights.store import PARTS
+
+
+def info_from_parts(parts: dict) -> dict:
+    """weights.json from its sections: `synthetic` is true if any part is, `parts` says which part is which."""
+    return {**parts, "synthetic": any(section["synthetic"] for section in parts.values()),
+            "parts": {kind: part_kind(section) for kind, section in parts.items()}}
+
+
+def part_kind(section: dict) -> str:
+    """'synthetic' or 'real' for one weights.json section."""
+    return "synthetic" if section.get("synthetic") else "real"
+
+
+def describe_parts(info: dict) -> str:
+    """'ocr real, clip SYNTHETIC': for logs and messages."""
+    return ", ".join(f"{kind} {'SYNTHETIC' if info[kind].get('synthetic') else 'real'}"
+                     for kind in PARTS if isinstance(info.get(kind), dict))
+
+
+# Whose accuracy a synthetic part does not have.
+PART_NAMES = {"clip": "CLIP", "ocr": "EasyOCR"}
+
+
+def parts_of(configs: Mapping[str, Any]) -> dict[str, str]:
+    """{kind: "real"|"synthetic"} of feature configs (a manifest's "features") or of weights.json's sections."""
+    return {kind: part_kind(cfg) for kind, cfg in configs.items() if isinstance(cfg, dict) and "synthetic" in cfg}
+
+
+def manifest_parts(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """{kind: "real"|"synthetic"} a trained manifest records (older manifests: from its feature configs)."""
+    recorded = manifest.get("weights")
+    return dict(recorded) if isinstance(recorded, dict) else parts_of(manifest.get("features") or {})
+
+
+def combine_parts(parts: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """One {kind: "real"|"synthetic"} from several (e.g. the members behind a stacked answer); synthetic wins."""
+    combined: dict[str, str] = {}
+    for each in parts:
+        for kind, what in each.items():
+            combined[kind] = "synthetic" if "synthetic" in (what, combined.get(kind)) else what
+    return combined
+
+
+def synthetic_parts(parts: Mapping[str, str]) -> list[str]:
+    """The kinds marked synthetic in a {kind: "real"|"synthetic"} dict."""
+    return [kind for kind, what in parts.items() if what == "synthetic"]
+
+
+def parts_note(parts: Mapping[str, str]) -> str:
+    """'weights: ocr real, clip SYNTHETIC (random init: not CLIP's accuracy)' (real parts first); '' without parts."""
+    if not parts:
+        return ""
+    ordered = sorted(parts.items(), key=lambda part: part[1] == "synthetic")
+    listed = ", ".join(f"{kind} {'SYNTHETIC' if what == 'synthetic' else 'real'}" for kind, what in ordered)
+    fake = synthetic_parts(parts)
+    if not fake:
+        return f"weights: {listed}"
+    owners = " or ".join(f"{PART_NAMES.get(kind, kind)}'s" for kind in fake)
+    return f"weights: {listed} (random init: not {owners} accuracy)"
