@@ -95,9 +95,9 @@ def install_error_handlers(app: Flask) -> None:
 
 
 def _too_large(_exc: RequestEntityTooLarge) -> tuple[Response, int]:
-    from flask import current_app, request
+    from flask import request
 
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    limit = request.max_content_length
     size = request.content_length
     received = f"The body is {size} bytes" if size is not None else "The body is larger than the limit"
     return error_response(PayloadTooLarge(f"{received}; the limit is {limit} bytes. Send a smaller image."))

@@ -23,6 +23,7 @@ BLUEPRINT = "oip"
 OUTPUT_FIELDS = ("class_id", "proba", "label", "probas", "model", "model_version")
 OUTPUTS = ("probas", "class_id", "label")
 EXTENSIONS = ["binary_tensor_data"]
+BODY_LIMIT_FACTOR = 2
 
 bp = Blueprint(BLUEPRINT, __name__)
 Classify = Callable[[bytes], dict]
@@ -78,6 +79,8 @@ def model_ready(name: str, version: str | None = None) -> tuple[Response, int]:
 def infer(name: str, version: str | None = None) -> Response:
     """Classify the request's images with the raw path's function, and answer with OIP output tensors."""
     runtime = _runtime_for(name, version)
+    # base64 makes an image 4/3 larger: the body may be twice MAX_IMAGE_BYTES; each image is still held to it
+    request.max_content_length = BODY_LIMIT_FACTOR * current_app.config["SETTINGS"].max_image_bytes
     req = oip_codec.decode_request(request.get_data(cache=False, parse_form_data=False), request.mimetype,
                                    request.headers.get(oip_codec.HEADER_LENGTH))
     oip_codec.check_outputs(req, OUTPUTS)

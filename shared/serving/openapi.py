@@ -128,7 +128,15 @@ def _predict(gateway: bool) -> dict:
     errors = (400, 413, 415, 422, 503, 504) if gateway else (400, 413, 415, 503)
     return {"post": {"summary": "Classify one image (raw bytes or multipart `file`)", "tags": ["predict"],
                      "requestBody": _IMAGE_BODY,
-                     "responses": {"200": _json(_ref("Prediction"), "The prediction"), **_errors(*errors)}}}
+                     "responses": {"200": _ok_prediction(gateway), **_errors(*errors)}}}
+
+
+def _ok_prediction(gateway: bool) -> dict:
+    ok = _json(_ref("Prediction"), "The prediction")
+    if gateway:
+        ok["headers"] = {"X-Cache": {"description": "hit or miss, when the response cache is on (CACHE_MAX_ENTRIES)",
+                                     "schema": {"type": "string", "enum": ["hit", "miss"]}}}
+    return ok
 
 
 def _oip(gateway: bool, versioned: bool) -> dict[str, dict]:

@@ -105,7 +105,7 @@ def _doc(data, **extra):
     (f"/v2/models/{DOUBLE}/infer", {"json": _doc(["!!"], parameters={"content_type": "base64"})}, 400, "base64"),
     (f"/v2/models/{DOUBLE}/infer", {"json": _doc(["not an image"])}, 415, ""),
     (f"/v2/models/{DOUBLE}/infer", {"json": {**_doc(["a"]), "outputs": [{"name": "nope"}]}}, 400, "nope"),
-    (f"/v2/models/{DOUBLE}/infer", {"data": b"x" * 300_000, "content_type": "application/json"}, 413, "limit"),
+    (f"/v2/models/{DOUBLE}/infer", {"data": b"x" * 400_001, "content_type": "application/json"}, 413, "400000"),
     (f"/v2/models/{DOUBLE}/infer", {"data": b'{"inputs": []}' + b"\0\0\0\x09", "content_type":
                                     "application/octet-stream", "headers": {oip_codec.HEADER_LENGTH: "99"}},
      400, oip_codec.HEADER_LENGTH),
