@@ -16,7 +16,7 @@ from shared.config import Settings
 from shared.members import member_names
 
 MEMBERS = member_names()  # the member table's names, in table order
-SECTIONS = ("features", "ocr", "members", "batching", "wait", "gateway", "noslack", "spin")
+SECTIONS = ("features", "ocr", "members", "batching", "wait", "gateway", "noslack", "spin", "cache")
 OLD_BATCH_WAIT_MS = "5"  # the first default, before the bench compared it with the current one
 # libgomp's own default when OMP_WAIT_POLICY is unset: idle threads spin ~300k iterations (~3 ms) before sleeping.
 SPIN_ENV = {"GOMP_SPINCOUNT": "300000"}
@@ -66,10 +66,10 @@ def plan(args: argparse.Namespace) -> dict:
     if args.quick:
         return {"per_class": 10, "levels": [1, 4], "duration": args.duration or 1.0, "paired_rounds": 4,
                 "gateway_duration": args.duration or 1.0,
-                "ocr_repeats": 1, "payloads": 6, "results": ROOT / "bench" / "results" / "quick"}
+                "ocr_repeats": 1, "payloads": 6, "cache_photos": 12, "results": ROOT / "bench" / "results" / "quick"}
     return {"per_class": 20, "levels": [1, 4, 16], "duration": args.duration or 12.0, "paired_rounds": 48,
             "gateway_duration": args.duration or 24.0,
-            "ocr_repeats": 5, "payloads": 24, "results": ROOT / "bench" / "results"}
+            "ocr_repeats": 5, "payloads": 24, "cache_photos": 240, "results": ROOT / "bench" / "results"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +122,9 @@ def run_sections(args: argparse.Namespace, p: dict, results: Path) -> None:
         save(results, "gateway_noslack", serving.bench_gateway(
             {**env, "GATEWAY_SLACK_SHARE": "0"}, results / "logs", images, p["levels"][1:] or p["levels"],
             p["gateway_duration"], p["paired_rounds"] // 3))
+    if "cache" in sections:  # the gateway's response cache: repeated photos
+        save(results, "gateway_cache", serving.bench_cache(env, results / "logs", payloads(settings, p["cache_photos"]),
+                                                           4, p["gateway_duration"]))
     if "spin" in sections:
         save(results, "gateway_spin", serving.bench_gateway({**env, **SPIN_ENV}, results / "logs", images,
                                                             p["levels"][-1:], p["gateway_duration"],

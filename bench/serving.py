@@ -101,3 +101,32 @@ def bench_batching(env: Mapping[str, str], log_dir: Path, payloads: Sequence[byt
         result["rounds"].append({mode: bench_member(name, modes[mode], log_dir, payloads, levels, duration_s)
                                  for mode in order})
     return result
+
+
+def repeating_stream(photos: Sequence[bytes], share: float, seed: int = 0) -> list[bytes]:
+    """The photos in order, with `share` of the stream being repeats of photos earlier in it."""
+    import random
+
+    rng, stream, fresh = random.Random(seed), [], iter(photos)
+    for photo in fresh:
+        while stream and rng.random() < share:
+            stream.append(rng.choice(stream))
+        stream.append(photo)
+    return stream
+
+
+def bench_cache(env: Mapping[str, str], log_dir: Path, photos: Sequence[bytes], concurrency: int,
+                duration_s: float, share: float = 0.3) -> dict:
+    """The gateway with its response cache on: a repeated photo's latency, and a stream where `share` of the photos
+    repeat against one of photos never seen (both long enough not to wrap around)."""
+    half = len(photos) // 2
+    unseen, pool = photos[:half], photos[half:]
+    with running([*MEMBERS, GATEWAY], {**env, "CACHE_MAX_ENTRIES": "4096"}, log_dir) as services:
+        gateway = post_to(f"{services[GATEWAY].url}/predict")
+        warm_up(gateway, pool[:1], 1)  # now cached: every further request for it is a hit
+        hits = run_load(gateway, pool[:1], 1, 0.0, min_requests=30)
+        baseline = load_level(gateway, services, unseen, concurrency, duration_s)
+        stream = repeating_stream(pool[1:], share)
+        mixed = load_level(gateway, services, stream, concurrency, duration_s)
+    return {"hit": hits.summary(), "no_repeats": baseline, "repeats": mixed, "share": share,
+            "stream_len": len(stream), "unseen_len": len(unseen)}

@@ -12,12 +12,18 @@ from pathlib import Path
 
 from bench.plots import plot_load
 from bench.report.batching import batching_section
+from bench.report.cache import cache_section
 from bench.report.goals import goals_section
 from bench.report.header import header_section, plot_section
 from bench.report.memory import memory_and_startup_section
 from bench.report.notes import changes_section, reproduce_section
 from bench.report.ocr import ocr_section
-from bench.report.serving import gateway_section, members_section, slack_section, spin_section
+from bench.report.serving import (
+    gateway_section,
+    members_section,
+    slack_section,
+    spin_section,
+)
 from bench.report.training import features_section
 
 
@@ -43,6 +49,6 @@ def write_report(folder: Path, out: Path) -> Path:
 def render(r: dict, plot: Path | None, out: Path) -> str:
     """The whole report: every section that has results, in order."""
     parts = [header_section(r), goals_section(r), plot_section(plot, out), members_section(r), gateway_section(r),
-             slack_section(r), spin_section(r), batching_section(r), ocr_section(r), features_section(r),
+             slack_section(r), spin_section(r), cache_section(r), batching_section(r), ocr_section(r), features_section(r),
              memory_and_startup_section(r), changes_section(r), reproduce_section(r)]
     return "\n\n".join(p for p in parts if p).rstrip() + "\n"
