@@ -74,6 +74,7 @@ bench: setup
 # ACCURACY.md: real EasyOCR + synthetic CLIP on grocery train/ -> val/ (first run ~1 h of OCR; then from the cache).
 accuracy: setup
 	$(PY) -m bench.ocr_sizes
+	$(PY) -m bench.craft_int8
 	$(PY) -m bench.accuracy
 
 clean:

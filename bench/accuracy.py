@@ -24,7 +24,7 @@ from shared.learning.meta_model import MetaEnsemble, member_subsets, subset_name
 
 log = logging.getLogger("bench.accuracy")
 ROOT = Path("models/accuracy")
-REPORT, PLOT = Path("ACCURACY.md"), Path("bench/accuracy.png")
+REPORT, PLOT, RESULTS = Path("ACCURACY.md"), Path("bench/accuracy.png"), Path("bench/results/accuracy.json")
 KEYS = ("accuracy", "macro_f1", "log_loss", "ece")
 CLIP_NOTE = "CLIP is SYNTHETIC (randomly initialised ViT-B-32): its rows are not CLIP's accuracy"
 
@@ -159,7 +159,13 @@ def text_variants(grocery: Path, weights_dir: Path, settings: Settings) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--report-only", action="store_true", help="rewrite ACCURACY.md from bench/results/accuracy.json")
     args = parser.parse_args()
+    if args.report_only:
+        from bench.accuracy_report import write_report
+
+        write_report(json.loads(RESULTS.read_text()), REPORT, PLOT)
+        return
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("shared").setLevel(logging.INFO)
     settings = Settings.from_env().replace(cache_dir=ROOT / "cache")
@@ -171,8 +177,8 @@ def main() -> None:
     payload = {"tasks": results, "ocr_reading": reading, "weights": weights.describe_parts(info),
                "text_variants": text_variants(grocery, weights_dir, settings),
                "ocr_max_side": settings.ocr_max_side}
-    Path("bench/results").mkdir(parents=True, exist_ok=True)
-    Path("bench/results/accuracy.json").write_text(json.dumps(payload, indent=2))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(payload, indent=2))
     from bench.accuracy_report import write_report
 
     write_report(payload, REPORT, PLOT)

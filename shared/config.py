@@ -39,6 +39,10 @@ class Settings:
         "EasyOCR languages, comma-separated; empty = those of the weights folder's recogniser (ru,en when writing weights)",
     )
     ocr_max_side: int = _env("OCR_MAX_SIDE", 640, "Longest side an image is downscaled to before OCR")
+    ocr_max_boxes: int = _env(
+        "OCR_MAX_BOXES", 32,
+        "Most text boxes recognised per image, the largest first (~0.1 CPU-s each); 0 = all. Part of the feature config",
+    )
     ocr_backend: str = _env(
         "OCR_BACKEND", "onnx",
         "CRAFT text detector runtime on CPU: onnx (ONNX Runtime, export cached next to the weights) or torch; "

@@ -65,6 +65,8 @@ def ocr_config(info: dict, settings: Settings, recorded: dict | None = None) -> 
         "kind": "ocr",
         "langs": langs,
         "max_side": int(recorded["max_side"]) if recorded else settings.ocr_max_side,
+        # Models trained before the cap read every box: their recorded config has no max_boxes (0 = no cap).
+        "max_boxes": int(recorded.get("max_boxes", 0)) if recorded else settings.ocr_max_boxes,
         "weights_sha256": weights.ocr_weights_sha256(info),
         "synthetic": bool(info["synthetic"]),
     }
@@ -139,6 +141,7 @@ class OcrReader:
         self.backend = backend  # the CRAFT runtime actually in use: "onnx" or "torch"
         self.config = ocr_config(info, settings, recorded)
         self.max_side: int = self.config["max_side"]
+        self.max_boxes: int = self.config["max_boxes"]
         self.synthetic = self.config["synthetic"]
 
     @classmethod
@@ -205,17 +208,22 @@ class OcrReader:
     def read(self, image: Image.Image) -> str:
         """Downscale to max_side, detect text boxes, recognise them, return normalised text."""
         rgb, grey = _arrays(downscale(image.convert("RGB"), self.max_side))
+        horizontal, free = self._detect(rgb)
+        return self._recognise(grey, horizontal, free)
+
+    def _detect(self, rgb: np.ndarray) -> tuple[list, list]:
+        """CRAFT's boxes (horizontal, free-form), at most max_boxes of them: the largest text first."""
         horizontal, free = self.reader.detect(rgb, reformat=False)
-        return self._recognise(grey, horizontal[0], free[0])
+        return largest_boxes(horizontal[0], free[0], self.max_boxes)
 
     def read_detections(self, image: Image.Image) -> list[dict]:
         """What read() sees, box by box: normalised text, recogniser confidence, box as fractions of the image."""
         small = downscale(image.convert("RGB"), self.max_side)
         rgb, grey = _arrays(small)
-        horizontal, free = self.reader.detect(rgb, reformat=False)
-        if not horizontal[0] and not free[0]:
+        horizontal, free = self._detect(rgb)
+        if not horizontal and not free:
             return []
-        found = self.reader.recognize(grey, horizontal[0], free[0], detail=1, reformat=False)
+        found = self.reader.recognize(grey, horizontal, free, detail=1, reformat=False)
         width, height = small.size
         return [_detection(box, text, conf, width, height) for box, text, conf in found if normalise_text(text)]
 
@@ -257,9 +265,9 @@ def _install_detector(reader: Any, folder: Path, info: dict, backend: str, setti
     """Swap EasyOCR's CRAFT for its ONNX Runtime export when asked (CPU only); returns the backend in use."""
     if backend == "torch" or reader.device != "cpu":
         return "torch"
-    from shared.features import craft_onnx
-
     from easyocr.config import detection_models
+
+    from shared.features import craft_onnx
 
     craft_sha256 = info["files"][detection_models[weights.DETECTOR]["filename"]]
     try:
@@ -268,6 +276,25 @@ def _install_detector(reader: Any, folder: Path, info: dict, backend: str, setti
         log.warning("OCR_BACKEND=onnx is unavailable (%s: %s); CRAFT runs on torch", type(exc).__name__, exc)
         return "torch"
     return "onnx"
+
+
+def largest_boxes(horizontal: list, free: list, max_boxes: int) -> tuple[list, list]:
+    """At most max_boxes boxes (0 = all), the largest by area, in their original order.
+
+    The recogniser costs ~0.1 CPU-s per box: a photo full of small print would otherwise outlast the gateway's
+    member timeout, and a product's name is among its largest text.
+    """
+    if max_boxes <= 0 or len(horizontal) + len(free) <= max_boxes:
+        return horizontal, free
+    areas = [(x1 - x0) * (y1 - y0) for x0, x1, y0, y1 in horizontal] + [_area(points) for points in free]
+    keep = set(sorted(range(len(areas)), key=lambda i: -areas[i])[:max_boxes])
+    n = len(horizontal)
+    return [b for i, b in enumerate(horizontal) if i in keep], [b for i, b in enumerate(free) if i + n in keep]
+
+
+def _area(points: Sequence) -> float:
+    xs, ys = [float(p[0]) for p in points], [float(p[1]) for p in points]
+    return (max(xs) - min(xs)) * (max(ys) - min(ys))
 
 
 def _detection(box: Sequence, text: str, conf: float, width: int, height: int) -> dict:

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from shared.features import craft_onnx
 from shared.config import Settings
 from shared.errors import WeightsMismatch, WeightsMissing
-from shared.features.ocr import OcrReader, downscale, normalise_text
+from shared.features.ocr import largest_boxes, OcrReader, downscale, normalise_text
 
 MAX_SIDE = 128
 GROCERY_PHOTO = "grocery/train/Packages/Juice/Tropicana-Mandarin-Morning/Tropicana-Mandarin-Morning_008.jpg"
@@ -143,7 +143,8 @@ def test_normalise_text(raw, expected):
 
 def test_config_is_the_contract(reader, tiny_weights):
     config = reader.config
-    assert set(config) == {"kind", "langs", "max_side", "weights_sha256", "synthetic"}
+    assert set(config) == {"kind", "langs", "max_side", "max_boxes", "weights_sha256", "synthetic"}
+    assert config["max_boxes"] == Settings().ocr_max_boxes == 32
     assert config["kind"] == "ocr" and config["langs"] == ["en"] and config["max_side"] == MAX_SIDE
     assert config["synthetic"] is False and not reader.synthetic  # the real EasyOCR files
     assert OcrReader.config_for(tiny_weights, Settings(ocr_max_side=MAX_SIDE)) == config
@@ -206,3 +207,24 @@ def test_languages_the_recogniser_does_not_serve_are_refused_naming_both(tiny_we
     # The folder holds english_g2 (en); Russian needs cyrillic_g2: a clear error at load, not another file.
     with pytest.raises(WeightsMismatch, match=r"ru,en were asked for.*\(english_g2\) serves en"):
         OcrReader.load(tiny_weights, Settings(ocr_langs="ru,en"))
+
+
+def test_largest_boxes_keeps_the_largest_in_their_order():
+    horizontal = [[0, 10, 0, 10], [0, 100, 0, 20], [0, 5, 0, 5]]  # areas 100, 2000, 25
+    free = [[[0, 0], [40, 0], [40, 30], [0, 30]]]  # area 1200
+    assert largest_boxes(horizontal, free, 2) == ([[0, 100, 0, 20]], free)
+    assert largest_boxes(horizontal, free, 0) == (horizontal, free)  # 0: no cap
+    assert largest_boxes(horizontal, free, 4) == (horizontal, free)
+
+
+def test_a_page_full_of_text_reads_at_most_max_boxes(tiny_weights):
+    from bench.ocr_sizes import text_page
+
+    capped = OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_max_boxes=6))
+    found = capped.read_detections(text_page(lines=30))
+    assert 0 < len(found) <= 6 and capped.config["max_boxes"] == 6
+
+
+def test_models_recorded_before_the_cap_read_every_box(reader, tiny_weights):
+    old = {key: value for key, value in reader.config.items() if key != "max_boxes"}
+    assert OcrReader.config_for(tiny_weights, Settings(), old)["max_boxes"] == 0
