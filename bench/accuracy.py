@@ -24,7 +24,7 @@ from shared.learning.meta_model import MetaEnsemble, member_subsets, subset_name
 
 log = logging.getLogger("bench.accuracy")
 ROOT = Path("models/accuracy")
-REPORT, PLOT, RESULTS = Path("ACCURACY.md"), Path("bench/accuracy.png"), Path("bench/results/accuracy.json")
+REPORT, PLOT, RESULTS = Path("ACCURACY.md"), Path("bench/accuracy.png"), Path("bench/results/accuracy/accuracy.json")
 KEYS = ("accuracy", "macro_f1", "log_loss", "ece")
 CLIP_NOTE = "CLIP is SYNTHETIC (randomly initialised ViT-B-32): its rows are not CLIP's accuracy"
 
@@ -159,7 +159,7 @@ def text_variants(grocery: Path, weights_dir: Path, settings: Settings) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--report-only", action="store_true", help="rewrite ACCURACY.md from bench/results/accuracy.json")
+    parser.add_argument("--report-only", action="store_true", help="rewrite ACCURACY.md from bench/results/accuracy/accuracy.json")
     args = parser.parse_args()
     if args.report_only:
         from bench.accuracy_report import write_report

@@ -1,4 +1,4 @@
-"""Renders ACCURACY.md and its plot from bench/results/accuracy.json (and ocr_sizes.json when present)."""
+"""Renders ACCURACY.md and its plot from bench/results/accuracy/accuracy.json (and ocr_sizes.json when present)."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,8 @@ from pathlib import Path
 
 from bench.report.format import table
 
-SIZES = Path("bench/results/ocr_sizes.json")
-INT8 = Path("bench/results/craft_int8.json")
+SIZES = Path("bench/results/accuracy/ocr_sizes.json")
+INT8 = Path("bench/results/accuracy/craft_int8.json")
 MODEL_NAMES = {"ocr_nb": "ocr_nb (real OCR)", "clip_svm": "clip_svm (SYNTHETIC CLIP)",
                "clip_logreg": "clip_logreg (SYNTHETIC CLIP)", "stack": "stack"}
 ECE_GOAL, OCR_F1_GOAL = 0.05, 0.5

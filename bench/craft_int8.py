@@ -1,7 +1,7 @@
 """Static int8 CRAFT (ONNX Runtime QDQ, calibrated on grocery train photos) against the shipped fp32 export.
 
 Word recall and CPU-s per photo on grocery `val/Packages` with the real EasyOCR weights; writes
-bench/results/craft_int8.json. `python -m bench.craft_int8 [--calibration N]`
+bench/results/accuracy/craft_int8.json. `python -m bench.craft_int8 [--calibration N]`
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from bench import word_recall
 from shared.config import Settings
 from shared.images import read_image_file
 
-RESULTS = Path("bench/results/craft_int8.json")
+RESULTS = Path("bench/results/accuracy/craft_int8.json")
 
 
 def craft_input(image) -> np.ndarray:

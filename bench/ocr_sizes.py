@@ -1,7 +1,7 @@
 """Choose the OCR size from real text: word recall and CPU-s per photo at several longest sides (real EasyOCR, en).
 
 Reads grocery `val/Packages` photos (348 px) at their native size and enlarged to 640, 960 and 1280 px, and a
-12 MP photo (a grocery photo enlarged to 4000x3000) capped at each size. Writes bench/results/ocr_sizes.json.
+12 MP photo (a grocery photo enlarged to 4000x3000) capped at each size. Writes bench/results/accuracy/ocr_sizes.json.
 `python -m bench.ocr_sizes [--per-class N]`
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from shared.images import ImageLimits, decode_image, read_image_file
 
 SIDES = (0, 640, 960, 1280)  # 0 = native size
 BIG = (4000, 3000)
-RESULTS = Path("bench/results/ocr_sizes.json")
+RESULTS = Path("bench/results/accuracy/ocr_sizes.json")
 
 
 def sample(datasets: Path, per_class: int) -> list[Path]:

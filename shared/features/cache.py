@@ -7,6 +7,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from shared.config import Settings
 from shared.features.registry import extractor_class
 
@@ -79,3 +81,17 @@ class FeatureCache:
 def _columns(stored: bytes | str) -> tuple[bytes | None, str | None]:
     """(vector, text) columns of an encoded value."""
     return (stored, None) if isinstance(stored, bytes) else (None, stored)
+
+
+class VectorCodec:
+    """The cache codec of extractors whose value per image is a float32 vector: stored as its bytes."""
+
+    @staticmethod
+    def encode(value: np.ndarray) -> bytes:
+        """A vector as the feature cache stores it: float32 bytes."""
+        return np.asarray(value, dtype=np.float32).tobytes()
+
+    @staticmethod
+    def decode(stored: bytes) -> np.ndarray:
+        """The inverse of encode."""
+        return np.frombuffer(stored, dtype=np.float32)

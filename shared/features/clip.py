@@ -10,6 +10,7 @@ from PIL import Image
 
 from shared import weights
 from shared.config import Settings
+from shared.features.cache import VectorCodec
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def clip_config(info: dict) -> dict:
     }
 
 
-class ClipEmbedder:
+class ClipEmbedder(VectorCodec):
     """Images -> (n, d) float32 unit vectors. Load once, embed many times."""
 
     kind = "clip"
@@ -77,16 +78,6 @@ class ClipEmbedder:
     def weight_files(info: dict) -> dict[str, str]:
         """{path relative to the weights folder: sha256}: the one checkpoint."""
         return {info["file"]: info["sha256"]}
-
-    @staticmethod
-    def encode(value: np.ndarray) -> bytes:
-        """A vector as the feature cache stores it: float32 bytes."""
-        return np.asarray(value, dtype=np.float32).tobytes()
-
-    @staticmethod
-    def decode(stored: bytes) -> np.ndarray:
-        """The inverse of encode."""
-        return np.frombuffer(stored, dtype=np.float32)
 
     @staticmethod
     def stack(values: Sequence[np.ndarray], config: dict) -> np.ndarray:

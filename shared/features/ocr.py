@@ -1,14 +1,11 @@
-"""EasyOCR text reading: downscale, detect, recognise, normalise.
+"""EasyOCR text reading: downscale, detect, recognise the largest boxes, normalise.
 
-The longest-side cap (Settings.ocr_max_side, OCR_MAX_SIDE, default 640) bounds the cost of a photo of any size:
-the detector's time grows with the pixel count, so a 12 MP photo is read at 640x480 instead of at EasyOCR's own
-2560 px canvas. How 640 was chosen: CRAFT's score map is at half resolution, so characters much under ~10-15 px
-tall fade out of it, and the recogniser scales each crop up to 64 px high, inventing no detail. In the 348 px grocery training photos the product name is ~10 px tall
-(~3% of the side, e.g. "MANDARIN MORNING"), the brand ~16 px (~4.6%), small print 4-5 px (illegible). The cap is
-the smallest round size at which text of 2.3% of the longest side (a little smaller than a product name) is 15 px:
-15 / 0.023 = 650 -> 640. At 480 the product name drops to ~14 px; 800 and 960 cost 1.6x and 2.2x the detector time
-for text smaller than anything legible in the training photos. Changing it changes the feature config (max_side),
-so models trained with another cap are refused at serving.
+The longest-side cap (Settings.ocr_max_side, OCR_MAX_SIDE, default 640) bounds the cost of a photo of any size and
+never enlarges. It was chosen from what the real EasyOCR reads on grocery photos (ACCURACY.md, `make accuracy`):
+the 348 px photos read at native size cost ~0.6 CPU-s; enlarged to 640-1280 px they yield 10-18 points more product
+words at 4-17x the CPU, far over the 0.5 CPU-s budget; a 12 MP photo capped at 640 still yields its product words in
+~2 CPU-s, while 960 and 1280 cost 2.4x and 3.5x. OCR_MAX_BOXES (default 32) bounds the recogniser, ~0.1 CPU-s a box.
+Both are part of the feature config, so models trained with other values are refused at serving.
 """
 from __future__ import annotations
 

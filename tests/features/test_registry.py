@@ -13,11 +13,11 @@ from PIL import Image
 from shared.config import Settings
 from shared.errors import ArtifactError
 from shared.features import registry
-from shared.features.cache import FeatureCache
+from shared.features.cache import FeatureCache, VectorCodec
 from shared.features.extract import extract_features
 
 
-class MeanColourExtractorDouble:
+class MeanColourExtractorDouble(VectorCodec):
     """Test double for a feature extractor: an image's value is its mean RGB colour; needs no weights files."""
 
     kind = "mean_colour_double"
@@ -40,14 +40,6 @@ class MeanColourExtractorDouble:
     @staticmethod
     def weight_files(info: dict) -> dict[str, str]:
         return {}
-
-    @staticmethod
-    def encode(value: np.ndarray) -> bytes:
-        return np.asarray(value, dtype=np.float32).tobytes()
-
-    @staticmethod
-    def decode(stored: bytes) -> np.ndarray:
-        return np.frombuffer(stored, dtype=np.float32)
 
     @staticmethod
     def stack(values: Sequence[np.ndarray], config: dict) -> np.ndarray:
