@@ -103,30 +103,57 @@ def bench_batching(env: Mapping[str, str], log_dir: Path, payloads: Sequence[byt
     return result
 
 
-def repeating_stream(photos: Sequence[bytes], share: float, seed: int = 0) -> list[bytes]:
-    """The photos in order, with `share` of the stream being repeats of photos earlier in it."""
+def repeating_stream(photos: Sequence[bytes], share: float, lag: int = 8, seed: int = 0) -> list[bytes]:
+    """The photos in order, with `share` of the stream being repeats of photos sent at least `lag` places earlier
+    (a closed loop of N clients keeps N in flight: a repeat of one still in flight could not be a hit yet)."""
     import random
 
-    rng, stream, fresh = random.Random(seed), [], iter(photos)
-    for photo in fresh:
-        while stream and rng.random() < share:
-            stream.append(rng.choice(stream))
+    rng = random.Random(seed)
+    repeats = round(len(photos) * share / (1 - share))
+    after = sorted(rng.choices(range(lag, len(photos)), k=repeats))  # which fresh photo each repeat follows
+    stream: list[bytes] = []
+    for i, photo in enumerate(photos):
         stream.append(photo)
+        while after and after[0] == i:
+            after.pop(0)
+            stream.append(rng.choice(stream[:-lag]))
     return stream
+
+
+def hit_latencies_ms(log: Path, offset: int = 0) -> list[float]:
+    """Server-side latency of the gateway's cache hits after `offset` bytes of its JSON request log (a hit calls
+    no member)."""
+    import json
+
+    with log.open("rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode("utf-8", "replace")
+    lines = (json.loads(line) for line in text.splitlines() if line.startswith("{"))
+    return [r["latency_ms"] for r in lines
+            if r.get("path") == "/predict" and r.get("status") == 200 and "members" not in r]
 
 
 def bench_cache(env: Mapping[str, str], log_dir: Path, photos: Sequence[bytes], concurrency: int,
                 duration_s: float, share: float = 0.3) -> dict:
-    """The gateway with its response cache on: a repeated photo's latency, and a stream where `share` of the photos
-    repeat against one of photos never seen (both long enough not to wrap around)."""
+    """The gateway with its response cache on: a repeated photo's latency (client and gateway side), and a stream
+    where `share` of the photos repeat against one of photos never seen (both long enough not to wrap around)."""
+    from bench.load import latency_summary
+
+    import random
+
+    photos = list(photos)
+    random.Random(0).shuffle(photos)  # both streams mix fruit, vegetables and packages (OCR costs differ by kind)
     half = len(photos) // 2
     unseen, pool = photos[:half], photos[half:]
     with running([*MEMBERS, GATEWAY], {**env, "CACHE_MAX_ENTRIES": "4096"}, log_dir) as services:
         gateway = post_to(f"{services[GATEWAY].url}/predict")
         warm_up(gateway, pool[:1], 1)  # now cached: every further request for it is a hit
+        log = log_dir / f"{GATEWAY}.log"
+        offset = log.stat().st_size
         hits = run_load(gateway, pool[:1], 1, 0.0, min_requests=30)
+        at_gateway = latency_summary([ms / 1000 for ms in hit_latencies_ms(log, offset)])
         baseline = load_level(gateway, services, unseen, concurrency, duration_s)
-        stream = repeating_stream(pool[1:], share)
+        stream = repeating_stream(pool[1:], share, lag=2 * concurrency)
         mixed = load_level(gateway, services, stream, concurrency, duration_s)
-    return {"hit": hits.summary(), "no_repeats": baseline, "repeats": mixed, "share": share,
-            "stream_len": len(stream), "unseen_len": len(unseen)}
+    return {"hit": hits.summary(), "hit_at_gateway": at_gateway, "no_repeats": baseline, "repeats": mixed,
+            "share": share, "stream_len": len(stream), "unseen_len": len(unseen)}

@@ -19,9 +19,10 @@ def cache_section(r: dict) -> str:
     c = r.get("gateway_cache")
     if not c:
         return ""
-    hit, gain = c["hit"]["p50_ms"], cache_gain(r)
-    rows = [[f"a repeated photo (cache hit), p50 over {c['hit']['n']} requests, client-side ms", num(hit, 2),
-             f"≤ {HIT_MS_GOAL}", verdict(hit, HIT_MS_GOAL, at_most=True)],
+    hit, gain = (c.get("hit_at_gateway") or c["hit"])["p50_ms"], cache_gain(r)
+    rows = [[f"a repeated photo (cache hit), p50 over {c['hit']['n']} requests, at the gateway (its request log), ms",
+             num(hit, 2), f"≤ {HIT_MS_GOAL}", verdict(hit, HIT_MS_GOAL, at_most=True)],
+            ["the same, seen by the client (httpx on the same 2 cores), ms", num(c["hit"]["p50_ms"], 2), "(context)", ""],
             [f"throughput, stream with {c['share']:.0%} repeats ÷ stream of unseen photos, concurrency "
              f"{c['repeats']['concurrency']}", num(gain, 3), f"≥ {STREAM_GAIN_GOAL}",
              verdict(gain, STREAM_GAIN_GOAL, at_most=False)]]
