@@ -137,9 +137,9 @@ def bench_cache(env: Mapping[str, str], log_dir: Path, photos: Sequence[bytes], 
                 duration_s: float, share: float = 0.3) -> dict:
     """The gateway with its response cache on: a repeated photo's latency (client and gateway side), and a stream
     where `share` of the photos repeat against one of photos never seen (both long enough not to wrap around)."""
-    from bench.load import latency_summary
-
     import random
+
+    from bench.load import latency_summary
 
     photos = list(photos)
     random.Random(0).shuffle(photos)  # both streams mix fruit, vegetables and packages (OCR costs differ by kind)

@@ -3,8 +3,14 @@ from __future__ import annotations
 
 from bench.report.batching import batching_ratio, batching_rounds
 from bench.report.format import level, num, table, verdict
-from bench.report.ratios import (best_throughput_ratio, fan_out_ratio, fan_out_throughput_ratio,
-                                 paired_difference_ms, slowest_member_c1, throughput_ratios)
+from bench.report.ratios import (
+    best_throughput_ratio,
+    fan_out_ratio,
+    fan_out_throughput_ratio,
+    paired_difference_ms,
+    slowest_member_c1,
+    throughput_ratios,
+)
 from shared.members import GATEWAY
 
 GOALS = {

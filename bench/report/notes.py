@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 
-
 def changes_section(r: dict) -> str:
     """What the measurements changed in the code (fixed prose)."""
     return """## What the measurements changed
