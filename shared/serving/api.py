@@ -49,11 +49,11 @@ def read_image_bytes(request: Request) -> bytes:
 
 
 def prediction_body(proba: Sequence[float], classes: Sequence[str], *, model: str, model_version: str,
-                    weights: Mapping[str, str] | None = None, synthetic: bool = False) -> dict:
+                    weights: Mapping[str, str] | None = None) -> dict:
     """The response contract: seed's class_id + proba, then label, every class by name, model and version.
 
     `weights`: {part: "real"|"synthetic"} of the weights behind this answer; `synthetic_weights: true` appears
-    only when one of them is synthetic (or, from a caller that knows no parts, when `synthetic` says so).
+    only when one of them is synthetic.
     """
     proba = np.asarray(proba, dtype=float)
     k = int(np.argmax(proba))
@@ -67,7 +67,7 @@ def prediction_body(proba: Sequence[float], classes: Sequence[str], *, model: st
     }
     if weights is not None:
         body["weights"] = dict(weights)
-    if synthetic or "synthetic" in (weights or {}).values():
+    if "synthetic" in (weights or {}).values():
         body["synthetic_weights"] = True
     return body
 
