@@ -101,10 +101,12 @@ def _mismatch(path: Path, algo: str, expected: str, actual: str) -> str:
 
 
 def _copy(path: Path, dest: Path) -> str:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not dest.exists() or sha256_file(dest) != sha256_file(path):
+    """Copy a verified file in (unless the same bytes are there already); returns its sha256."""
+    sha = sha256_file(path)
+    if not dest.is_file() or sha256_file(dest) != sha:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, dest)
-    return sha256_file(dest)
+    return sha
 
 
 def _missing_message(source: Path, missing: list[str], settings: Settings) -> str:

@@ -14,15 +14,9 @@ from shared.errors import ClassifierError, WeightsMissing
 
 CLIP_DIR, OCR_DIR = "clip", "easyocr"
 INFO_FILE = "weights.json"
-
-
 PARTS = ("clip", "ocr")
-
-
 # What synthetic and downloaded OCR weights serve when OCR_LANGS is empty: the marketplace's Russian and English.
 DEFAULT_OCR_LANGS = ("ru", "en")
-
-
 FETCH_HINT = "Run `python -m shared weights` to download them, or offline `python -m shared weights --synthetic`."
 
 
@@ -79,15 +73,12 @@ def _verify_file(path: Path, expected: str) -> None:
 
 
 def refuse_to_replace_real(out: Path) -> None:
-    if (out / INFO_FILE).is_file() and not any(s.get("synthetic") for s in _sections(read_weights_info(out))):
+    """Refuse to write over a folder whose every part is real (weights.json's `synthetic` is true if any part is)."""
+    if (out / INFO_FILE).is_file() and read_weights_info(out).get("synthetic") is False:
         raise ClassifierError(
             f"{out} holds real (downloaded) weights; synthetic ones would replace them. "
             f"Choose another folder with --out.", code="weights_exist",
         )
-
-
-def _sections(info: dict) -> list[dict]:
-    return [info[kind] for kind in PARTS if isinstance(info.get(kind), dict)]
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
