@@ -87,13 +87,31 @@ class Settings:
         "name=port pairs the four services listen on; empty = from the member table (ocr_nb=5000 ... stacking=5003)",
     )
     workers: int = _env("WEB_CONCURRENCY", 1, "gunicorn worker processes per service")
-    threads: int = _env("GUNICORN_THREADS", 8, "Threads per gunicorn worker (concurrent requests share a batch)")
+    threads: int = _env(
+        "GUNICORN_THREADS", 8, "Predictions running at once per worker (they share a batch); the worker has more "
+        "threads than this, for the admission queue and health",
+    )
+    admission_queue: int = _env(
+        "ADMISSION_QUEUE", 4, "Predictions that may wait for a running slot, per worker; past it 503 + Retry-After",
+    )
     metrics_dir: str = _env(
         "PROMETHEUS_MULTIPROC_DIR", "", "Folder for multi-process Prometheus metrics; empty = a fresh temp folder"
     )
     ready_timeout_s: float = _env("SERVE_READY_TIMEOUT_S", 600.0, "serve: how long to wait for all four to be ready")
     member_timeout_s: float = _env("MEMBER_TIMEOUT_S", 10.0, "Gateway: per-member timeout")
-    deadline_s: float = _env("GATEWAY_DEADLINE_S", 15.0, "Gateway: overall deadline per request")
+    deadline_s: float = _env(
+        "GATEWAY_DEADLINE_S", 15.0, "Gateway: overall deadline per request, from its arrival (queue time counts)",
+    )
+    breaker_failures: int = _env(
+        "BREAKER_FAILURES", 3, "Gateway: consecutive failures that eject a member replica (all ejected = breaker open)",
+    )
+    breaker_cooloff_s: float = _env(
+        "BREAKER_COOLOFF_S", 5.0, "Gateway: an ejected replica's first cool-off before its readiness probe; doubles "
+        "while it keeps failing (up to 60 s)",
+    )
+    resolve_every_s: float = _env(
+        "RESOLVE_EVERY_S", 5.0, "Gateway: how often member host names are resolved to their replicas' addresses",
+    )
 
     # API keys (off unless a key is set)
     api_keys: str = _env(

@@ -55,6 +55,16 @@ class NotReady(ClassifierError):
     status, code = 503, "not_ready"
 
 
+class Overloaded(ClassifierError):
+    """Refused at once rather than queued past its deadline; the client should retry after `retry_after` s."""
+
+    status, code = 503, "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
 class MembersUnavailable(ClassifierError):
     status, code = 503, "members_unavailable"
 

@@ -1,4 +1,9 @@
-"""MemberClient: the gateway's parallel, timed-out HTTP calls to the members, and what each member answered."""
+"""MemberClient: the gateway's parallel, timed-out HTTP calls to the members, and what each member answered.
+
+Each member is a `MemberPool` of replicas (balancer.py): an attempt goes to the least busy replica, a connection
+error or a 503 is retried once on another replica (or on a fresh connection to the only one: prediction is
+idempotent), and a member whose replicas are all ejected is skipped at once (its circuit is open).
+"""
 from __future__ import annotations
 
 import threading
@@ -10,11 +15,11 @@ from typing import Any, Mapping, Sequence
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from shared.config import Settings
+from shared.gateway.balancer import BreakerPolicy, MemberPool, Pick
 from shared.gateway.slack import SlackPlanner
-from shared.serving import api
+from shared.serving import api, observability
 
 # Member statuses that mean "this input is bad" (passed on to the client); any other error is the member's failure.
 INPUT_REJECTED = (400, 413, 415, 422)
@@ -30,6 +35,14 @@ class Outcome(StrEnum):
     CONNECTION_ERROR = "connection_error"
     HTTP_ERROR = "http_error"
     BAD_RESPONSE = "bad_response"  # answered, but not with probabilities over the stack's classes
+    CIRCUIT_OPEN = "circuit_open"  # not asked: every replica is ejected after consecutive failures
+
+
+# Outcomes that count against a replica (towards ejecting it); OK and REJECTED (the input's fault) do not.
+REPLICA_FAILURES = (Outcome.TIMEOUT, Outcome.CONNECTION_ERROR, Outcome.HTTP_ERROR, Outcome.BAD_RESPONSE)
+# Answers worth one more attempt elsewhere: nothing ran (refused, reset, closed), or the replica is not ready,
+# draining or full (503).
+RETRY_STATUSES = (503,)
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,8 @@ class MemberAnswer:
     body: dict = field(default_factory=dict)
     error: str | None = None
     batch_wait_ms: float = 0.0  # how long the member held it for batch company (its X-Batch-Wait-Ms)
+    replica: str = ""  # the address that gave this answer ("" when none was asked)
+    attempts: int = 0
 
     @property
     def ok(self) -> bool:
@@ -74,15 +89,19 @@ class MemberAnswer:
             out.update(probas=self.body.get("probas"), label=self.body.get("label"))
         else:
             out["error"] = self.error
+        if self.replica:
+            out["replica"] = self.replica
         return out
 
 
 class MemberClient:
-    """Pooled HTTP calls to the members: parallel, timed out, one retry on connection errors only."""
+    """Pooled HTTP calls to the members' replicas: parallel, timed out, retried once elsewhere when nothing ran."""
 
-    def __init__(self, urls: Mapping[str, str], timeouts: Timeouts, pool_size: int, slack_share: float = 0.0):
+    def __init__(self, urls: Mapping[str, str], timeouts: Timeouts, pool_size: int, slack_share: float = 0.0,
+                 policy: BreakerPolicy | None = None):
         self.urls = dict(urls)
         self.timeouts = timeouts
+        self.pools = {name: MemberPool(name, url, policy or BreakerPolicy()) for name, url in self.urls.items()}
         self.session = make_session(pool_size)
         self.pool = ThreadPoolExecutor(max_workers=max(1, pool_size) * max(1, len(self.urls)),
                                        thread_name_prefix="fan-out")
@@ -94,21 +113,27 @@ class MemberClient:
     @classmethod
     def from_settings(cls, settings: Settings) -> "MemberClient":
         """A client for MEMBER_URLS, one connection per gunicorn thread and member."""
+        policy = BreakerPolicy(failures=settings.breaker_failures, cooloff_s=settings.breaker_cooloff_s,
+                               resolve_every_s=settings.resolve_every_s)
         return cls(settings.member_url_map(), Timeouts.from_settings(settings), pool_size=settings.threads,
-                   slack_share=settings.gateway_slack_share)
+                   slack_share=settings.gateway_slack_share, policy=policy)
 
-    def fan_out(self, data: bytes, headers: Mapping[str, str], classes: Sequence[str]) -> dict[str, MemberAnswer]:
+    def fan_out(self, data: bytes, headers: Mapping[str, str], classes: Sequence[str],
+                deadline_at: float | None = None) -> dict[str, MemberAnswer]:
         """Ask every member at once; whoever has not answered by the deadline counts as failed.
 
         `classes`: the stack's classes; an answer over other classes is a bad response, not an answer.
+        `deadline_at`: time.monotonic() by which the whole request must be answered (default: deadline from now).
         """
         started = time.perf_counter()
+        deadline_at = deadline_at if deadline_at is not None else time.monotonic() + self.timeouts.deadline
         concurrent = self._enter()
         try:
             slack = self.slack.plan(concurrent)
-            futures = {self.pool.submit(self.call, name, data, _with_slack(headers, slack.get(name)), classes): name
+            futures = {self.pool.submit(self.call, name, data, _with_slack(headers, slack.get(name)), classes,
+                                        deadline_at): name
                        for name in self.urls}
-            done, _late = wait(futures, timeout=self.timeouts.deadline)
+            done, _late = wait(futures, timeout=max(0.0, deadline_at - time.monotonic()))
         finally:
             self._leave()
         answers = {}
@@ -117,19 +142,58 @@ class MemberClient:
             self.slack.observe(answers[name])
         return answers
 
-    def call(self, name: str, data: bytes, headers: Mapping[str, str], classes: Sequence[str]) -> MemberAnswer:
-        """POST the bytes to one member and classify what came back."""
+    def call(self, name: str, data: bytes, headers: Mapping[str, str], classes: Sequence[str],
+             deadline_at: float | None = None) -> MemberAnswer:
+        """POST the bytes to one member's least busy replica; once more elsewhere if nothing ran there."""
         started = time.perf_counter()
+        deadline_at = deadline_at if deadline_at is not None else time.monotonic() + self.timeouts.deadline
+        pool = self.pools[name]
+        tried: list[str] = []
+        answer: MemberAnswer | None = None
+        for _attempt in range(2):
+            remaining = deadline_at - time.monotonic()
+            if remaining <= 0.01:
+                break
+            # Another replica if there is one; else the same one again, on a fresh connection.
+            pick = pool.pick(exclude=tried) or (pool.pick() if tried else None)
+            if pick is None:
+                break
+            tried.append(pick.replica.address)
+            answer = self._attempt(name, pick, data, headers, classes, min(self.timeouts.member, remaining))
+            if not _worth_retrying(answer):
+                break
+        if answer is None:  # not one replica could be asked
+            observability.MEMBER_BREAKER_SKIPS.labels(name).inc()
+            answer = MemberAnswer(name, Outcome.CIRCUIT_OPEN, 0.0, error=pool.open_reason())
+        answer.latency_ms, answer.attempts = _ms_since(started), len(tried)
+        return answer
+
+    def _attempt(self, name: str, pick: Pick, data: bytes, headers: Mapping[str, str], classes: Sequence[str],
+                 read_timeout: float) -> MemberAnswer:
+        """One POST to one replica; its outcome is counted against that replica."""
+        started = time.perf_counter()
+        address = pick.replica.address
         try:
-            resp = self.session.post(self.urls[name] + "/", data=data, headers=dict(headers),
-                                     timeout=(self.timeouts.connect, self.timeouts.member))
+            resp = self.session.post(pick.replica.base_url + "/", data=data, headers=dict(headers),
+                                     timeout=(min(self.timeouts.connect, read_timeout), read_timeout))
+            answer = _answer_from_response(name, resp, _ms_since(started), classes)
         except requests.Timeout:
-            return MemberAnswer(name, Outcome.TIMEOUT, _ms_since(started),
-                                error=f"no answer within the {self.timeouts.member:g} s member timeout")
+            answer = MemberAnswer(name, Outcome.TIMEOUT, _ms_since(started),
+                                  error=f"{address}: no answer within the {read_timeout:.3g} s member timeout")
         except requests.ConnectionError as exc:
-            return MemberAnswer(name, Outcome.CONNECTION_ERROR, _ms_since(started),
-                                error=f"connection failed: {_short(exc)}")
-        return _answer_from_response(name, resp, _ms_since(started), classes)
+            answer = MemberAnswer(name, Outcome.CONNECTION_ERROR, _ms_since(started),
+                                  error=f"{address}: connection failed: {_short(exc)}")
+        answer.replica = address
+        pick_failed = answer.outcome in REPLICA_FAILURES
+        pool = self.pools[name]
+        pool.release(pick, failed=pick_failed, error=answer.error or "",
+                     connection_error=answer.outcome == Outcome.CONNECTION_ERROR)
+        observability.REPLICA_CALLS.labels(name, address, answer.outcome.value).inc()
+        return answer
+
+    def replicas(self) -> dict[str, list[dict]]:
+        """{member: its replicas' states}, as the balancer sees them now."""
+        return {name: pool.snapshot() for name, pool in self.pools.items()}
 
     def _enter(self) -> int:
         with self._in_flight_lock:
@@ -147,11 +211,8 @@ class MemberClient:
 
 
 def make_session(pool_size: int) -> requests.Session:
-    """A Session with a connection pool per member and exactly one retry, on connection errors only."""
-    # A timeout or a 5xx is not retried: the member may be busy or the request may have run already.
-    retry = Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0, backoff_factor=0,
-                  raise_on_status=False)
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(1, pool_size), max_retries=retry)
+    """A Session with a connection pool per replica address; retries are MemberClient.call's, not urllib3's."""
+    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=max(1, pool_size), max_retries=0)
     session = requests.Session()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -178,6 +239,13 @@ def _answer_from_response(name: str, resp: requests.Response, latency_ms: float,
     message = error.get("message", "") if isinstance(error, dict) else ""
     outcome = Outcome.REJECTED if status in INPUT_REJECTED else Outcome.HTTP_ERROR
     return MemberAnswer(name, outcome, latency_ms, status, body, error=f"HTTP {status}: {message}".strip())
+
+
+def _worth_retrying(answer: MemberAnswer) -> bool:
+    """Nothing ran (refused, reset, closed), or the replica could not take it (503): idempotent, so ask again.
+    A timeout is not retried: the member may still be working on it and the deadline is mostly spent."""
+    return answer.outcome == Outcome.CONNECTION_ERROR or (
+        answer.outcome == Outcome.HTTP_ERROR and answer.status in RETRY_STATUSES)
 
 
 def _probas_problem(probas: Mapping[str, Any], classes: Sequence[str]) -> str | None:

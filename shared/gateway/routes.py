@@ -8,13 +8,13 @@ from typing import Mapping
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from shared.config import Settings
-from shared.errors import ClassifierError, DeadlineExceeded, MembersUnavailable
+from shared.errors import ClassifierError, DeadlineExceeded, MembersUnavailable, Overloaded
 from shared.gateway.cache import mark as cache_mark
 from shared.gateway.client import MemberAnswer, MemberClient, Outcome
 from shared.gateway.runtime import GatewayRuntime
 from shared.images import ImageLimits, probe_image, sha256_hex
 from shared.members import GATEWAY
-from shared.serving import api, observability
+from shared.serving import admission, api, observability
 from shared.weights import combine_parts
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ def classify(data: bytes) -> dict:
         return hit
     if cache.enabled:
         cache_mark("miss")
-    answers = current_app.extensions["members"].fan_out(data, _member_headers(), classes)
+    deadline_at = _deadline_or_refuse()
+    answers = current_app.extensions["members"].fan_out(data, _member_headers(), classes, deadline_at)
     _log_members(answers)
     rejected = [a for a in answers.values() if a.rejected]
     if rejected:  # the input is bad: the client gets the member's own 4xx and error body
@@ -78,6 +79,20 @@ def classify(data: bytes) -> dict:
     cache.put(sha, runtime.model_version, body)
     _record_history(data, body)
     return body
+
+
+def _deadline_or_refuse() -> float:
+    """The deadline (from the request's arrival); refused before any fan-out when what is left of it is less
+    than a typical prediction takes: it would only come back late, after using the members."""
+    deadline_at = admission.deadline_at()
+    remaining = deadline_at - time.monotonic()
+    typical = current_app.extensions["admission"].typical_s
+    if remaining < max(typical, 0.05):
+        observability.DEADLINE_REFUSED.labels(GATEWAY).inc()
+        raise Overloaded(f"Refused before asking the members: {remaining:.2f} s of the "
+                         f"{current_app.config['SETTINGS'].deadline_s:g} s deadline were left after queueing, and a "
+                         f"prediction takes about {typical:.2f} s. Retry shortly.", code="deadline_in_queue")
+    return deadline_at
 
 
 def _member_headers() -> dict[str, str]:

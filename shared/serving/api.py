@@ -73,7 +73,11 @@ def prediction_body(proba: Sequence[float], classes: Sequence[str], *, model: st
 
 
 def error_response(error: ClassifierError) -> tuple[Response, int]:
-    return jsonify(error_body(error.to_dict())), error.status
+    response = jsonify(error_body(error.to_dict()))
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response, error.status
 
 
 def error_body(body: dict) -> dict:

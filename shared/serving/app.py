@@ -7,7 +7,7 @@ from flask import Flask
 
 from shared.config import Settings
 from shared.members import GATEWAY, member_names
-from shared.serving import api, auth, observability, oip, openapi
+from shared.serving import admission, api, auth, observability, oip, openapi
 from shared.serving.runtime import ModelRuntime
 
 
@@ -61,9 +61,10 @@ def _build_gateway(app: Flask, settings: Settings) -> ModelRuntime:
 
 def _init_runtime(app: Flask, runtime: ModelRuntime) -> None:
     """What every service has: its runtime, health and metrics endpoints, its OpenAPI document and docs page,
-    request logs, errors as JSON."""
+    request logs, bounded admission, errors as JSON."""
     app.extensions["runtime"] = runtime
     observability.init_app(app, runtime.name, runtime.health)
     openapi.init_app(app, runtime.name)
     auth.init_app(app, runtime.settings)
+    admission.init_app(app, runtime.settings)  # after auth: a request without a key never takes a slot
     api.install_error_handlers(app)

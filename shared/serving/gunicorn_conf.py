@@ -10,10 +10,8 @@ import logging
 import math
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +20,19 @@ from shared.config import Settings
 # What a services/<name>/gunicorn.conf.py takes with `import *`: gunicorn settings and hooks only.
 __all__ = ["worker_class", "workers", "threads", "timeout", "graceful_timeout", "keepalive", "accesslog",
            "control_socket_disable", "raw_env", "on_starting", "on_exit", "child_exit", "post_fork",
-           "post_worker_init", "worker_exit", "bind_for"]
+           "worker_exit", "bind_for"]
 
 _settings = Settings.from_env()
 _own_metrics_dir = not _settings.metrics_dir
 METRICS_DIR = _settings.metrics_dir or tempfile.mkdtemp(prefix="classifier-metrics-")
 
-worker_class = "gthread"  # threads let concurrent requests meet in one dynamic batch
+# gthread (threads let concurrent requests meet in one dynamic batch), plus arrival times and a closing drain.
+worker_class = "shared.serving.worker.ServiceWorker"
 workers = _settings.workers
-threads = _settings.threads
+# Predictions running, predictions queued for a slot (admission.py), and threads that are never taken by
+# predictions, so health probes and metrics answer at once under any load.
+HEALTH_THREADS = 4
+threads = _settings.threads + _settings.admission_queue + HEALTH_THREADS
 timeout = 120  # models load in a background thread, so the heartbeat never waits on them
 graceful_timeout = math.ceil(_settings.drain_seconds) + 30  # the not-ready drain, then in-flight requests finish
 keepalive = 5
@@ -71,26 +73,6 @@ def post_fork(server: Any, worker: Any) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S %z")
-
-
-def post_worker_init(worker: Any) -> None:
-    """On SIGTERM, report not-ready for DRAIN_SECONDS while still serving, then stop gracefully."""
-    stop = worker.handle_exit
-    started = threading.Event()
-
-    def drain_then_stop(sig: int, frame: Any) -> None:
-        if started.is_set():
-            return
-        started.set()
-        health = getattr(worker.wsgi, "extensions", {}).get("health")
-        if health is not None:
-            health.start_draining()
-        worker.log.info("SIGTERM: not ready, draining for %.1f s before stopping", _settings.drain_seconds)
-        timer = threading.Timer(_settings.drain_seconds, stop, args=(sig, None))
-        timer.daemon = True
-        timer.start()
-
-    signal.signal(signal.SIGTERM, drain_then_stop)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -41,6 +41,20 @@ MEMBER_CALLS = Counter("classifier_member_calls_total", "Gateway calls to member
 MEMBER_LATENCY = Histogram("classifier_member_duration_seconds", "Gateway: time for a member to answer",
                            ["member"], buckets=LATENCY_BUCKETS)
 
+REPLICA_CALLS = Counter("classifier_replica_calls_total", "Gateway: attempts on each member replica, by outcome",
+                        ["member", "replica", "outcome"])
+REPLICA_EJECTIONS = Counter("classifier_replica_ejections_total",
+                            "Gateway: times a member replica was ejected (its breaker opened)", ["member", "replica"])
+REPLICA_STATE = Gauge("classifier_replica_state", "Gateway: a replica's breaker, 0 closed, 1 half-open, 2 open "
+                      "(the worst over workers)", ["member", "replica"], multiprocess_mode="max")
+MEMBER_BREAKER_SKIPS = Counter("classifier_member_breaker_skips_total",
+                               "Gateway: requests answered without a member because its breaker was open", ["member"])
+ADMISSION_REJECTED = Counter("classifier_admission_rejected_total",
+                             "Requests refused at once with 503 + Retry-After: too many in flight and waiting",
+                             ["service"])
+DEADLINE_REFUSED = Counter("classifier_deadline_refused_total",
+                           "Gateway: requests refused before any fan-out, their deadline spent waiting", ["service"])
+
 request_log = logging.getLogger("classifier.requests")
 bp = Blueprint("observability", __name__)
 

@@ -1,0 +1,61 @@
+"""ServiceWorker: gunicorn's gthread worker, plus when each request arrived and a drain that closes connections.
+
+- Arrival: the time a connection was handed to the thread pool is put in the WSGI environ (ARRIVED_AT), so
+  deadlines count the time a request queued for a thread, not only the handler's.
+- Drain: SIGTERM first reports not-ready for DRAIN_SECONDS while still answering, each answer with
+  `Connection: close` so keep-alive clients reconnect (to another replica, or to this socket's next owner); then
+  gthread's own graceful stop: no new connections, in-flight requests finished, kept-alive ones closed.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+
+from shared.config import Settings
+
+ARRIVED_AT = "classifier.arrived_at"  # environ key: time.monotonic() when the request reached this worker
+
+
+class ServiceWorker(ThreadWorker):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.draining = False
+        self.app: Any = None
+        self._arrival = threading.local()
+
+    def enqueue_req(self, conn: Any) -> None:
+        conn.enqueued_at = time.monotonic()
+        super().enqueue_req(conn)
+
+    def handle(self, conn: Any) -> Any:
+        self._arrival.at = getattr(conn, "enqueued_at", None)
+        return super().handle(conn)
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.app = app = self.wsgi
+
+        def wsgi(environ: dict, start_response: Any) -> Any:
+            environ[ARRIVED_AT] = getattr(self._arrival, "at", None) or time.monotonic()
+            if self.draining:  # gunicorn drops an app's own Connection header; its response object is told
+                start_response.__self__.force_close()
+            return app(environ, start_response)
+
+        self.wsgi = wsgi
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM: not ready (answers closing their connections) for DRAIN_SECONDS, then gthread's graceful stop."""
+        if self.draining:
+            return
+        self.draining = True
+        seconds = Settings.from_env().drain_seconds
+        health = getattr(self.app, "extensions", {}).get("health")
+        if health is not None:
+            health.start_draining()
+        self.log.info("SIGTERM: not ready, answering with Connection: close for %.1f s, then stopping", seconds)
+        timer = threading.Timer(seconds, super().handle_exit, args=(sig, None))
+        timer.daemon = True
+        timer.start()
