@@ -1,28 +1,23 @@
-"""`python -m shared serve`: the four services on 127.0.0.1 under gunicorn, run together by honcho."""
+"""`python -m shared serve`: the four services on 127.0.0.1 under gunicorn, supervised by circus (supervisor.py)."""
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import socket
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from honcho.manager import Manager
-
 from shared import members
 from shared.config import Settings
 from shared.errors import ClassifierError, DatasetError, WeightsMissing
 from shared.members import GATEWAY
+from shared.supervisor import Service, Supervisor, gunicorn_command
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_HOST = "127.0.0.1"
-# honcho's return codes when it was stopped by SIGINT (Ctrl-C) or SIGTERM: a clean stop, not a failure.
-STOPPED_ON_REQUEST = (130, 143)
 OFFLINE_HINT = "`make serve SYNTHETIC=1` (python -m shared serve --synthetic)"
 # The demo model (no trained models yet) trains on at most this many images a class: real OCR reads about one
 # photo a CPU-second, so it is ready in minutes; its list is kept next to it.
@@ -37,18 +32,17 @@ def serve(models_dir: Path, weights_dir: Path, settings: Settings, synthetic_ok:
     weights_note = prepare_weights(weights_dir, settings, synthetic_ok)
     prepare_models(models_dir, weights_dir, settings, demo_data)
     check_ports_free(settings)
-    manager = build_manager(settings)
+    supervisor = build_supervisor(settings)
     urls = service_urls(settings)
-    failed = threading.Event()
     waiter = threading.Thread(target=announce_when_ready,
-                              args=(manager, urls, settings.ready_timeout_s, weights_note, failed),
+                              args=(supervisor, urls, settings.ready_timeout_s, weights_note),
                               name="wait-ready", daemon=True)
-    waiter.start()
-    manager.loop()
-    code = manager.returncode or 0
-    if failed.is_set():
-        return code or 1
-    return 0 if code in STOPPED_ON_REQUEST else code
+    code = supervisor.run(on_started=waiter.start)
+    if code:
+        say(f"Stopped: {supervisor.cause}.")
+    else:
+        say("Stopped.")
+    return code
 
 
 # --- before starting -------------------------------------------------------------------------------
@@ -167,22 +161,14 @@ def process_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def build_manager(settings: Settings) -> Manager:
-    """A honcho Manager with one gunicorn per service of the member table."""
-    manager = Manager()
-    env = process_env(settings)
-    for name in service_names():
-        manager.add_process(name, service_command(name), env=env, cwd=str(REPO))
-    return manager
+def build_supervisor(settings: Settings) -> Supervisor:
+    """circus with one gunicorn per service of the member table, each on a socket circus keeps open."""
+    services = [Service(name, LOCAL_HOST, port, gunicorn_command(name))
+                for name, port in service_ports(settings).items()]
+    return Supervisor(services, process_env(settings), REPO, settings)
 
 
-def service_command(name: str) -> str:
-    """The shell command of one service: gunicorn with services/<name>/gunicorn.conf.py, in this interpreter."""
-    return f"exec {shlex.quote(sys.executable)} -m gunicorn -c services/{name}/gunicorn.conf.py"
-
-
-def announce_when_ready(manager: Manager, urls: dict[str, str], timeout: float, weights_note: str,
-                        failed: threading.Event) -> None:
+def announce_when_ready(supervisor: Supervisor, urls: dict[str, str], timeout: float, weights_note: str) -> None:
     """Wait until all four answer /v2/health/ready, then print where they are, a curl example and, when a part is
     synthetic, which (`weights_note`)."""
     pending = dict(urls)
@@ -192,16 +178,14 @@ def announce_when_ready(manager: Manager, urls: dict[str, str], timeout: float, 
             ready, error = readiness(url)
             if error:
                 say(f"{name} cannot load its model: {error}. Stopping.")
-                failed.set()
-                manager.terminate()
+                supervisor.stop(1, f"{name} cannot load its model")
                 return
             if ready:
                 pending.pop(name)
         time.sleep(0.5)
     if pending:
         say(f"Not ready after {timeout:.0f} s: {', '.join(pending)} (see their log lines above). Stopping.")
-        failed.set()
-        manager.terminate()
+        supervisor.stop(1, f"not ready after {timeout:.0f} s: {', '.join(pending)}")
         return
     lines = [f"{name:<12} {url}" for name, url in urls.items()]
     banner("All four services are ready:", *lines, "",
@@ -209,7 +193,7 @@ def announce_when_ready(manager: Manager, urls: dict[str, str], timeout: float, 
            f"  curl --data-binary @photo.jpg {urls[GATEWAY]}/",
            f"Health: {urls[GATEWAY]}/v2/health/ready   Metrics: {urls[GATEWAY]}/metrics",
            *([f"({weights_note})"] if weights_note else []),
-           "Ctrl-C stops all four.")
+           "A service that exits is restarted on its socket; Ctrl-C stops all four (the gateway first).")
 
 
 def readiness(url: str) -> tuple[bool, str | None]:

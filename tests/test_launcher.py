@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from shared import launcher, members, weights
+from shared.supervisor import gunicorn_command, stop_grace_s
 from shared.weights import offline
 from shared.config import Settings
 from shared.errors import WeightsMissing
@@ -14,11 +15,16 @@ def test_the_launcher_runs_every_service_of_the_table() -> None:
     assert launcher.service_ports(Settings()) == {spec.name: spec.port for spec in members.services()}
 
 
-def test_each_service_command_names_an_existing_gunicorn_config() -> None:
+def test_each_service_runs_its_gunicorn_config_on_the_socket_circus_keeps() -> None:
     for name in launcher.service_names():
-        command = launcher.service_command(name)
-        assert command.startswith("exec ") and f"services/{name}/gunicorn.conf.py" in command
+        command = gunicorn_command(name)
+        assert f"services/{name}/gunicorn.conf.py" in command and f"fd://$(circus.sockets.{name})" in command
         assert (launcher.REPO / "services" / name / "gunicorn.conf.py").is_file()
+
+
+def test_circus_waits_past_each_services_drain_and_longest_request() -> None:
+    settings = Settings()
+    assert stop_grace_s(settings) > settings.drain_seconds + max(settings.deadline_s, settings.member_timeout_s)
 
 
 def test_a_folder_with_any_synthetic_part_is_served_only_on_purpose(tiny_weights) -> None:

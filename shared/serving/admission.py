@@ -72,6 +72,9 @@ def init_app(app: Flask, settings: Settings) -> Admission:
         g.arrived_at_fallback = time.monotonic()
         if request.method != "POST" or request.endpoint not in PREDICTION_ENDPOINTS:
             return
+        # A restarted service gets requests from its socket's backlog before its model is loaded: they wait for
+        # it (within their deadline) instead of being turned away.
+        current_app.extensions["health"].wait_settled(deadline_at() - time.monotonic())
         try:
             admission.enter(deadline_at())
         except Overloaded:

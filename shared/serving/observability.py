@@ -68,6 +68,7 @@ class Health:
         self.draining = False
         self.error: str | None = None
         self._lock = threading.Lock()
+        self._settled = threading.Event()  # warmed up, or failed: nothing more to wait for
 
     @property
     def ready(self) -> bool:
@@ -80,10 +81,16 @@ class Health:
     def mark_warmed_up(self) -> None:
         with self._lock:
             self.warmed_up = True
+        self._settled.set()
 
     def mark_failed(self, message: str) -> None:
         with self._lock:
             self.error = message
+        self._settled.set()
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait (at most timeout s) until the model is loaded and warm, or failed to load."""
+        return self._settled.wait(max(0.0, timeout))
 
     def start_draining(self) -> None:
         with self._lock:

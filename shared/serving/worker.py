@@ -23,7 +23,7 @@ class ServiceWorker(ThreadWorker):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.draining = False
-        self.app: Any = None
+        self.flask_app: Any = None
         self._arrival = threading.local()
 
     def enqueue_req(self, conn: Any) -> None:
@@ -36,7 +36,7 @@ class ServiceWorker(ThreadWorker):
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
-        self.app = app = self.wsgi
+        self.flask_app = app = self.wsgi
 
         def wsgi(environ: dict, start_response: Any) -> Any:
             environ[ARRIVED_AT] = getattr(self._arrival, "at", None) or time.monotonic()
@@ -52,7 +52,7 @@ class ServiceWorker(ThreadWorker):
             return
         self.draining = True
         seconds = Settings.from_env().drain_seconds
-        health = getattr(self.app, "extensions", {}).get("health")
+        health = getattr(self.flask_app, "extensions", {}).get("health")
         if health is not None:
             health.start_draining()
         self.log.info("SIGTERM: not ready, answering with Connection: close for %.1f s, then stopping", seconds)

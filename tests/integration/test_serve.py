@@ -104,7 +104,10 @@ def test_serve_trains_a_demo_model_starts_all_four_and_stops_on_ctrl_c(tmp_path,
         for pid in pids:
             assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
         rest = drain(lines)
-        assert all(f"{name} stopped (rc=0)" in rest for name in SERVICES), rest
+        assert all(re.search(rf"{name} exited \(pid=\d+, rc=0\)", rest) for name in SERVICES), rest
+        gateway_stop, member_stops = rest.index("stacking exited"), [rest.index(f"{n} exited") for n in SERVICES
+                                                                      if n != "stacking"]
+        assert gateway_stop < min(member_stops)  # the gateway stops first: its last fan-outs find the members
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,142 @@
+"""deploy/swarm/stack.yml agrees with the member table and docker-compose.yml (no docker needed; the live check is
+`python -m tests.swarm_check`)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared import members
+from shared.members import GATEWAY, member_names
+
+MEMBERS = member_names()
+SERVICES = (*MEMBERS, GATEWAY)
+ROOT = Path(__file__).resolve().parent.parent
+STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yml"
+DEFAULT_REPLICAS = {"ocr_nb": 2, "clip_svm": 1, "clip_logreg": 1, GATEWAY: 1}
+DEFAULT = re.compile(r"^\$\{(\w+):-([^}]*)\}$")  # ${NAME:-default}
+
+
+def env_default(value: object) -> tuple[str, str]:
+    """The variable and its default of a `${NAME:-default}` value."""
+    match = DEFAULT.match(str(value))
+    assert match, f"{value!r} should be ${{NAME:-default}}"
+    return match.group(1), match.group(2)
+
+
+@pytest.fixture(scope="module")
+def stack() -> dict:
+    return yaml.safe_load(STACK_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_a_swarm_file_format_with_every_service_of_the_table(stack: dict) -> None:
+    major, minor = (int(part) for part in str(stack["version"]).split(".")[:2])
+    assert (major, minor) >= (3, 8), "max_replicas_per_node needs 3.8"
+    assert set(stack["services"]) == set(SERVICES)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_same_image_and_healthcheck_as_compose(stack: dict, compose: dict, service: str) -> None:
+    spec, composed = stack["services"][service], compose["services"][service]
+    assert spec["image"] == composed["image"] == f"classifier/{service}:${{IMAGE_TAG:-latest}}"
+    assert spec["healthcheck"]["test"] == composed["healthcheck"]["test"]
+    port = members.service(service).port
+    assert f"127.0.0.1:{port}/v2/health/ready" in " ".join(spec["healthcheck"]["test"])
+    for key in ("interval", "timeout", "retries", "start_period"):
+        assert spec["healthcheck"][key] == composed["healthcheck"][key], key
+    assert spec["user"] == composed["user"] == "10001:10001"
+    assert spec["stop_grace_period"] == composed["stop_grace_period"]
+
+
+@pytest.mark.parametrize("service", MEMBERS)
+def test_members_get_the_compose_environment(stack: dict, compose: dict, service: str) -> None:
+    assert stack["services"][service]["environment"] == compose["services"][service]["environment"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_dnsrr_and_init_everywhere(stack: dict, service: str) -> None:
+    spec = stack["services"][service]
+    assert spec["init"] is True
+    assert spec["deploy"]["endpoint_mode"] == "dnsrr", "no IPVS: a VIP would not answer"
+    assert spec["networks"] == ["classifier"]
+
+
+def test_only_the_gateway_publishes_a_port_in_host_mode(stack: dict) -> None:
+    for name in MEMBERS:
+        assert "ports" not in stack["services"][name]
+    (port,) = stack["services"][GATEWAY]["ports"]
+    assert port["mode"] == "host" and port["protocol"] == "tcp"
+    assert port["target"] == members.service(GATEWAY).port
+    assert env_default(port["published"]) == ("STACKING_PORT", str(members.service(GATEWAY).port))
+    # A host-mode port is held by one task per node.
+    assert stack["services"][GATEWAY]["deploy"]["placement"]["max_replicas_per_node"] == 1
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_replicas_from_the_environment(stack: dict, service: str) -> None:
+    name, default = env_default(stack["services"][service]["deploy"]["replicas"])
+    assert name == f"{service.upper()}_REPLICAS"
+    assert int(default) == DEFAULT_REPLICAS[service]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_limits_and_reservations(stack: dict, service: str) -> None:
+    resources = stack["services"][service]["deploy"]["resources"]
+    for kind in ("limits", "reservations"):
+        assert set(resources[kind]) == {"cpus", "memory"}, kind
+        _, cpus = env_default(resources[kind]["cpus"])
+        assert float(cpus) > 0
+    assert float(env_default(resources["reservations"]["cpus"])[1]) <= float(env_default(resources["limits"]["cpus"])[1])
+
+
+def test_member_reservations_fit_two_cores_during_the_check(stack: dict) -> None:
+    """tests.swarm_check runs 3 ocr_nb + a start-first clip_svm's 2 tasks + clip_logreg + the gateway on 2 cores."""
+    cpus = {name: float(env_default(stack["services"][name]["deploy"]["resources"]["reservations"]["cpus"])[1])
+            for name in SERVICES}
+    assert 3 * cpus["ocr_nb"] + 2 * cpus["clip_svm"] + cpus["clip_logreg"] + cpus[GATEWAY] <= 2.0
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_update_rollback_and_restart(stack: dict, service: str) -> None:
+    deploy = stack["services"][service]["deploy"]
+    update, rollback, restart = deploy["update_config"], deploy["rollback_config"], deploy["restart_policy"]
+    assert update["failure_action"] == "rollback" and update["parallelism"] == 1 and update["monitor"]
+    assert rollback["parallelism"] == 1 and rollback["monitor"] and rollback["failure_action"] in ("pause", "continue")
+    # Members start the new task before stopping the old; the gateway cannot (its host-mode port).
+    order = "stop-first" if service == GATEWAY else "start-first"
+    assert update["order"] == rollback["order"] == order
+    assert restart["condition"] == "any"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_models_mounted_read_only_from_an_absolute_models_path(stack: dict, service: str) -> None:
+    mounts = [v for v in stack["services"][service]["volumes"] if isinstance(v, dict) and v["target"] == "/models"]
+    assert len(mounts) == 1
+    (mount,) = mounts
+    assert mount["type"] == "bind" and mount["read_only"] is True
+    assert mount["source"].startswith("${MODELS_PATH:?"), "stacks need an absolute path: required, no ./ default"
+
+
+def test_gateway_reaches_every_member_by_service_name(stack: dict) -> None:
+    env = stack["services"][GATEWAY]["environment"]
+    urls = dict(pair.split("=", 1) for pair in env["MEMBER_URLS"].split(","))
+    assert urls == {name: f"http://{name}:{members.service(name).port}" for name in MEMBERS}
+    assert env["HISTORY_DB"] == "/data/history.sqlite3" and "history:/data" in stack["services"][GATEWAY]["volumes"]
+
+
+def test_an_attachable_overlay_network(stack: dict) -> None:
+    assert stack["networks"]["classifier"] == {"driver": "overlay", "attachable": True}
+    assert "history" in stack["volumes"]
+
+
+def test_nothing_a_stack_would_ignore(stack: dict) -> None:
+    for name, spec in stack["services"].items():
+        assert not {"build", "depends_on", "restart", "container_name"} & set(spec), name
+        assert "ipv4_address" not in str(spec.get("networks")), name
