@@ -3,8 +3,9 @@
 - circus owns each service's listening socket and hands it to gunicorn (`--bind fd://N`). A service that exits
   is respawned on the same socket: connections that arrive meanwhile wait in its backlog instead of being
   refused, so a restart drops nothing.
-- Restarts are throttled by circus's flapping plugin (FLAPPING: so many exits within a window pause the service,
-  then retry, a few times); a service it gives up on stops the stack with a line naming it.
+- Restarts are throttled by circus's flapping plugin (FLAPPING: so many exits within a window pause the service
+  before the next try); a service that exits GIVE_UP times within its window stops the stack, with a line naming
+  it and its last exit code, rather than crash-looping unseen.
 - Stop (Ctrl-C, SIGTERM): the gateway first, then the members together, each with SIGTERM and a grace period
   longer than its drain plus its longest request, so the gateway's last fan-outs still find the members.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from circus.arbiter import Arbiter
+from circus.exc import ConflictError
 from circus.sockets import CircusSocket
 from circus.watcher import Watcher
 from tornado import gen
@@ -31,8 +33,10 @@ from tornado import gen
 from shared.config import Settings
 from shared.members import GATEWAY
 
-# So many exits within the window pause a service for retry_in seconds; after max_retry pauses it is given up.
-FLAPPING = {"attempts": 3, "window": 60, "retry_in": 10, "max_retry": 3}
+# So many exits within the window pause a service for retry_in seconds before it is started again.
+FLAPPING = {"attempts": 3, "window": 60, "retry_in": 10, "max_retry": -1}
+# So many exits within window_s and the stack is stopped: the service cannot be kept up.
+GIVE_UP = {"exits": 8, "window_s": 300}
 # How long circus waits after SIGTERM before SIGKILL, beyond gunicorn's own graceful_timeout (gunicorn_conf.py).
 STOP_MARGIN_S = 10
 
@@ -59,13 +63,18 @@ def stop_grace_s(settings: Settings) -> int:
 class _ServiceWatcher(Watcher):
     """A circus watcher that says when its service starts and exits, with the pid and exit code."""
 
+    on_exit: Callable[[str, int | None], None] = staticmethod(lambda name, code: None)
+
     def notify_event(self, topic, msg):  # noqa: ANN001 - circus's API
         if topic == "spawn":
             _say(f"{self.name} started (pid={msg.get('process_pid')})")
         elif topic == "reap":
             code = msg.get("exit_code")
-            again = "" if self.is_stopping() or self.is_stopped() else "; restarting it on the same socket"
+            unexpected = not (self.is_stopping() or self.is_stopped())
+            again = "; restarting it on the same socket" if unexpected else ""
             _say(f"{self.name} exited (pid={msg.get('process_pid')}, rc={code}){again}")
+            if unexpected:
+                self.on_exit(self.name, code)
         super().notify_event(topic, msg)
 
 
@@ -101,6 +110,9 @@ class Supervisor:
                     priority=10 if s.name == GATEWAY else 0, close_child_stdin=True)
             for s in services
         ]
+        for watcher in watchers:
+            watcher.on_exit = self._exited
+        self._exits: dict[str, list[float]] = {}
         sockets = [CircusSocket(name=s.name, host=s.host, port=s.port) for s in services]
         endpoint = f"ipc://{self._rundir}/control"
         plugins = [{"use": "circus.plugins.flapping.Flapping", **{k: str(v) for k, v in FLAPPING.items()}}]
@@ -111,7 +123,6 @@ class Supervisor:
     def run(self, on_started: Callable[[], None] = lambda: None) -> int:
         """Start every service and supervise them until stop() or Ctrl-C; returns the exit code."""
         _quiet_circus()
-        threading.Thread(target=self._watch_for_given_up, name="given-up", daemon=True).start()
         self.arbiter.start(cb=lambda _arbiter: on_started())
         return self.exit_code
 
@@ -122,7 +133,17 @@ class Supervisor:
         self._stopping.set()
         self.exit_code, self.cause = code, cause
         if self.arbiter.loop is not None:  # None only before run(): nothing to stop yet
-            self.arbiter.loop.add_callback(self.arbiter.stop)
+            self.arbiter.loop.add_callback(self._stop_arbiter)
+
+    @gen.coroutine
+    def _stop_arbiter(self):  # noqa: ANN202 - a tornado coroutine
+        """arbiter.stop(), once circus's own periodic check (which refuses a concurrent command) is done."""
+        while True:
+            try:
+                yield self.arbiter.stop()
+                return
+            except ConflictError:
+                yield gen.sleep(0.2)
 
     def pids(self) -> dict[str, list[int]]:
         """{service: pids of its gunicorn master} now (for tests and the chaos suite)."""
@@ -132,26 +153,14 @@ class Supervisor:
     def names(self) -> set[str]:
         return {s.name for s in self.services}
 
-    def _watch_for_given_up(self) -> None:
-        """A service stopped for longer than a flapping pause was given up on: stop all, naming it."""
-        stopped_since: dict[str, float] = {}
-        patience = FLAPPING["retry_in"] + 5
-        while not self._stopping.wait(1.0):
-            if self.arbiter._stopping:  # Ctrl-C or SIGTERM to serve: circus is stopping everything
-                return
-            now = time.monotonic()
-            for watcher in list(self.arbiter.watchers):
-                if watcher.name not in self.names:
-                    continue
-                if watcher.is_stopped():
-                    since = stopped_since.setdefault(watcher.name, now)
-                    if now - since > patience:
-                        self.stop(1, f"{watcher.name} kept exiting ({FLAPPING['attempts']} exits within "
-                                     f"{FLAPPING['window']} s, {FLAPPING['max_retry']} times); its log lines above "
-                                     "say why")
-                        return
-                else:
-                    stopped_since.pop(watcher.name, None)
+    def _exited(self, name: str, code: int | None) -> None:
+        """An unexpected exit (circus restarts it); too many within the window stop the stack, naming it."""
+        now = time.monotonic()
+        recent = [t for t in self._exits.get(name, []) if now - t <= GIVE_UP["window_s"]] + [now]
+        self._exits[name] = recent
+        if len(recent) >= GIVE_UP["exits"]:
+            self.stop(1, f"{name} exited {len(recent)} times within {GIVE_UP['window_s']} s (last exit code {code}); "
+                         "its log lines above say why")
 
 
 def _say(message: str) -> None:

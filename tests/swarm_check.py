@@ -12,7 +12,8 @@ client running (a few threads, one requests.Session each) while it
 and prints the counts and timings of each phase. Always removes the stack (waiting until its network is gone), the
 :rolled tag, and the swarm if it made it. Exit status 1 when a goal is missed.
 
-    python -m tests.swarm_check [--models DIR] [--name STACK] [--threads N] [--port P] [--skip-build] [--keep-up]
+    python -m tests.swarm_check [--models DIR] [--name STACK] [--threads N] [--port P] [--build | --skip-build]
+                                [--keep-up]
 """
 from __future__ import annotations
 
@@ -51,7 +52,12 @@ DEFAULT_NAME = "classifier_swarm_test"
 SCALED, ROLLED = "ocr_nb", "clip_svm"  # the member killed and scaled; the member rolled to a new tag
 ROLLED_TAG = "rolled"
 GATEWAY_PORT = members.service(GATEWAY).port
-REPLICA_METRIC = "gateway_replica_requests_total"
+# The gateway's attempts per member replica: the balancer's counter (member, replica, outcome), else the name
+# first planned for it (member, replica).
+REPLICA_METRICS = ("classifier_replica_calls_total", "gateway_replica_requests_total")
+EJECTIONS_METRIC = "classifier_replica_ejections_total"
+KINDS = ("ok", "degraded", "failed")
+TIMELINE_STEP_S = 10.0
 
 DEPLOY_TIMEOUT_S = 600.0  # first start: members load their models (the healthchecks' start_period is 300 s)
 REPLACE_TIMEOUT_S = 240.0  # a killed task's replacement, a scaled-up task: healthy within this
@@ -116,11 +122,12 @@ def image_name(service: str, tag: str) -> str:
     return f"classifier/{service}:{tag}"
 
 
-def ensure_images(tag: str, skip_build: bool, clock: Clock) -> None:
-    """The four images docker-compose builds; built here the same way (base image, then one at a time) if missing."""
+def ensure_images(tag: str, skip_build: bool, clock: Clock, rebuild: bool = False) -> None:
+    """The four images docker-compose builds; built here the same way (base image, then one at a time) if missing
+    (all four with `rebuild`: after a code change only the code layers are built again)."""
     missing = [name for name in SERVICES
-               if subprocess.run(["docker", "image", "inspect", image_name(name, tag)], capture_output=True,
-                                 timeout=30).returncode != 0]
+               if rebuild or subprocess.run(["docker", "image", "inspect", image_name(name, tag)],
+                                            capture_output=True, timeout=30).returncode != 0]
     if not missing:
         say(f"images {', '.join(image_name(name, tag) for name in SERVICES)} are there")
         return
@@ -388,6 +395,8 @@ class Phase:
 
     name: str
     begun: float
+    watched: str = ""  # the member whose replicas' gateway counters are shown for this window
+    calls_before: Counter = field(default_factory=Counter)
     ended: float = 0.0
     results: list[Result] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -409,11 +418,27 @@ class Phase:
         reasons = Counter(f"{r.kind}: {r.detail}" for r in self.results if r.kind != "ok")
         return [f"    {n:4d} x {reason}" for reason, n in reasons.most_common(5)]
 
+    def timeline(self) -> str:
+        """ok/degraded/failed answers per TIMELINE_STEP_S, from the phase's start."""
+        rows = [[0, 0, 0] for _ in range(int((self.ended - self.begun) // TIMELINE_STEP_S) + 1)]
+        for r in self.results:
+            rows[int((r.done - self.begun) // TIMELINE_STEP_S)][KINDS.index(r.kind)] += 1
+        return (f"timeline, ok/degraded/failed per {TIMELINE_STEP_S:g} s: "
+                + " ".join("/".join(map(str, row)) for row in rows))
 
-def close_phase(phase: Phase, load: Load, goals: dict[str, int]) -> Phase:
+
+def open_phase(name: str, stack: SwarmStack, watched: str = "") -> Phase:
+    return Phase(name, time.monotonic(), watched, replica_calls(stack, watched) if watched else Counter())
+
+
+def close_phase(phase: Phase, load: Load, goals: dict[str, int], stack: SwarmStack) -> Phase:
     """End the window, count, compare with the goals ({kind: most allowed}) and print it."""
     phase.ended = time.monotonic()
     phase.results = load.window(phase.begun, phase.ended)
+    phase.notes.append(phase.timeline())
+    if phase.watched:
+        phase.notes.append(f"gateway's attempts on {phase.watched} replicas in this window: "
+                           + describe_calls(replica_calls(stack, phase.watched) - phase.calls_before))
     for kind, most in goals.items():
         if phase.count(kind) > most:
             phase.missed.append(f"{phase.name}: {phase.count(kind)} {kind} answers (goal: at most {most})")
@@ -436,14 +461,30 @@ def samples(text: str, metric: str) -> list[tuple[dict[str, str], float]]:
             if name == metric]
 
 
-def gateway_replica_counts(stack: SwarmStack, member: str) -> dict[str, float]:
-    """gateway_replica_requests_total{member=...} by replica address ({} when the gateway has no such counter)."""
-    text = requests.get(f"{stack.url}/metrics", timeout=10).text
-    counts: dict[str, float] = {}
-    for labels, value in samples(text, REPLICA_METRIC):
-        if labels.get("member") == member:
-            counts[labels.get("replica", "?")] = counts.get(labels.get("replica", "?"), 0.0) + value
-    return counts
+def replica_calls(stack: SwarmStack, member: str) -> Counter:
+    """{(replica, outcome): attempts} of one member, from the gateway's /metrics (empty without such a counter)."""
+    try:
+        text = requests.get(f"{stack.url}/metrics", timeout=10).text
+    except requests.RequestException:
+        return Counter()
+    for metric in REPLICA_METRICS:
+        counts: Counter = Counter()
+        for labels, value in samples(text, metric):
+            if labels.get("member") == member:
+                counts[(labels.get("replica", "?"), labels.get("outcome", "ok"))] += value
+        if counts:
+            return counts
+    return Counter()
+
+
+def describe_calls(calls: Counter) -> str:
+    """'10.0.1.4:5000 ok 40 timeout 2; ...' (or why there is nothing to show)."""
+    if not calls:
+        return f"none counted (no {' or '.join(REPLICA_METRICS)} on the gateway's /metrics?)"
+    by_replica: dict[str, list[str]] = {}
+    for (replica, outcome), n in sorted(calls.items()):
+        by_replica.setdefault(replica, []).append(f"{outcome} {int(n)}")
+    return "; ".join(f"{replica} {' '.join(parts)}" for replica, parts in by_replica.items())
 
 
 def member_post_count(task: Task, member: str) -> float:
@@ -473,16 +514,16 @@ def classify(stack: SwarmStack, photos: list[Path]) -> None:
                 f"{body['latency_ms']} ms" + (" (SYNTHETIC weights)" if body.get("synthetic_weights") else ""))
 
 
-def steady(load: Load) -> Phase:
-    phase = Phase("steady (all healthy)", time.monotonic())
+def steady(stack: SwarmStack, load: Load) -> Phase:
+    phase = open_phase("steady (all healthy)", stack, SCALED)
     time.sleep(STEADY_S)
-    return close_phase(phase, load, {"failed": 0, "degraded": 0})
+    return close_phase(phase, load, {"failed": 0, "degraded": 0}, stack)
 
 
 def kill_one(stack: SwarmStack, load: Load) -> Phase:
     """a) docker kill one ocr_nb task's container; the load goes on until swarm's replacement is healthy."""
     victim = next(t for t in stack.tasks(SCALED) if t.healthy)
-    phase = Phase(f"a) kill 1 {SCALED}", time.monotonic())
+    phase = open_phase(f"a) kill 1 {SCALED}", stack, SCALED)
     docker("kill", victim.container, timeout=30)
     killed = time.monotonic()
     healed = wait_healthy(stack, (SCALED,), REPLACE_TIMEOUT_S, exclude={victim.id})[SCALED]
@@ -491,14 +532,14 @@ def kill_one(stack: SwarmStack, load: Load) -> Phase:
                        f"{(new[0].id[:12] + ' (' + new[0].address + ')') if new else '?'} healthy "
                        f"{time.monotonic() - killed:.1f} s after the kill")
     time.sleep(SETTLE_S)
-    return close_phase(phase, load, {"failed": 0, "degraded": 0})
+    return close_phase(phase, load, {"failed": 0, "degraded": 0}, stack)
 
 
 def scale_up(stack: SwarmStack, load: Load) -> Phase:
     """b) ocr_nb 2 -> 3: the new task healthy, then traffic on it (gateway counter + its own count)."""
     before = {t.id for t in stack.tasks(SCALED)}
     want = stack.replicas(SCALED) + 1
-    phase = Phase(f"b) scale {SCALED} to {want}", time.monotonic())
+    phase = open_phase(f"b) scale {SCALED} to {want}", stack, SCALED)
     docker("service", "scale", "--detach", f"{stack.service(SCALED)}={want}", timeout=60)
     healthy = wait_healthy(stack, (SCALED,), REPLACE_TIMEOUT_S)[SCALED]
     new = [t for t in healthy if t.id not in before]
@@ -508,25 +549,23 @@ def scale_up(stack: SwarmStack, load: Load) -> Phase:
     replica = f"{task.address}:{members.service(SCALED).port}"
     phase.notes.append(f"new task {task.id[:12]} at {replica} healthy {time.monotonic() - phase.begun:.1f} s "
                        "after the scale")
-    seen_at, gateway_counts, own = None, {}, 0.0
+    seen_at, ok, own = None, 0.0, 0.0
     deadline = time.monotonic() + TRAFFIC_TIMEOUT_S
     while time.monotonic() < deadline:
-        gateway_counts = gateway_replica_counts(stack, SCALED)
-        own = member_post_count(task, SCALED)
-        if gateway_counts.get(replica, 0) > 0 and own > 0:
+        ok, own = replica_calls(stack, SCALED)[(replica, "ok")], member_post_count(task, SCALED)
+        if ok > 0 and own > 0:
             seen_at = time.monotonic()
             break
         time.sleep(2)
     time.sleep(SETTLE_S)
-    gateway_counts, own = gateway_replica_counts(stack, SCALED), member_post_count(task, SCALED)
-    shown = ", ".join(f"{addr}={int(n)}" for addr, n in sorted(gateway_counts.items())) or f"no {REPLICA_METRIC}"
-    phase.notes.append(f"gateway {REPLICA_METRIC}{{member=\"{SCALED}\"}}: {shown}")
-    phase.notes.append(f"new replica's own POST 200 count: {int(own)}"
+    ok, own = replica_calls(stack, SCALED)[(replica, "ok")], member_post_count(task, SCALED)
+    phase.notes.append(f"new replica {replica}: {int(ok)} ok attempts in the gateway's counter, {int(own)} POSTs "
+                       "answered 200 by its own count"
                        + (f"; traffic seen {seen_at - phase.begun:.1f} s after the scale" if seen_at else ""))
-    phase = close_phase(phase, load, {"failed": 0})
-    if gateway_counts.get(replica, 0) <= 0:
-        phase.missed.append(f"{phase.name}: the gateway's {REPLICA_METRIC} shows no request to the new replica "
-                            f"{replica} ({shown})")
+    phase = close_phase(phase, load, {"failed": 0}, stack)
+    if ok <= 0:
+        phase.missed.append(f"{phase.name}: the gateway's per-replica counter shows no answered request from the "
+                            f"new replica {replica}")
     if own <= 0:
         phase.missed.append(f"{phase.name}: the new replica {replica} answered no POST itself")
     return phase
@@ -536,7 +575,7 @@ def roll(stack: SwarmStack, load: Load, tag: str) -> Phase:
     """c) clip_svm to classifier/clip_svm:rolled (same bytes, new tag): start-first, no failed answer, completed."""
     target = image_name(ROLLED, ROLLED_TAG)
     docker("tag", image_name(ROLLED, tag), target, timeout=30)
-    phase = Phase(f"c) roll {ROLLED} to :{ROLLED_TAG}", time.monotonic())
+    phase = open_phase(f"c) roll {ROLLED} to :{ROLLED_TAG}", stack, ROLLED)
     docker("service", "update", "--detach", "--no-resolve-image", "--image", target, stack.service(ROLLED),
            timeout=60)
     deadline, state = time.monotonic() + UPDATE_TIMEOUT_S, {}
@@ -555,7 +594,7 @@ def roll(stack: SwarmStack, load: Load, tag: str) -> Phase:
     images = sorted({t.image for t in running})
     phase.notes.append(f"{ROLLED} tasks run {', '.join(images)}")
     time.sleep(SETTLE_S)
-    phase = close_phase(phase, load, {"failed": 0})
+    phase = close_phase(phase, load, {"failed": 0}, stack)
     if images != [target]:
         phase.missed.append(f"{phase.name}: tasks run {images}, not {target}")
     return phase
@@ -590,7 +629,7 @@ def run_check(stack: SwarmStack, photos: list[Path], clock: Clock, threads: int,
     phases: list[Phase] = []
     try:
         with clock.step("steady load"):
-            phases.append(steady(load))
+            phases.append(steady(stack, load))
         with clock.step(f"a) kill one {SCALED} task"):
             phases.append(kill_one(stack, load))
         with clock.step(f"b) scale {SCALED} up by one"):
@@ -616,8 +655,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", type=Path, default=None,
                         help="models folder to mount (default: ./models if trained, else a temporary synthetic one)")
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"stack name (default {DEFAULT_NAME})")
-    parser.add_argument("--threads", type=int, default=3, help="closed-loop client threads (default 3)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="closed-loop client threads (default 2: below what one 2-core node saturates at)")
     parser.add_argument("--port", type=int, default=None, help="gateway host port (default STACKING_PORT or 5003)")
+    parser.add_argument("--build", action="store_true", help="build the images even if they are there")
     parser.add_argument("--skip-build", action="store_true", help="fail instead of building missing images")
     parser.add_argument("--keep-up", action="store_true", help="leave the stack (and swarm) up at the end")
     return parser.parse_args(argv)
@@ -632,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     stack, created, gwbridge_before, phases = None, False, network_exists("docker_gwbridge"), []
     try:
         photos = real_photos(settings)
-        ensure_images(tag, args.skip_build, clock)
+        ensure_images(tag, args.skip_build, clock, rebuild=args.build)
         with clock.step("models"):
             models = choose_models(args.models, workdir, settings)
         with clock.step("swarm"):

@@ -89,11 +89,12 @@ def test_replicas_from_the_environment(stack: dict, service: str) -> None:
 @pytest.mark.parametrize("service", SERVICES)
 def test_limits_and_reservations(stack: dict, service: str) -> None:
     resources = stack["services"][service]["deploy"]["resources"]
+    cpus = {}
     for kind in ("limits", "reservations"):
         assert set(resources[kind]) == {"cpus", "memory"}, kind
-        _, cpus = env_default(resources[kind]["cpus"])
-        assert float(cpus) > 0
-    assert float(env_default(resources["reservations"]["cpus"])[1]) <= float(env_default(resources["limits"]["cpus"])[1])
+        cpus[kind] = float(env_default(resources[kind]["cpus"])[1])
+        assert cpus[kind] > 0
+    assert cpus["reservations"] <= cpus["limits"]
 
 
 def test_member_reservations_fit_two_cores_during_the_check(stack: dict) -> None:
