@@ -72,12 +72,44 @@ def prediction_body(proba: Sequence[float], classes: Sequence[str], *, model: st
     return body
 
 
+# A body over the limit is still read and thrown away, up to these bounds, before the 413 is sent (a lingering
+# close, as nginx does): a client that sends it all before reading (urllib) would otherwise get a reset.
+LINGER_MAX_BYTES, LINGER_MAX_S = 256 * 1024 * 1024, 10.0
+
+
 def error_response(error: ClassifierError) -> tuple[Response, int]:
+    if error.status == 413:
+        _discard_rest_of_body()
     response = jsonify(error_body(error.to_dict()))
     retry_after = getattr(error, "retry_after", None)
     if retry_after:
         response.headers["Retry-After"] = str(retry_after)
     return response, error.status
+
+
+def _discard_rest_of_body() -> None:
+    """Read what is left of the request body (bounded in bytes and time), then close the connection."""
+    import time
+
+    from flask import has_request_context, request
+
+    from shared.serving.worker import CLOSE_CONNECTION
+
+    if not has_request_context():
+        return
+    request.environ[CLOSE_CONNECTION] = True
+    stream, left = request.environ.get("wsgi.input"), request.content_length
+    if stream is None or not left:
+        return
+    deadline, read = time.monotonic() + LINGER_MAX_S, 0
+    try:
+        while read < min(left, LINGER_MAX_BYTES) and time.monotonic() < deadline:
+            chunk = stream.read(min(1024 * 1024, left - read))
+            if not chunk:
+                return
+            read += len(chunk)
+    except OSError:  # the client went away: nothing left to answer
+        return
 
 
 def error_body(body: dict) -> dict:

@@ -17,6 +17,7 @@ from gunicorn.workers.gthread import ThreadWorker
 from shared.config import Settings
 
 ARRIVED_AT = "classifier.arrived_at"  # environ key: time.monotonic() when the request reached this worker
+CLOSE_CONNECTION = "classifier.close_connection"  # environ key an app sets: answer with Connection: close
 
 
 class ServiceWorker(ThreadWorker):
@@ -42,7 +43,10 @@ class ServiceWorker(ThreadWorker):
             environ[ARRIVED_AT] = getattr(self._arrival, "at", None) or time.monotonic()
             if self.draining:  # gunicorn drops an app's own Connection header; its response object is told
                 start_response.__self__.force_close()
-            return app(environ, start_response)
+            body = app(environ, start_response)
+            if environ.get(CLOSE_CONNECTION):  # headers are sent with the first body write, after this
+                start_response.__self__.force_close()
+            return body
 
         self.wsgi = wsgi
 
