@@ -410,13 +410,18 @@ class Phase:
         lat = sorted(r.latency_s for r in self.results if r.kind != "failed")
         p50 = statistics.median(lat) * 1000 if lat else float("nan")
         p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] * 1000 if lat else float("nan")
-        return (f"{self.name:<22} {took:6.1f} s  {len(self.results):5d} req  ok {self.count('ok'):5d}  "
+        return (f"{self.name:<28} {took:6.1f} s  {len(self.results):5d} req  ok {self.count('ok'):5d}  "
                 f"failed {self.count('failed'):3d}  degraded {self.count('degraded'):3d}  "
                 f"{len(self.results) / took if took else 0:5.1f} req/s  p50 {p50:6.0f} ms  p95 {p95:6.0f} ms")
 
     def details(self) -> list[str]:
-        reasons = Counter(f"{r.kind}: {r.detail}" for r in self.results if r.kind != "ok")
-        return [f"    {n:4d} x {reason}" for reason, n in reasons.most_common(5)]
+        """The commonest reasons of failed and degraded answers, with how long those answers took."""
+        by_reason: dict[str, list[float]] = {}
+        for r in self.results:
+            if r.kind != "ok":
+                by_reason.setdefault(f"{r.kind}: {r.detail}", []).append(r.latency_s)
+        top = sorted(by_reason.items(), key=lambda item: -len(item[1]))[:5]
+        return [f"{len(lat):4d} x {reason} (answered in {statistics.median(lat):.1f} s median)" for reason, lat in top]
 
     def timeline(self) -> str:
         """ok/degraded/failed answers per TIMELINE_STEP_S, from the phase's start."""
@@ -532,7 +537,12 @@ def kill_one(stack: SwarmStack, load: Load) -> Phase:
                        f"{(new[0].id[:12] + ' (' + new[0].address + ')') if new else '?'} healthy "
                        f"{time.monotonic() - killed:.1f} s after the kill")
     time.sleep(SETTLE_S)
-    return close_phase(phase, load, {"failed": 0, "degraded": 0}, stack)
+    phase = close_phase(phase, load, {"failed": 0, "degraded": 0}, stack)
+    own = sum(1 for r in phase.results if r.kind != "ok" and victim.address in r.detail)
+    if own:
+        say(f"    {own} of them name the killed replica {victim.address}: requests that were on it, or sent to it "
+            "before the gateway stopped picking it")
+    return phase
 
 
 def scale_up(stack: SwarmStack, load: Load) -> Phase:
@@ -686,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"stack {stack.name}, models {models}, gateway on {stack.url}, logs in {LOG_DIR}")
         phases = run_check(stack, photos, clock, args.threads, tag)
         missed = [text for phase in phases for text in phase.missed]
-        table = ["phase                    time   requests and answers", *(p.line() for p in phases)]
+        table = [f"{'phase':<28} {'time':>8}  requests and answers", *(p.line() for p in phases)]
         if missed:
             banner("swarm-test FAILED: goals missed", *missed, *table, clock.summary())
             return 1

@@ -179,10 +179,10 @@ class MemberClient:
             answer = _answer_from_response(name, resp, _ms_since(started), classes)
         except requests.Timeout:
             answer = MemberAnswer(name, Outcome.TIMEOUT, _ms_since(started),
-                                  error=f"{address}: no answer within the {read_timeout:.3g} s member timeout")
+                                  error=f"no answer within the {read_timeout:.3g} s member timeout (from {address})")
         except requests.ConnectionError as exc:
             answer = MemberAnswer(name, Outcome.CONNECTION_ERROR, _ms_since(started),
-                                  error=f"{address}: connection failed: {_short(exc)}")
+                                  error=f"connection failed (to {address}): {_short(exc)}")
         answer.replica = address
         pick_failed = answer.outcome in REPLICA_FAILURES
         pool = self.pools[name]

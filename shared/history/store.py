@@ -287,6 +287,10 @@ class HistoryStore:
             raise HistoryUnavailable(f"The history database {self.path} cannot be opened: {exc}") from None
         try:
             return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # the writer created the file and has not made its tables yet
+                return []
+            raise HistoryUnavailable(f"The history database {self.path} cannot be read: {exc}") from None
         except sqlite3.Error as exc:
             raise HistoryUnavailable(f"The history database {self.path} cannot be read: {exc}") from None
         finally:

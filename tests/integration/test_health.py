@@ -21,7 +21,8 @@ def test_every_service_is_live_and_ready(stack, name):
 
 
 def test_member_is_live_at_once_and_ready_only_after_loading(start_service, jpeg):
-    member = start_service("clip_svm", wait=False)
+    # A prediction waits for the model at most its deadline (a restarted service's backlog); here a short one.
+    member = start_service("clip_svm", wait=False, GATEWAY_DEADLINE_S="0.5")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -32,8 +33,10 @@ def test_member_is_live_at_once_and_ready_only_after_loading(start_service, jpeg
     # loading (torch, CLIP, the pipeline, one warm-up inference) runs in the background: not ready yet
     ready = requests.get(member.url + "/v2/health/ready", timeout=5)
     assert ready.status_code == 503 and ready.json()["warmed_up"] is False
+    started = time.monotonic()
     early = requests.post(member.url + "/", data=jpeg, timeout=10)
     assert early.status_code == 503 and early.json()["error"]["code"] == "not_ready"
+    assert time.monotonic() - started < 3  # waited for the model no longer than its deadline
     member.wait_ready()
     assert requests.post(member.url + "/", data=jpeg, timeout=30).status_code == 200
 
