@@ -18,6 +18,7 @@ from bench.report.header import header_section, plot_section
 from bench.report.memory import memory_and_startup_section
 from bench.report.notes import changes_section, reproduce_section
 from bench.report.ocr import ocr_section
+from bench.report.resilience import resilience_section
 from bench.report.serving import (
     gateway_section,
     members_section,
@@ -50,5 +51,11 @@ def render(r: dict, plot: Path | None, out: Path) -> str:
     """The whole report: every section that has results, in order."""
     parts = [header_section(r), goals_section(r), plot_section(plot, out), members_section(r), gateway_section(r),
              slack_section(r), spin_section(r), cache_section(r), batching_section(r), ocr_section(r), features_section(r),
-             memory_and_startup_section(r), changes_section(r), reproduce_section(r)]
+             memory_and_startup_section(r), _resilience(r, out), changes_section(r), reproduce_section(r)]
     return "\n\n".join(p for p in parts if p).rstrip() + "\n"
+
+
+def _resilience(r: dict, out: Path) -> str:
+    """The Resilience section (bench/resilience.py writes it alone too), with its plot when there is one."""
+    plot = out.parent / "bench" / "resilience.png"
+    return resilience_section(r, plot if plot.exists() else None, out)

@@ -35,7 +35,8 @@ class Admission:
                 raise Overloaded(f"Too busy: {self.running} predictions running and {self.waiting} waiting. "
                                  "Retry shortly.", retry_after=self.retry_after())
             self.admitted += 1
-        if not self._slots.acquire(timeout=max(0.0, deadline_at - time.monotonic())):
+        # Wait only while a prediction started then could still finish in time: else refuse now, not at the end.
+        if not self._slots.acquire(timeout=max(0.0, deadline_at - self.typical_s - time.monotonic())):
             with self._lock:
                 self.admitted -= 1
             raise Overloaded("Too busy: no prediction slot came free before the request's deadline. Retry shortly.",
