@@ -6,7 +6,7 @@ WEIGHTS   ?= models/weights
 STAMP     := .venv/.installed
 
 .PHONY: setup system-deps weights weights-synthetic train evaluate serve test test-unit test-integration \
-        base-image up down compose-test bench accuracy clean
+        base-image up down compose-test swarm-up swarm-down swarm-test bench bench-resilience accuracy clean
 
 setup: $(STAMP)
 
@@ -68,8 +68,52 @@ down:
 compose-test: setup base-image
 	$(PY) -m tests.compose_check
 
+# Docker Swarm: deploy/swarm/stack.yml, the same images on this host's swarm (a single node is enough).
+# swarm-up inits a swarm on 127.0.0.1 when there is none (and remembers it: swarm-down leaves only that one).
+STACK          ?= classifier
+STACKING_PORT  ?= 5003
+SWARM_MARK     := .cache/swarm-created-by-make
+
+swarm-up: base-image
+	@test -f $(MODELS)/manifest.json $(if $(BAKE_WEIGHTS),,-a -f $(MODELS)/weights/weights.json) || \
+		{ echo "No trained models in $(MODELS) (manifest.json, weights/): run make weights (or weights-synthetic) and make train first."; exit 1; }
+	$(COMPOSE) build
+	@docker info -f '{{.Swarm.LocalNodeState}}' | grep -qx active || \
+		{ docker swarm init --advertise-addr 127.0.0.1 >/dev/null && mkdir -p $(dir $(SWARM_MARK)) && touch $(SWARM_MARK); }
+	MODELS_PATH=$${MODELS_PATH:-$(abspath $(MODELS))} STACKING_PORT=$(STACKING_PORT) \
+		docker stack deploy --detach=true --resolve-image never --prune -c deploy/swarm/stack.yml $(STACK)
+	@echo "waiting until every task is healthy and the gateway answers on 127.0.0.1:$(STACKING_PORT)"; \
+	for i in $$(seq 1 120); do \
+		pending=$$(docker service ls --filter label=com.docker.stack.namespace=$(STACK) --format '{{.Replicas}}' | awk -F'[/ ]' '$$1 != $$2' | wc -l); \
+		if [ "$$pending" = 0 ] && $(PY) -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(STACKING_PORT)/v2/health/ready', timeout=4)" 2>/dev/null; then \
+			docker stack services $(STACK); exit 0; \
+		fi; \
+		sleep 5; \
+	done; \
+	docker stack ps --no-trunc $(STACK) | head -20; echo "not ready after 10 minutes"; exit 1
+
+# Removal is asynchronous: wait until the stack's containers and network are gone (a redeploy needs that).
+swarm-down:
+	-docker stack rm $(STACK)
+	@for i in $$(seq 1 60); do \
+		[ -z "$$(docker ps -aq --filter label=com.docker.stack.namespace=$(STACK))" ] && \
+			! docker network inspect $(STACK)_classifier >/dev/null 2>&1 && break; \
+		sleep 2; \
+	done
+	@if [ -f $(SWARM_MARK) ]; then \
+		docker swarm leave --force && rm -f $(SWARM_MARK); docker network rm docker_gwbridge >/dev/null 2>&1 || true; \
+	fi
+
+# The stack under load: kill an ocr_nb task, scale ocr_nb to 3, roll clip_svm to a new tag; then all removed.
+swarm-test: setup base-image
+	$(PY) -m tests.swarm_check
+
 bench: setup
 	$(PY) -m bench.run
+
+# Overload (concurrency 1-24), the breaker with a frozen member, a 5-minute soak: BENCHMARKS.md "Resilience".
+bench-resilience: setup
+	$(PY) -m bench.resilience
 
 # ACCURACY.md: real EasyOCR + synthetic CLIP on grocery train/ -> val/ (first run ~1 h of OCR; then from the cache).
 accuracy: setup

@@ -4,10 +4,12 @@ Uses the images docker-compose builds (classifier/<service>:latest; built here t
 trained models folder (./models, or a small SYNTHETIC one trained now, as tests.compose_check does). Joins this
 host's swarm, or creates one on 127.0.0.1 (and leaves it at the end), deploys the stack, waits until every task is
 running and healthy and the gateway answers on its host port, sends real photos, then keeps a bounded closed-loop
-client running (a few threads, one requests.Session each) while it
+client running (a few threads, one requests.Session each) for a 10 s baseline (goal: no failed or degraded answer),
+then while it
   a) kills one ocr_nb task's container        goal: no failed and no degraded answer until it is replaced
-  b) scales ocr_nb 2 -> 3                      goal: the new replica gets traffic (the gateway's per-replica counter
-                                               and the replica's own request count), no failed answer
+  b) scales ocr_nb 2 -> 3                      goal: the new replica gets traffic (ok answers in the gateway's
+                                               classifier_replica_calls_total, and POSTs in the replica's own
+                                               classifier_requests_total), no failed answer
   c) rolls clip_svm to a new image tag         goal: no failed answer during the start-first update, which completes
 and prints the counts and timings of each phase. Always removes the stack (waiting until its network is gone), the
 :rolled tag, and the swarm if it made it. Exit status 1 when a goal is missed.
@@ -55,7 +57,6 @@ GATEWAY_PORT = members.service(GATEWAY).port
 # The gateway's attempts per member replica: the balancer's counter (member, replica, outcome), else the name
 # first planned for it (member, replica).
 REPLICA_METRICS = ("classifier_replica_calls_total", "gateway_replica_requests_total")
-EJECTIONS_METRIC = "classifier_replica_ejections_total"
 KINDS = ("ok", "degraded", "failed")
 TIMELINE_STEP_S = 10.0
 
@@ -380,7 +381,7 @@ class Load:
             return Result(now, "failed", now - begun, "not JSON")
         if body.get("degraded"):
             failed = body.get("failed") or {}
-            detail = "; ".join(f"{name}: {str(reason)[:60]}" for name, reason in sorted(failed.items()))
+            detail = "; ".join(f"{name}: {str(reason)[:100]}" for name, reason in sorted(failed.items()))
             return Result(now, "degraded", now - begun, detail)
         return Result(now, "ok", now - begun)
 

@@ -177,12 +177,12 @@ class MemberClient:
             resp = self.session.post(pick.replica.base_url + "/", data=data, headers=dict(headers),
                                      timeout=(min(self.timeouts.connect, read_timeout), read_timeout))
             answer = _answer_from_response(name, resp, _ms_since(started), classes)
+        except requests.ConnectionError as exc:  # first: ConnectTimeout is both, and nothing ran (a dead replica)
+            answer = MemberAnswer(name, Outcome.CONNECTION_ERROR, _ms_since(started),
+                                  error=f"connection failed (to {address}): {_short(exc)}")
         except requests.Timeout:
             answer = MemberAnswer(name, Outcome.TIMEOUT, _ms_since(started),
                                   error=f"no answer within the {read_timeout:.3g} s member timeout (from {address})")
-        except requests.ConnectionError as exc:
-            answer = MemberAnswer(name, Outcome.CONNECTION_ERROR, _ms_since(started),
-                                  error=f"connection failed (to {address}): {_short(exc)}")
         answer.replica = address
         pick_failed = answer.outcome in REPLICA_FAILURES
         pool = self.pools[name]

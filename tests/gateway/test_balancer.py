@@ -227,3 +227,15 @@ def test_a_reset_pooled_connection_is_retried_once_on_a_fresh_one():
     assert all(a.ok for a in answers)
     assert [a.attempts for a in answers][1:] == [2, 2, 2]  # each later one met a dead pooled connection first
     member.sock.close()
+
+
+def test_a_connect_timeout_is_a_connection_error_retried_on_another_replica(two_replicas):
+    """A killed task's address answers no SYN at all (seen on Swarm's overlay): the connect times out; nothing
+    ran there, so the call is retried on the other replica, not reported as a member timeout."""
+    client, (first, second) = two_replicas
+    port = second.server.server_port
+    client.pools["ocr_nb"].resolver = lambda host, p: ["10.255.255.1", "127.0.0.3"]  # blackholed + a live one
+    client.timeouts = type(client.timeouts)(0.2, 2, 5)
+    answers = [client.fan_out(b"x", {}, CLASSES)["ocr_nb"] for _ in range(8)]
+    assert all(a.ok for a in answers), [a.error for a in answers]
+    assert {a.replica for a in answers} == {f"127.0.0.3:{port}"}
