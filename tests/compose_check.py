@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 
@@ -53,17 +53,18 @@ class Clock:
 
     started: float = field(default_factory=time.monotonic)
     steps: list[tuple[str, float]] = field(default_factory=list)
+    log: Callable[[str], None] = field(default=lambda message: say(message))  # swarm_check passes its own
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
-        say(f"--> {name}")
+        self.log(f"--> {name}")
         begun = time.monotonic()
         try:
             yield
         finally:
             took = time.monotonic() - begun
             self.steps.append((name, took))
-            say(f"    {name}: {took:.1f} s")
+            self.log(f"    {name}: {took:.1f} s")
 
     def summary(self) -> str:
         rows = [f"  {took:7.1f} s  {name}" for name, took in self.steps]

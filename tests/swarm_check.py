@@ -32,10 +32,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import requests
 
@@ -43,7 +41,7 @@ from shared import members
 from shared.config import Settings
 from shared.members import GATEWAY, member_names
 from tests import compose_check
-from tests.compose_check import CheckFailed, banner, check_shape, choose_models, real_photos
+from tests.compose_check import CheckFailed, Clock, banner, check_shape, choose_models, real_photos
 
 MEMBERS = member_names()
 SERVICES = (*MEMBERS, GATEWAY)
@@ -74,29 +72,6 @@ CRASHES = 3  # failed tasks of one service during a wait: give up at once
 
 def say(message: str) -> None:
     print(f"[swarm-test {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-@dataclass
-class Clock:
-    """Wall-clock timings per step, printed as they finish and summed at the end."""
-
-    started: float = field(default_factory=time.monotonic)
-    steps: list[tuple[str, float]] = field(default_factory=list)
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        say(f"--> {name}")
-        begun = time.monotonic()
-        try:
-            yield
-        finally:
-            took = time.monotonic() - begun
-            self.steps.append((name, took))
-            say(f"    {name}: {took:.1f} s")
-
-    def summary(self) -> str:
-        rows = [f"  {took:7.1f} s  {name}" for name, took in self.steps]
-        return "\n".join(["timings:", *rows, f"  {time.monotonic() - self.started:7.1f} s  total"])
 
 
 # --- docker -------------------------------------------------------------------------------------------------
@@ -677,7 +652,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    settings, clock = Settings.from_env(), Clock()
+    settings, clock = Settings.from_env(), Clock(log=say)
     tag = os.environ.get("IMAGE_TAG", "latest")
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="swarm-test-"))
