@@ -386,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--soak-warmup", type=float, default=30.0, help="(%(default)s)")
     parser.add_argument("--photos", type=int, default=24)
     parser.add_argument("--report-only", action="store_true", help="rewrite the section from the saved JSON")
+    parser.add_argument("--before", type=Path, help="a resilience.json of the code before a change: shown beside "
+                        "this run's overload levels (measure before and after)")
+    parser.add_argument("--before-label", default="before", help="what that run measured, e.g. a commit")
     return parser
 
 
@@ -399,11 +402,23 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps({"recorded_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
                                    "result": run(args)}, indent=2, default=str))
         log.info("saved %s", out)
+    if args.before:
+        record = json.loads(out.read_text())
+        record["result"]["before"] = before_levels(json.loads(args.before.read_text()), args.before_label)
+        out.write_text(json.dumps(record, indent=2, default=str))
     from bench.report.resilience import write_section
 
     write_section(json.loads(out.read_text()), ROOT / "BENCHMARKS.md", ROOT / "bench" / "resilience.png")
     print(f"wrote the Resilience section of {ROOT / 'BENCHMARKS.md'}")
     return 0
+
+
+def before_levels(record: dict, label: str) -> dict:
+    """The overload levels and health probes of an earlier run, to set beside this one."""
+    res = record["result"]
+    return {"label": label, "recorded_utc": record.get("recorded_utc"), "levels": res["overload"]["levels"],
+            "health": res["overload"].get("health_live_at_max"), "running": res["machine"].get("running"),
+            "settings": res["machine"]["settings"]}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -422,6 +437,8 @@ def run(args: argparse.Namespace) -> dict:
             "settings": {k: getattr(settings, k) for k in ("deadline_s", "member_timeout_s", "breaker_failures",
                                                            "breaker_cooloff_s", "threads", "admission_queue",
                                                            "workers")},
+            "running": {"stacking": min(settings.threads, settings.gateway_running or len(os.sched_getaffinity(0))),
+                        "ocr_nb": min(settings.threads, settings.unbatched_running), "clip": settings.threads},
             "client": "one asyncio httpx process, closed loop; a 503 is followed by a sleep of its Retry-After",
             "load_average_before": os.getloadavg()}
     stack = start_stack(models_dir, weights_dir, RESULTS / "logs")

@@ -94,6 +94,15 @@ class Settings:
     admission_queue: int = _env(
         "ADMISSION_QUEUE", 4, "Predictions that may wait for a running slot, per worker; past it 503 + Retry-After",
     )
+    unbatched_running: int = _env(
+        "UNBATCHED_RUNNING", 2, "A member that reads one image at a time (OCR): predictions running at once per "
+        "worker (at most GUNICORN_THREADS); each already uses the cores, more at once only slow each other down",
+    )
+    gateway_running: int = _env(
+        "GATEWAY_RUNNING", 0, "Gateway: predictions fanned out at once per worker (at most GUNICORN_THREADS), about "
+        "what the members can compute at once: more only queue inside them (BENCHMARKS.md, Resilience); 0 = this "
+        "host's cores (one host: the members share them); set it where members run elsewhere or in replicas",
+    )
     metrics_dir: str = _env(
         "PROMETHEUS_MULTIPROC_DIR", "", "Folder for multi-process Prometheus metrics; empty = a fresh temp folder"
     )

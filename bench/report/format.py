@@ -1,6 +1,8 @@
 """Markdown helpers the sections share: numbers, tables, verdicts, a load level by concurrency."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any, Iterable
 
 
@@ -30,3 +32,20 @@ def verdict(value: float | None, goal: float, at_most: bool) -> str:
 def level(levels: list[dict], concurrency: int) -> dict | None:
     """The row of a load run at this concurrency, if measured."""
     return next((row for row in levels if row["concurrency"] == concurrency), None)
+
+
+def write_marked_section(markdown: Path, start: str, end: str, section: str,
+                         before: str = "\n## What the measurements changed") -> Path:
+    """Replace the part of `markdown` between the markers with `section` (which carries them), else put it in
+    front of the `before` heading, else at the end; the rest of the file stays as it is."""
+    text = markdown.read_text() if markdown.exists() else ""
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    elif before in text:
+        head, tail = text.split(before, 1)
+        text = head.rstrip() + "\n\n" + section + "\n\n" + before.lstrip("\n") + tail
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    markdown.write_text(text)
+    return markdown

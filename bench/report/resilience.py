@@ -5,10 +5,9 @@ only that part of BENCHMARKS.md (or appends it), so `python -m bench.resilience`
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from bench.report.format import num, table, verdict
+from bench.report.format import num, table, verdict, write_marked_section
 
 START, END = "<!-- resilience:start -->", "<!-- resilience:end -->"
 HEALTH_GOAL_MS, P99_GOAL_RATIO, BREAKER_GOAL_RATIO, SOAK_GOAL_PCT = 100.0, 2.0, 1.5, 10.0
@@ -84,8 +83,8 @@ def resilience_section(r: dict, plot: Path | None = None, out: Path | None = Non
     parts = [START, "## Resilience (the local stack: overload, a frozen member, a soak)",
              f"Recorded {record.get('recorded_utc', m.get('started_utc', '?'))} UTC with `{m['command']}` "
              f"(`make bench-resilience`), {num(m.get('wall_s', 0) / 60, 1)} min in all. One "
-             f"`python -m shared serve --synthetic` (circus, four gunicorns, {st['workers']} worker × "
-             f"{st['threads']} running + {st['admission_queue']} queued predictions each) started once "
+             f"`python -m shared serve --synthetic` (circus, four gunicorns, {st['workers']} worker each; "
+             f"{_running(m, st)}) started once "
              f"(ready in {num(m.get('ready_s'), 0)} s) on **{m['nproc']} cores** ({m['cpu_model']}, no GPU), "
              f"shared with the load client and with whatever else ran on the machine (load average "
              f"{num(m['load_average_before'][0], 2)} before, {num(m['load_average_after'][0], 2)} after). "
@@ -123,6 +122,8 @@ def resilience_section(r: dict, plot: Path | None = None, out: Path | None = Non
                      f"a fresh connection every 200 ms): {health['probes']} probes, {health['errors']} not 200, "
                      f"p50 {num(health['p50_ms'], 1)} ms, p99 {num(health['p99_ms'], 1)} ms, max "
                      f"{num(health['max_ms'], 1)} ms, {health['over_100ms']} at or over 100 ms.")
+    if res.get("before"):
+        parts += _before_and_after(res["before"], ov["levels"], health)
     if br:
         parts += ["### Breaker: clip_svm frozen (SIGSTOP to its master and workers), concurrency 2",
                   table(["phase", "answers", "p50 ms", "p99 ms"],
@@ -194,19 +195,40 @@ def plot_resilience(res: dict, out: Path) -> Path | None:
     return out
 
 
-def write_section(record: dict, markdown: Path, plot_out: Path) -> Path:
-    """Replace the marked Resilience section of `markdown` (or append it before nothing else changes)."""
-    plot = plot_resilience(record["result"], plot_out)
-    section = resilience_section({"resilience": record}, plot, markdown)
-    text = markdown.read_text() if markdown.exists() else ""
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    elif "\n## What the measurements changed" in text:  # where the full report (render) puts it
-        head, tail = text.split("\n## What the measurements changed", 1)
-        text = head.rstrip() + "\n\n" + section + "\n\n## What the measurements changed" + tail
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    markdown.write_text(text)
-    return markdown
+def _before_and_after(before: dict, levels: list[dict], health: dict | None) -> list[str]:
+    """This run's overload levels beside an earlier run's (the code before a change), level by level."""
+    old = {row["concurrency"]: row for row in before["levels"]}
+    rows = []
+    for row in levels:
+        was = old.get(row["concurrency"])
+        if was is None:
+            continue
+        rows.append([row["concurrency"]] + [f"{num(was[key], d)} → {num(row[key], d)}" for key, d in (
+            ("throughput_rps", 2), ("complete_rps", 2), ("p50_ms", 0), ("p99_ms", 0), ("slowest_any_ms", 0))]
+            + [f"{num(100 * (was['share_503'] or 0), 0)} → {num(100 * (row['share_503'] or 0), 0)}"])
+    was_health = before.get("health") or {}
+    running = before.get("running")
+    setup = (f"gateway {running['stacking']}, ocr_nb {running['ocr_nb']}, CLIP {running['clip']} running"
+             if running else f"every service {before['settings']['threads']} running")
+    return [f"### Before and after: {before['label']}",
+            f"The same benchmark on the code before ({setup}, {before['settings']['admission_queue']} queued; "
+            f"recorded {before.get('recorded_utc', '?')} UTC on this machine), → this run.",
+            table(["concurrency", "answers/s", "complete/s", "p50 ms", "p99 ms", "slowest response ms",
+                   "503 share %"], rows),
+            f"/v2/health/live at the top level, slowest probe: {num(was_health.get('max_ms'), 1)} → "
+            f"{num((health or {}).get('max_ms'), 1)} ms."]
 
+
+def _running(m: dict, st: dict) -> str:
+    """How many predictions each service runs at once, and queues."""
+    run = m.get("running")
+    if not run:  # recorded before the limits differed per service
+        return f"{st['threads']} running + {st['admission_queue']} queued predictions each"
+    return (f"predictions running at once: gateway {run['stacking']}, ocr_nb {run['ocr_nb']}, each CLIP member "
+            f"{run['clip']}; {st['admission_queue']} more may queue in each")
+
+
+def write_section(record: dict, markdown: Path, plot_out: Path) -> Path:
+    """Replace the marked Resilience section of `markdown` (or add it); nothing else changes."""
+    plot = plot_resilience(record["result"], plot_out)
+    return write_marked_section(markdown, START, END, resilience_section({"resilience": record}, plot, markdown))

@@ -36,13 +36,17 @@ class Outcome(StrEnum):
     HTTP_ERROR = "http_error"
     BAD_RESPONSE = "bad_response"  # answered, but not with probabilities over the stack's classes
     CIRCUIT_OPEN = "circuit_open"  # not asked: every replica is ejected after consecutive failures
+    OVERLOADED = "overloaded"  # the replica is up but full (503 overloaded): tried elsewhere, never ejected for it
 
 
-# Outcomes that count against a replica (towards ejecting it); OK and REJECTED (the input's fault) do not.
+# Outcomes that count against a replica (towards ejecting it); OK, REJECTED (the input's fault) and OVERLOADED
+# (busy, not broken: ejecting it would only pile its share onto the others) do not.
 REPLICA_FAILURES = (Outcome.TIMEOUT, Outcome.CONNECTION_ERROR, Outcome.HTTP_ERROR, Outcome.BAD_RESPONSE)
 # Answers worth one more attempt elsewhere: nothing ran (refused, reset, closed), or the replica is not ready,
 # draining or full (503).
 RETRY_STATUSES = (503,)
+# The error codes of a 503 that means "full" (admission.py), as against not ready or draining.
+OVERLOADED_CODES = ("overloaded", "deadline_in_queue")
 
 
 @dataclass(frozen=True)
@@ -154,8 +158,10 @@ class MemberClient:
             remaining = deadline_at - time.monotonic()
             if remaining <= 0.01:
                 break
-            # Another replica if there is one; else the same one again, on a fresh connection.
-            pick = pool.pick(exclude=tried) or (pool.pick() if tried else None)
+            # Another replica if there is one; else the same one again, on a fresh connection (not when it said it
+            # is full: it would only say so again).
+            again = tried and answer is not None and answer.outcome != Outcome.OVERLOADED
+            pick = pool.pick(exclude=tried) or (pool.pick() if again else None)
             if pick is None:
                 break
             tried.append(pick.replica.address)
@@ -174,7 +180,9 @@ class MemberClient:
         started = time.perf_counter()
         address = pick.replica.address
         try:
-            resp = self.session.post(pick.replica.base_url + "/", data=data, headers=dict(headers),
+            # The replica learns how long this attempt waits for it, and never queues it for longer.
+            headers = {**headers, api.EXPECTED_TIMEOUT_HEADER: f"{read_timeout * 1000:.0f}"}
+            resp = self.session.post(pick.replica.base_url + "/", data=data, headers=headers,
                                      timeout=(min(self.timeouts.connect, read_timeout), read_timeout))
             answer = _answer_from_response(name, resp, _ms_since(started), classes)
         except requests.ConnectionError as exc:  # first: ConnectTimeout is both, and nothing ran (a dead replica)
@@ -237,14 +245,16 @@ def _answer_from_response(name: str, resp: requests.Response, latency_ms: float,
         return MemberAnswer(name, Outcome.OK, latency_ms, status, body, batch_wait_ms=_batch_wait_ms(resp))
     error = body.get("error")
     message = error.get("message", "") if isinstance(error, dict) else ""
-    outcome = Outcome.REJECTED if status in INPUT_REJECTED else Outcome.HTTP_ERROR
+    code = error.get("code") if isinstance(error, dict) else None
+    outcome = (Outcome.REJECTED if status in INPUT_REJECTED else
+               Outcome.OVERLOADED if status == 503 and code in OVERLOADED_CODES else Outcome.HTTP_ERROR)
     return MemberAnswer(name, outcome, latency_ms, status, body, error=f"HTTP {status}: {message}".strip())
 
 
 def _worth_retrying(answer: MemberAnswer) -> bool:
     """Nothing ran (refused, reset, closed), or the replica could not take it (503): idempotent, so ask again.
     A timeout is not retried: the member may still be working on it and the deadline is mostly spent."""
-    return answer.outcome == Outcome.CONNECTION_ERROR or (
+    return answer.outcome in (Outcome.CONNECTION_ERROR, Outcome.OVERLOADED) or (
         answer.outcome == Outcome.HTTP_ERROR and answer.status in RETRY_STATUSES)
 
 

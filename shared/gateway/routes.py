@@ -126,10 +126,13 @@ def _member_weights(runtime: GatewayRuntime, name: str, answer: MemberAnswer) ->
 
 
 def _nobody_answered(answers: Mapping[str, MemberAnswer]) -> Exception:
-    """504 if every member ran out of time, else 503; the message names each member's reason."""
+    """504 if every member ran out of time, 503 + Retry-After if every one was full, else 503; the message names
+    each member's reason."""
     reasons = "; ".join(f"{name}: {a.error}" for name, a in answers.items())
     if all(a.outcome in (Outcome.TIMEOUT, Outcome.DEADLINE) for a in answers.values()):
         return DeadlineExceeded(f"No member answered in time ({reasons}).")
+    if all(a.outcome == Outcome.OVERLOADED for a in answers.values()):
+        return Overloaded(f"Every member is too busy ({reasons}). Retry shortly.")
     return MembersUnavailable(f"No member could answer ({reasons}).")
 
 

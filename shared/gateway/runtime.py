@@ -1,6 +1,7 @@
 """GatewayRuntime: the gateway's model, the meta-ensemble over the members' probabilities. Never imports torch."""
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -19,6 +20,12 @@ class GatewayRuntime(ModelRuntime):
     def __init__(self, settings: Settings):
         super().__init__(GATEWAY, settings)
         self.manifest: dict = {}
+
+    def running_slots(self) -> int:
+        """Fan-outs at once (GATEWAY_RUNNING, else this host's cores): about what the members can compute at once;
+        more would only wait inside them, slower for all, instead of getting a fast 503 here."""
+        wanted = self.settings.gateway_running or len(os.sched_getaffinity(0))
+        return max(1, min(self.settings.threads, wanted))
 
     def load(self) -> Any:
         """Verify the artifacts and load the meta-ensemble."""

@@ -1,7 +1,8 @@
 """Bounded admission: at most `running` predictions at once and `waiting` more queued for a slot, per worker.
 
 Past that a prediction is refused at once with 503 and Retry-After, never queued without bound; a queued one
-waits only as long as its deadline (counted from its arrival in the worker) allows. Health, metrics and pages are
+waits at most one typical prediction's time, and only as long as its deadline (counted from its arrival in the
+worker, or shortened by its caller's X-Expected-Timeout-Ms) allows. Health, metrics and pages are
 not predictions: they never wait here, and the worker has threads to spare for them (gunicorn_conf.threads).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from flask import Flask, current_app, g, request
 from shared.config import Settings
 from shared.errors import Overloaded
 from shared.serving import observability
+from shared.serving.api import EXPECTED_TIMEOUT_HEADER
 from shared.serving.worker import ARRIVED_AT
 
 PREDICTION_ENDPOINTS = ("gateway.predict", "member.predict", "oip.infer")
@@ -35,12 +37,21 @@ class Admission:
                 raise Overloaded(f"Too busy: {self.running} predictions running and {self.waiting} waiting. "
                                  "Retry shortly.", retry_after=self.retry_after())
             self.admitted += 1
-        # Wait only while a prediction started then could still finish in time: else refuse now, not at the end.
-        if not self._slots.acquire(timeout=max(0.0, deadline_at - self.typical_s - time.monotonic())):
+        # Wait only while a prediction started then could still finish in time, and for at most one prediction's
+        # time: an answer admitted takes at most about twice what one takes at this load; past that a fast 503 (and
+        # its Retry-After) serves the client better than a slow answer.
+        if not self._slots.acquire(timeout=self.max_wait_s(deadline_at)):
             with self._lock:
                 self.admitted -= 1
-            raise Overloaded("Too busy: no prediction slot came free before the request's deadline. Retry shortly.",
+            raise Overloaded("Too busy: no prediction slot came free in time (within one prediction's time, before "
+                             "the request's deadline). Retry shortly.",
                              retry_after=self.retry_after(), code="deadline_in_queue")
+
+    def max_wait_s(self, deadline_at: float) -> float:
+        """How long a prediction may wait for a slot: one typical prediction (none known yet: no bound), and never
+        so long that it could not finish by deadline_at."""
+        in_time = max(0.0, deadline_at - self.typical_s - time.monotonic())
+        return min(in_time, self.typical_s) if self.typical_s else in_time
 
     def leave(self, seconds: float) -> None:
         self._slots.release()
@@ -59,13 +70,23 @@ def arrived_at() -> float:
 
 
 def deadline_at() -> float:
-    """When this request's deadline ends: GATEWAY_DEADLINE_S after its arrival."""
+    """When this request's deadline ends: GATEWAY_DEADLINE_S after its arrival, or sooner when its caller says it
+    waits less (X-Expected-Timeout-Ms: the gateway sends its member timeout)."""
     settings: Settings = current_app.config["SETTINGS"]
-    return arrived_at() + settings.deadline_s
+    return arrived_at() + min(settings.deadline_s, caller_timeout_s(request.headers.get(EXPECTED_TIMEOUT_HEADER)))
 
 
-def init_app(app: Flask, settings: Settings) -> Admission:
-    admission = Admission(settings.threads, settings.admission_queue)
+def caller_timeout_s(header: str | None) -> float:
+    """Seconds from X-Expected-Timeout-Ms; infinite when absent or not a positive number (then it is ignored)."""
+    try:
+        value = float(header) / 1000.0 if header else math.inf
+    except ValueError:
+        return math.inf
+    return value if value > 0 and math.isfinite(value) else math.inf
+
+
+def init_app(app: Flask, settings: Settings, running: int) -> Admission:
+    admission = Admission(running, settings.admission_queue)
     app.extensions["admission"] = admission
 
     @app.before_request

@@ -18,6 +18,9 @@ FILE_FIELD = "file"
 # long it did.
 SLACK_HEADER = "X-Batch-Slack-Ms"
 BATCH_WAIT_HEADER = "X-Batch-Wait-Ms"
+# Caller -> service: how long (ms) the caller will wait for this answer (Envoy's x-envoy-expected-rq-timeout-ms).
+# The service's own deadline shrinks to it, so it never queues work its caller has given up on.
+EXPECTED_TIMEOUT_HEADER = "X-Expected-Timeout-Ms"
 
 
 def settings_from_config(config: Mapping[str, Any] | None) -> Settings:

@@ -11,8 +11,10 @@ import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 from PIL import Image
 
+from shared import members
 from shared.config import Settings
 from shared.errors import BadRequest
+from shared.features.registry import extractor_class
 from shared.images import ImageLimits, decode_image
 from shared.serving import api, observability
 from shared.serving.batching import DynamicBatcher
@@ -30,6 +32,13 @@ class MemberRuntime(ModelRuntime):
     def __init__(self, name: str, settings: Settings):
         super().__init__(name, settings)
         self.batcher: DynamicBatcher | None = None
+
+    def running_slots(self) -> int:
+        """All gunicorn threads when requests share a batch; else a few (UNBATCHED_RUNNING): one read already
+        uses the cores, so more at once only make every one of them slower."""
+        if extractor_class(members.service(self.name).extractor).batchable:
+            return self.settings.threads
+        return max(1, min(self.settings.threads, self.settings.unbatched_running))
 
     def load(self) -> Any:
         """The learner and its extractor, checked against the manifest (imports torch)."""

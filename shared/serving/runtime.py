@@ -63,6 +63,10 @@ class ModelRuntime(ABC):
             raise NotReady(f"{loading}; retry shortly.{reason}")
         return self.model
 
+    def running_slots(self) -> int:
+        """Predictions that may run at once per worker (admission.py); the rest wait or are refused."""
+        return self.settings.threads
+
     @abstractmethod
     def load(self) -> Any:
         """Read the model from disk, verified; returns what require_loaded() will hand out."""

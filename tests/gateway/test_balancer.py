@@ -15,6 +15,7 @@ from shared.gateway.client import MemberClient, Outcome, Timeouts
 
 CLASSES = ["a", "b"]
 BODY = json.dumps({"probas": {"a": 0.25, "b": 0.75}, "label": "b"}).encode()
+FULL = json.dumps({"error": {"code": "overloaded", "message": "Too busy: 2 predictions running and 4 waiting."}}).encode()
 
 
 class FakeClock:
@@ -102,7 +103,9 @@ class Replica:
 
     def __init__(self, host: str, port: int, delay: float = 0.0):
         served = self.served = []
-        state = self.state = {"dead": False}
+        state = self.state = {"dead": False, "full": False}
+        self.expected_timeouts: list[str | None] = []
+        seen_timeouts = self.expected_timeouts
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -112,13 +115,16 @@ class Replica:
                     self.close_connection = True
                     return
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                seen_timeouts.append(self.headers.get("X-Expected-Timeout-Ms"))
+                body, status = (FULL, 503) if state["full"] else (BODY, 200)  # full: what admission.py answers
                 time.sleep(delay)
-                served.append(time.monotonic())
-                self.send_response(200)
+                if status == 200:
+                    served.append(time.monotonic())
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(BODY)))
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(BODY)
+                self.wfile.write(body)
 
             def do_GET(self):  # noqa: N802
                 self.send_response(200)
@@ -239,3 +245,32 @@ def test_a_connect_timeout_is_a_connection_error_retried_on_another_replica(two_
     answers = [client.fan_out(b"x", {}, CLASSES)["ocr_nb"] for _ in range(8)]
     assert all(a.ok for a in answers), [a.error for a in answers]
     assert {a.replica for a in answers} == {f"127.0.0.3:{port}"}
+
+
+def test_a_full_replica_is_asked_elsewhere_and_never_ejected_for_it(two_replicas):
+    """503 overloaded means busy, not broken: the call goes to the other replica, and the full one stays in."""
+    client, (first, second) = two_replicas
+    first.state["full"] = True
+    answers = [client.fan_out(b"x", {}, CLASSES)["ocr_nb"] for _ in range(12)]
+    assert all(a.ok for a in answers), [a.error for a in answers]
+    assert not first.served and len(second.served) == 12
+    assert len(first.expected_timeouts) >= 3  # asked (and full) at least as often as ejection would take
+    assert {r["state"] for r in client.replicas()["ocr_nb"]} == {"closed"}
+    first.state["full"] = False
+    for _ in range(6):
+        client.fan_out(b"x", {}, CLASSES)
+    assert first.served  # still in rotation
+
+
+def test_a_lone_full_replica_is_not_asked_twice_and_tells_its_caller_how_long_it_waits():
+    port = free_port()
+    replica = Replica("127.0.0.1", port)
+    replica.state["full"] = True
+    try:
+        client = MemberClient({"ocr_nb": f"http://127.0.0.1:{port}"}, Timeouts(1, 2, 5), 4)
+        answer = client.fan_out(b"x", {}, CLASSES)["ocr_nb"]
+        assert answer.outcome == Outcome.OVERLOADED and answer.attempts == 1
+        assert answer.error.startswith("HTTP 503: Too busy")
+        assert replica.expected_timeouts == ["2000"]  # the member timeout, in ms: the replica never queues longer
+    finally:
+        replica.stop()
