@@ -416,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
 def before_levels(record: dict, label: str) -> dict:
     """The overload levels and health probes of an earlier run, to set beside this one."""
     res = record["result"]
-    return {"label": label, "recorded_utc": record.get("recorded_utc"), "levels": res["overload"]["levels"],
+    return {"label": label, "recorded_utc": record.get("recorded_utc"), "command": res["machine"].get("command"),
+            "levels": res["overload"]["levels"],
             "health": res["overload"].get("health_live_at_max"), "running": res["machine"].get("running"),
             "settings": res["machine"]["settings"]}
 

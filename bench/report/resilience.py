@@ -211,8 +211,9 @@ def _before_and_after(before: dict, levels: list[dict], health: dict | None) -> 
     setup = (f"gateway {running['stacking']}, ocr_nb {running['ocr_nb']}, CLIP {running['clip']} running"
              if running else f"every service {before['settings']['threads']} running")
     return [f"### Before and after: {before['label']}",
-            f"The same benchmark on the code before ({setup}, {before['settings']['admission_queue']} queued; "
-            f"recorded {before.get('recorded_utc', '?')} UTC on this machine), → this run.",
+            f"The same overload levels on a checkout of the code before ({setup}, "
+            f"{before['settings']['admission_queue']} queued; `{before.get('command') or 'python -m bench.resilience'}`"
+            f", recorded {before.get('recorded_utc', '?')} UTC on this machine) → this run.",
             table(["concurrency", "answers/s", "complete/s", "p50 ms", "p99 ms", "slowest response ms",
                    "503 share %"], rows),
             f"/v2/health/live at the top level, slowest probe: {num(was_health.get('max_ms'), 1)} → "

@@ -154,6 +154,9 @@ def base_env(models_dir: Path, weights_dir: Path, run_dir: Path) -> dict[str, st
         HISTORY_DB=str(run_dir / "history.sqlite3"), MAX_IMAGE_BYTES=str(TEST_MAX_IMAGE_BYTES),
         DRAIN_SECONDS="1", GUNICORN_THREADS="4", WEB_CONCURRENCY="1",
         MEMBER_TIMEOUT_S="20", GATEWAY_DEADLINE_S="25",
+        # Not the host's cores (2 on CI): these tests send a few requests at once and check answers, not load
+        # shedding (tests/chaos does that, with the defaults).
+        GATEWAY_RUNNING="4", UNBATCHED_RUNNING="4",
     )
     return env
 
