@@ -1,7 +1,7 @@
 """Bounded admission: at most `running` predictions at once and `waiting` more queued for a slot, per worker.
 
 Past that a prediction is refused at once with 503 and Retry-After, never queued without bound; a queued one
-waits at most one typical prediction's time, and only as long as its deadline (counted from its arrival in the
+waits in turn, at most two typical predictions' time, and only as long as its deadline (counted from its arrival in the
 worker, or shortened by its caller's X-Expected-Timeout-Ms) allows. Health, metrics and pages are
 not predictions: they never wait here, and the worker has threads to spare for them (gunicorn_conf.threads).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 
 from flask import Flask, current_app, g, request
 
@@ -23,41 +24,64 @@ PREDICTION_ENDPOINTS = ("gateway.predict", "member.predict", "oip.infer")
 
 
 class Admission:
+    """`running` slots handed out in arrival order; at most `waiting` predictions queue for one."""
+
+    # A queued prediction waits at most this many typical predictions for its slot: an admitted answer then takes
+    # at most about three predictions' time at this load; past that a fast 503 (and its Retry-After) serves the
+    # client better than a slow answer (BENCHMARKS.md, Resilience).
+    MAX_WAIT_PREDICTIONS = 2.0
+    # ... but never less than this: when predictions take milliseconds, a bound of a few would turn scheduling
+    # jitter into 503s while a slot is about to come free.
+    MIN_MAX_WAIT_S = 1.0
+
     def __init__(self, running: int, waiting: int):
         self.running, self.waiting = max(1, running), max(0, waiting)
-        self._slots = threading.BoundedSemaphore(self.running)
         self._lock = threading.Lock()
+        self._free = self.running
+        self._queue: deque[threading.Event] = deque()  # FIFO: a freed slot goes to the oldest waiter, never barged
         self.admitted = 0  # running + waiting
         self.typical_s = 0.0  # a smoothed prediction time (0 until one finished): for Retry-After and deadlines
 
     def enter(self, deadline_at: float) -> None:
-        """Take a slot, waiting at most until deadline_at; Overloaded (503) at once when the queue is full."""
+        """Take a slot, waiting (in turn) at most max_wait_s; Overloaded (503) at once when the queue is full."""
         with self._lock:
             if self.admitted >= self.running + self.waiting:
                 raise Overloaded(f"Too busy: {self.running} predictions running and {self.waiting} waiting. "
                                  "Retry shortly.", retry_after=self.retry_after())
             self.admitted += 1
-        # Wait only while a prediction started then could still finish in time, and for at most one prediction's
-        # time: an answer admitted takes at most about twice what one takes at this load; past that a fast 503 (and
-        # its Retry-After) serves the client better than a slow answer.
-        if not self._slots.acquire(timeout=self.max_wait_s(deadline_at)):
-            with self._lock:
-                self.admitted -= 1
-            raise Overloaded("Too busy: no prediction slot came free in time (within one prediction's time, before "
-                             "the request's deadline). Retry shortly.",
-                             retry_after=self.retry_after(), code="deadline_in_queue")
+            if self._free and not self._queue:
+                self._free -= 1
+                return
+            turn = threading.Event()
+            self._queue.append(turn)
+        if turn.wait(self.max_wait_s(deadline_at)):
+            return
+        with self._lock:
+            if turn.is_set():  # handed a slot just as the wait ran out: it is ours
+                return
+            self._queue.remove(turn)
+            self.admitted -= 1
+        raise Overloaded("Too busy: no prediction slot came free in time (within two predictions' time, before "
+                         "the request's deadline). Retry shortly.",
+                         retry_after=self.retry_after(), code="deadline_in_queue")
 
     def max_wait_s(self, deadline_at: float) -> float:
-        """How long a prediction may wait for a slot: one typical prediction (none known yet: no bound), and never
-        so long that it could not finish by deadline_at."""
+        """How long a prediction may wait for a slot: MAX_WAIT_PREDICTIONS typical predictions, at least
+        MIN_MAX_WAIT_S (none known yet: no bound), and never so long that it could not finish by deadline_at."""
         in_time = max(0.0, deadline_at - self.typical_s - time.monotonic())
-        return min(in_time, self.typical_s) if self.typical_s else in_time
+        if not self.typical_s:
+            return in_time
+        return min(in_time, max(self.MIN_MAX_WAIT_S, self.MAX_WAIT_PREDICTIONS * self.typical_s))
 
     def leave(self, seconds: float) -> None:
-        self._slots.release()
+        """A prediction finished: its slot goes straight to the oldest waiter, if any."""
         with self._lock:
             self.admitted -= 1
             self.typical_s = seconds if not self.typical_s else 0.9 * self.typical_s + 0.1 * seconds
+            if self._queue:
+                self._queue.popleft().set()
+            else:
+                self._free += 1
 
     def retry_after(self) -> int:
         """Whole seconds until a queue's worth of predictions has likely gone through (at least 1)."""
