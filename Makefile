@@ -6,7 +6,7 @@ WEIGHTS   ?= models/weights
 STAMP     := .venv/.installed
 
 .PHONY: setup system-deps weights weights-synthetic train evaluate serve test test-unit test-integration \
-        base-image up down compose-test swarm-up swarm-down swarm-test bench bench-resilience accuracy clean
+        base-image up down compose-test swarm-up swarm-down swarm-test bench bench-resilience bench-replicas accuracy clean
 
 setup: $(STAMP)
 
@@ -114,6 +114,10 @@ bench: setup
 # Overload (concurrency 1-24), the breaker with a frozen member, a 5-minute soak: BENCHMARKS.md "Resilience".
 bench-resilience: setup
 	$(PY) -m bench.resilience
+
+# One ocr_nb replica against two and three on this host's swarm (images from compose-test): BENCHMARKS.md "Replicas".
+bench-replicas: setup base-image
+	$(PY) -m bench.replicas
 
 # ACCURACY.md: real EasyOCR + synthetic CLIP on grocery train/ -> val/ (first run ~1 h of OCR; then from the cache).
 accuracy: setup

@@ -104,7 +104,7 @@ def test_deadline_cuts_the_whole_fan_out(silent):
 
 def test_outcome_values_are_the_strings_metrics_and_logs_show():
     assert [o.value for o in Outcome] == ["ok", "rejected", "timeout", "deadline", "connection_error", "http_error",
-                                          "bad_response", "circuit_open"]
+                                          "bad_response", "circuit_open", "overloaded"]
     assert json.dumps({"outcome": Outcome.BAD_RESPONSE}) == '{"outcome": "bad_response"}'
 
 
