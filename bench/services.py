@@ -35,6 +35,11 @@ class Service:
         return self.process.pid
 
 
+# Speed, not load shedding (bench/resilience.py measures that): every request a load level sends runs, as
+# GUNICORN_THREADS (8) did for every service before the per-service limits.
+SPEED_LIMITS = {"GATEWAY_RUNNING": "8", "UNBATCHED_RUNNING": "8", "ADMISSION_QUEUE": "16"}
+
+
 def service_env(models_dir: Path, weights_dir: Path, log_dir: Path, extra: Mapping[str, str] | None = None) -> dict:
     """The environment every benchmarked service gets: loopback ports, our models, quiet history."""
     env = dict(os.environ)
@@ -45,6 +50,7 @@ def service_env(models_dir: Path, weights_dir: Path, log_dir: Path, extra: Mappi
         "MODELS_DIR": str(models_dir), "WEIGHTS_DIR": str(weights_dir),
         "HISTORY_DB": str(log_dir / "history.sqlite3"),
         "PYTHONPATH": str(ROOT),
+        **SPEED_LIMITS,
     })
     env.update(extra or {})
     return env

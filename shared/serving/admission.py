@@ -1,7 +1,7 @@
 """Bounded admission: at most `running` predictions at once and `waiting` more queued for a slot, per worker.
 
 Past that a prediction is refused at once with 503 and Retry-After, never queued without bound; a queued one
-waits in turn, at most two typical predictions' time, and only as long as its deadline (counted from its arrival in the
+waits in turn, at most one typical prediction's time (at least 1 s), and only as long as its deadline (counted from its arrival in the
 worker, or shortened by its caller's X-Expected-Timeout-Ms) allows. Health, metrics and pages are
 not predictions: they never wait here, and the worker has threads to spare for them (gunicorn_conf.threads).
 """
@@ -27,9 +27,9 @@ class Admission:
     """`running` slots handed out in arrival order; at most `waiting` predictions queue for one."""
 
     # A queued prediction waits at most this many typical predictions for its slot: an admitted answer then takes
-    # at most about three predictions' time at this load; past that a fast 503 (and its Retry-After) serves the
-    # client better than a slow answer (BENCHMARKS.md, Resilience).
-    MAX_WAIT_PREDICTIONS = 2.0
+    # at most about twice what one takes at this load; past that a fast 503 (and its Retry-After) serves the client
+    # better than a slow answer (BENCHMARKS.md, Resilience: a bound of 2 put p99 at 24 clients 2.2x that at 2).
+    MAX_WAIT_PREDICTIONS = 1.0
     # ... but never less than this: when predictions take milliseconds, a bound of a few would turn scheduling
     # jitter into 503s while a slot is about to come free.
     MIN_MAX_WAIT_S = 1.0
@@ -61,8 +61,8 @@ class Admission:
                 return
             self._queue.remove(turn)
             self.admitted -= 1
-        raise Overloaded("Too busy: no prediction slot came free in time (within two predictions' time, before "
-                         "the request's deadline). Retry shortly.",
+        raise Overloaded("Too busy: no prediction slot came free in time (within a prediction's time, before the "
+                         "request's deadline). Retry shortly.",
                          retry_after=self.retry_after(), code="deadline_in_queue")
 
     def max_wait_s(self, deadline_at: float) -> float:

@@ -6,10 +6,13 @@ imported, so it must first be imported in the workers, after PROMETHEUS_MULTIPRO
 from __future__ import annotations
 
 import atexit
+import ctypes
+import ctypes.util
 import logging
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +24,8 @@ from shared.config import Settings
 __all__ = ["worker_class", "workers", "threads", "timeout", "graceful_timeout", "keepalive", "accesslog",
            "control_socket_disable", "raw_env", "on_starting", "on_exit", "child_exit", "post_fork",
            "worker_exit", "bind_for"]
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 _settings = Settings.from_env()
 _own_metrics_dir = not _settings.metrics_dir
@@ -49,11 +54,24 @@ def bind_for(service: str) -> str:
 
 
 def on_starting(server: Any) -> None:
-    """Start from empty metrics: files left by an earlier run would be summed in."""
+    """Start from empty metrics: files left by an earlier run would be summed in. Stop with the parent."""
     path = Path(METRICS_DIR)
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
         stale.unlink()
+    _stop_with_parent()
+
+
+def _stop_with_parent() -> None:
+    """SIGTERM (the usual drain) to this master when its parent dies: a supervisor killed outright (serve's circus
+    by SIGKILL, an OOM kill) must not leave the services running on, orphaned, holding its sockets."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # no libc to ask: the supervisor's own stop still ends the services
+        logging.getLogger(__name__).warning("cannot ask to be stopped with the parent (prctl unavailable)")
 
 
 def on_exit(server: Any) -> None:

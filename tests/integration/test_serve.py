@@ -145,3 +145,41 @@ def test_tampered_models_stop_before_anything_starts(tmp_path, tiny_weights, tra
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert "clip_svm.skops" in out and "started (pid=" not in out
+
+
+def test_services_stop_when_serve_is_killed_outright(tmp_path, tiny_weights, trained_models):
+    """SIGKILL (or the OOM killer) gives serve no chance to stop its services: each gunicorn master asked the
+    kernel for a SIGTERM when its parent dies, so none lives on, orphaned, holding its port."""
+    ports = {name: free_port() for name in SERVICES}
+    proc = run_serve("--models", str(trained_models), "--weights", str(tiny_weights), "--synthetic",
+                     env=serve_env(tmp_path, ports), start_new_session=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    seen: list[str] = []
+    try:
+        wait_for_line(lines, seen, "curl --data-binary", timeout=300)
+        pids = [int(p) for p in re.findall(r"started \(pid=(\d+)\)", "".join(seen))]
+        assert len(pids) == 4
+        proc.kill()  # serve only, not its process group
+        proc.wait(10)
+        deadline = time.monotonic() + 60
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not [pid for pid in pids if _alive(pid)], "gunicorn masters outlived serve"
+        for port in ports.values():
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in [int(p) for p in re.findall(r"started \(pid=(\d+)\)", "".join(seen))]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

@@ -46,11 +46,11 @@ def test_a_queued_prediction_waits_only_while_it_could_still_finish_in_time():
     assert gate.admitted == 1  # the refused one left the queue
 
 
-def test_a_queued_prediction_waits_at_most_two_typical_predictions():
-    """An admitted answer takes at most about three predictions' time: past that, a fast 503 instead."""
+def test_a_queued_prediction_waits_at_most_one_typical_prediction():
+    """An admitted answer takes at most about twice a prediction's time: past that, a fast 503 instead."""
     gate = admission.Admission(running=1, waiting=4)
     gate.enter(time.monotonic() + 10)
-    gate.typical_s = 0.7
+    gate.typical_s = 1.4
     started = time.monotonic()
     with pytest.raises(Overloaded):
         gate.enter(time.monotonic() + 10)  # 10 s left, but no slot within 1.4 s
