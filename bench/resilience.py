@@ -365,6 +365,12 @@ def soak(stack: Stack, bodies: list[bytes], warmup_s: float, seconds: float, eve
 # --- bookkeeping -----------------------------------------------------------------------------------------
 def photos(settings: Settings, count: int) -> tuple[list[bytes], str]:
     """Bytes of `count` grocery/val photos (never trained on), else screenshots; and which."""
+    paths, source = photo_paths(settings, count)
+    return [path.read_bytes() for path in paths], source
+
+
+def photo_paths(settings: Settings, count: int) -> tuple[list[Path], str]:
+    """`count` grocery/val photos (never trained on), else screenshots; and which."""
     from shared.learning.data import balanced_subset, folder_records
 
     for source in ("grocery/val", "screenshots"):
@@ -372,7 +378,7 @@ def photos(settings: Settings, count: int) -> tuple[list[bytes], str]:
         if folder.is_dir():
             records = balanced_subset(folder_records(folder), max(1, count // 3), seed=1)
             if records:
-                return [path.read_bytes() for path, _ in records[:count]], source
+                return [path for path, _ in records[:count]], source
     raise SystemExit(f"no photos under {settings.datasets_dir}/grocery/val or /screenshots (DATASETS_DIR)")
 
 
