@@ -113,7 +113,8 @@ bench: setup
 
 # Overload (concurrency 1-24), the breaker with a frozen member, a 5-minute soak: BENCHMARKS.md "Resilience".
 bench-resilience: setup
-	$(PY) -m bench.resilience
+	$(PY) -m bench.resilience --before bench/baselines/resilience-dd503e4.json \
+		--before-label "dd503e4, every service 8 running + 4 queued: bench/baselines/resilience-dd503e4.json"
 
 # One ocr_nb replica against two and three on this host's swarm (images from compose-test): BENCHMARKS.md "Replicas".
 bench-replicas: setup base-image

@@ -419,6 +419,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def running_slots(settings: Settings) -> dict[str, int]:
+    """Predictions each service runs at once with these settings, as the services themselves work it out."""
+    from shared.gateway.runtime import GatewayRuntime
+    from shared.serving.member import MemberRuntime
+
+    return {"stacking": GatewayRuntime(settings).running_slots(),
+            "ocr_nb": MemberRuntime("ocr_nb", settings).running_slots(),
+            "clip": MemberRuntime("clip_svm", settings).running_slots()}
+
+
 def before_levels(record: dict, label: str) -> dict:
     """The overload levels and health probes of an earlier run, to set beside this one."""
     res = record["result"]
@@ -443,9 +453,9 @@ def run(args: argparse.Namespace) -> dict:
             "models_dir": str(models_dir), "trained_on": "screenshots (15 per class: camera, screenshots)",
             "settings": {k: getattr(settings, k) for k in ("deadline_s", "member_timeout_s", "breaker_failures",
                                                            "breaker_cooloff_s", "threads", "admission_queue",
+                                                           "admission_wait_predictions",
                                                            "workers")},
-            "running": {"stacking": min(settings.threads, settings.gateway_running or len(os.sched_getaffinity(0))),
-                        "ocr_nb": min(settings.threads, settings.unbatched_running), "clip": settings.threads},
+            "running": running_slots(settings),
             "client": "one asyncio httpx process, closed loop; a 503 is followed by a sleep of its Retry-After",
             "load_average_before": os.getloadavg()}
     stack = start_stack(models_dir, weights_dir, RESULTS / "logs")

@@ -37,7 +37,8 @@ class Service:
 
 # Speed, not load shedding (bench/resilience.py measures that): every request a load level sends runs, as
 # GUNICORN_THREADS (8) did for every service before the per-service limits.
-SPEED_LIMITS = {"GATEWAY_RUNNING": "8", "UNBATCHED_RUNNING": "8", "ADMISSION_QUEUE": "16"}
+SPEED_LIMITS = {"GATEWAY_RUNNING": "8", "UNBATCHED_RUNNING": "8", "ADMISSION_QUEUE": "16",
+                "ADMISSION_WAIT_PREDICTIONS": "0"}
 
 
 def service_env(models_dir: Path, weights_dir: Path, log_dir: Path, extra: Mapping[str, str] | None = None) -> dict:

@@ -88,11 +88,16 @@ class Settings:
     )
     workers: int = _env("WEB_CONCURRENCY", 1, "gunicorn worker processes per service")
     threads: int = _env(
-        "GUNICORN_THREADS", 8, "Predictions running at once per worker (they share a batch); the worker has more "
-        "threads than this, for the admission queue and health",
+        "GUNICORN_THREADS", 8, "Predictions running at once per worker in a batching member (CLIP: they share a "
+        "batch), and the most UNBATCHED_RUNNING and GATEWAY_RUNNING may be; the worker has more threads than this, "
+        "for the admission queue and health",
     )
     admission_queue: int = _env(
         "ADMISSION_QUEUE", 4, "Predictions that may wait for a running slot, per worker; past it 503 + Retry-After",
+    )
+    admission_wait_predictions: float = _env(
+        "ADMISSION_WAIT_PREDICTIONS", 1.0, "How long a queued prediction may wait for a slot, in typical predictions "
+        "(at least 1 s): an admitted answer takes at most about twice a prediction's time; 0 = until its deadline",
     )
     unbatched_running: int = _env(
         "UNBATCHED_RUNNING", 2, "A member that reads one image at a time (OCR): predictions running at once per "

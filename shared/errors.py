@@ -59,6 +59,8 @@ class Overloaded(ClassifierError):
     """Refused at once rather than queued past its deadline; the client should retry after `retry_after` s."""
 
     status, code = 503, "overloaded"
+    IN_QUEUE = "deadline_in_queue"  # the code when it waited for a slot, or queued, and ran out of time
+    CODES = (code, IN_QUEUE)  # what a 503 from a full service says (as against not ready or draining)
 
     def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None):
         super().__init__(message, code=code)

@@ -35,16 +35,16 @@ def level(levels: list[dict], concurrency: int) -> dict | None:
 
 
 def write_marked_section(markdown: Path, start: str, end: str, section: str,
-                         before: str = "\n## What the measurements changed") -> Path:
+                         anchor: str = "\n## What the measurements changed") -> Path:
     """Replace the part of `markdown` between the markers with `section` (which carries them), else put it in
-    front of the `before` heading, else at the end; the rest of the file stays as it is."""
+    front of the `anchor` heading, else at the end; the rest of the file stays as it is."""
     text = markdown.read_text() if markdown.exists() else ""
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text)
-    elif before in text:
-        head, tail = text.split(before, 1)
-        text = head.rstrip() + "\n\n" + section + "\n\n" + before.lstrip("\n") + tail
+    elif anchor in text:
+        head, tail = text.split(anchor, 1)
+        text = head.rstrip() + "\n\n" + section + "\n\n" + anchor.lstrip("\n") + tail
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     markdown.write_text(text)

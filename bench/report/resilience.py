@@ -123,7 +123,7 @@ def resilience_section(r: dict, plot: Path | None = None, out: Path | None = Non
                      f"p50 {num(health['p50_ms'], 1)} ms, p99 {num(health['p99_ms'], 1)} ms, max "
                      f"{num(health['max_ms'], 1)} ms, {health['over_100ms']} at or over 100 ms.")
     if res.get("before"):
-        parts += _before_and_after(res["before"], ov["levels"], health)
+        parts += _before_and_after(res["before"], ov.get("levels", []), health)
     if br:
         parts += ["### Breaker: clip_svm frozen (SIGSTOP to its master and workers), concurrency 2",
                   table(["phase", "answers", "p50 ms", "p99 ms"],

@@ -1,8 +1,9 @@
 """MemberClient: the gateway's parallel, timed-out HTTP calls to the members, and what each member answered.
 
 Each member is a `MemberPool` of replicas (balancer.py): an attempt goes to the least busy replica, a connection
-error or a 503 is retried once on another replica (or on a fresh connection to the only one: prediction is
-idempotent), and a member whose replicas are all ejected is skipped at once (its circuit is open).
+error or a 503 is retried once on another replica (or on a fresh connection to the only one, unless it said it is
+full: prediction is idempotent), and a member whose replicas are all ejected is skipped at once (its circuit is
+open). A full replica (503 overloaded) is busy, not broken: it counts as alive, never towards ejecting it.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from shared.config import Settings
+from shared.errors import Overloaded
 from shared.gateway.balancer import BreakerPolicy, MemberPool, Pick
 from shared.gateway.slack import SlackPlanner
 from shared.serving import api, observability
@@ -45,8 +47,6 @@ REPLICA_FAILURES = (Outcome.TIMEOUT, Outcome.CONNECTION_ERROR, Outcome.HTTP_ERRO
 # Answers worth one more attempt elsewhere: nothing ran (refused, reset, closed), or the replica is not ready,
 # draining or full (503).
 RETRY_STATUSES = (503,)
-# The error codes of a 503 that means "full" (admission.py), as against not ready or draining.
-OVERLOADED_CODES = ("overloaded", "deadline_in_queue")
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ class MemberClient:
                 break
             # Another replica if there is one; else the same one again, on a fresh connection (not when it said it
             # is full: it would only say so again).
-            again = tried and answer is not None and answer.outcome != Outcome.OVERLOADED
+            again = answer is not None and answer.outcome != Outcome.OVERLOADED
             pick = pool.pick(exclude=tried) or (pool.pick() if again else None)
             if pick is None:
                 break
@@ -247,7 +247,7 @@ def _answer_from_response(name: str, resp: requests.Response, latency_ms: float,
     message = error.get("message", "") if isinstance(error, dict) else ""
     code = error.get("code") if isinstance(error, dict) else None
     outcome = (Outcome.REJECTED if status in INPUT_REJECTED else
-               Outcome.OVERLOADED if status == 503 and code in OVERLOADED_CODES else Outcome.HTTP_ERROR)
+               Outcome.OVERLOADED if status == 503 and code in Overloaded.CODES else Outcome.HTTP_ERROR)
     return MemberAnswer(name, outcome, latency_ms, status, body, error=f"HTTP {status}: {message}".strip())
 
 

@@ -94,7 +94,7 @@ def _deadline_or_refuse() -> float:
         observability.DEADLINE_REFUSED.labels(GATEWAY).inc()
         raise Overloaded(f"Refused before asking the members: {remaining:.2f} s of the "
                          f"{current_app.config['SETTINGS'].deadline_s:g} s deadline were left after queueing, and a "
-                         f"prediction takes about {typical:.2f} s. Retry shortly.", code="deadline_in_queue")
+                         f"prediction takes about {typical:.2f} s. Retry shortly.", code=Overloaded.IN_QUEUE)
     return deadline_at
 
 

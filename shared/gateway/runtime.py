@@ -12,6 +12,11 @@ from shared.serving.runtime import ModelRuntime
 from shared.weights import manifest_parts
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity; all of them where the platform cannot say)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 class GatewayRuntime(ModelRuntime):
     """The meta-models (one per subset of members), loaded once from the verified artifacts."""
 
@@ -24,7 +29,7 @@ class GatewayRuntime(ModelRuntime):
     def running_slots(self) -> int:
         """Fan-outs at once (GATEWAY_RUNNING, else this host's cores): about what the members can compute at once;
         more would only wait inside them, slower for all, instead of getting a fast 503 here."""
-        wanted = self.settings.gateway_running or len(os.sched_getaffinity(0))
+        wanted = self.settings.gateway_running or _usable_cores()
         return max(1, min(self.settings.threads, wanted))
 
     def load(self) -> Any:

@@ -1,8 +1,8 @@
 """Bounded admission: at most `running` predictions at once and `waiting` more queued for a slot, per worker.
 
 Past that a prediction is refused at once with 503 and Retry-After, never queued without bound; a queued one
-waits in turn, at most one typical prediction's time (at least 1 s), and only as long as its deadline (counted from its arrival in the
-worker, or shortened by its caller's X-Expected-Timeout-Ms) allows. Health, metrics and pages are
+waits in turn, at most ADMISSION_WAIT_PREDICTIONS typical predictions' time (at least 1 s), and only as long as
+its deadline (counted from its arrival in the worker, or shortened by its caller's X-Expected-Timeout-Ms) allows. Health, metrics and pages are
 not predictions: they never wait here, and the worker has threads to spare for them (gunicorn_conf.threads).
 """
 from __future__ import annotations
@@ -26,16 +26,13 @@ PREDICTION_ENDPOINTS = ("gateway.predict", "member.predict", "oip.infer")
 class Admission:
     """`running` slots handed out in arrival order; at most `waiting` predictions queue for one."""
 
-    # A queued prediction waits at most this many typical predictions for its slot: an admitted answer then takes
-    # at most about twice what one takes at this load; past that a fast 503 (and its Retry-After) serves the client
-    # better than a slow answer (BENCHMARKS.md, Resilience: a bound of 2 put p99 at 24 clients 2.2x that at 2).
-    MAX_WAIT_PREDICTIONS = 1.0
-    # ... but never less than this: when predictions take milliseconds, a bound of a few would turn scheduling
-    # jitter into 503s while a slot is about to come free.
-    MIN_MAX_WAIT_S = 1.0
+    # The bound on a queued prediction's wait is never less than this: when predictions take milliseconds, a bound
+    # of a few would turn scheduling jitter into 503s while a slot is about to come free.
+    WAIT_FLOOR_S = 1.0
 
-    def __init__(self, running: int, waiting: int):
+    def __init__(self, running: int, waiting: int, wait_predictions: float = 1.0):
         self.running, self.waiting = max(1, running), max(0, waiting)
+        self.wait_predictions = wait_predictions  # typical predictions a queued one may wait; 0 = deadline only
         self._lock = threading.Lock()
         self._free = self.running
         self._queue: deque[threading.Event] = deque()  # FIFO: a freed slot goes to the oldest waiter, never barged
@@ -63,21 +60,23 @@ class Admission:
             self.admitted -= 1
         raise Overloaded("Too busy: no prediction slot came free in time (within a prediction's time, before the "
                          "request's deadline). Retry shortly.",
-                         retry_after=self.retry_after(), code="deadline_in_queue")
+                         retry_after=self.retry_after(), code=Overloaded.IN_QUEUE)
 
     def max_wait_s(self, deadline_at: float) -> float:
-        """How long a prediction may wait for a slot: MAX_WAIT_PREDICTIONS typical predictions, at least
-        MIN_MAX_WAIT_S (none known yet: no bound), and never so long that it could not finish by deadline_at."""
+        """How long a prediction may wait for a slot: `wait_predictions` typical predictions, at least WAIT_FLOOR_S
+        (no typical time yet, or 0: no such bound), and never so long that it could not finish by deadline_at."""
         in_time = max(0.0, deadline_at - self.typical_s - time.monotonic())
-        if not self.typical_s:
+        if not self.typical_s or not self.wait_predictions:
             return in_time
-        return min(in_time, max(self.MIN_MAX_WAIT_S, self.MAX_WAIT_PREDICTIONS * self.typical_s))
+        return min(in_time, max(self.WAIT_FLOOR_S, self.wait_predictions * self.typical_s))
 
-    def leave(self, seconds: float) -> None:
-        """A prediction finished: its slot goes straight to the oldest waiter, if any."""
+    def leave(self, seconds: float | None) -> None:
+        """A prediction finished (`seconds`: how long it ran; None when it was no answer, e.g. a rejected input,
+        which says nothing of how long a prediction takes): its slot goes straight to the oldest waiter, if any."""
         with self._lock:
             self.admitted -= 1
-            self.typical_s = seconds if not self.typical_s else 0.9 * self.typical_s + 0.1 * seconds
+            if seconds is not None:
+                self.typical_s = seconds if not self.typical_s else 0.9 * self.typical_s + 0.1 * seconds
             if self._queue:
                 self._queue.popleft().set()
             else:
@@ -110,7 +109,7 @@ def caller_timeout_s(header: str | None) -> float:
 
 
 def init_app(app: Flask, settings: Settings, running: int) -> Admission:
-    admission = Admission(running, settings.admission_queue)
+    admission = Admission(running, settings.admission_queue, settings.admission_wait_predictions)
     app.extensions["admission"] = admission
 
     @app.before_request
@@ -128,10 +127,15 @@ def init_app(app: Flask, settings: Settings, running: int) -> Admission:
             raise
         g.admitted_at = time.monotonic()
 
+    @app.after_request
+    def _note_answer(response):
+        g.answered = response.status_code < 400
+        return response
+
     @app.teardown_request
     def _release(_exc: BaseException | None) -> None:
         started = g.pop("admitted_at", None)
         if started is not None:
-            admission.leave(time.monotonic() - started)
+            admission.leave(time.monotonic() - started if g.pop("answered", False) else None)
 
     return admission

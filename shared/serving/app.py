@@ -66,5 +66,6 @@ def _init_runtime(app: Flask, runtime: ModelRuntime) -> None:
     observability.init_app(app, runtime.name, runtime.health)
     openapi.init_app(app, runtime.name)
     auth.init_app(app, runtime.settings)
-    admission.init_app(app, runtime.settings, runtime.running_slots())  # after auth: a request without a key never takes a slot
+    # After auth: a request without a key never takes a slot.
+    admission.init_app(app, runtime.settings, runtime.running_slots())
     api.install_error_handlers(app)

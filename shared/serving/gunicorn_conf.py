@@ -64,14 +64,18 @@ def on_starting(server: Any) -> None:
 
 def _stop_with_parent() -> None:
     """SIGTERM (the usual drain) to this master when its parent dies: a supervisor killed outright (serve's circus
-    by SIGKILL, an OOM kill) must not leave the services running on, orphaned, holding its sockets."""
+    by SIGKILL, an OOM kill) must not leave the services running on, orphaned, holding its sockets. (The kernel
+    watches the parent thread that started us: circus and the tests start services from their main thread.)"""
     if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # no libc to ask: the supervisor's own stop still ends the services
-        logging.getLogger(__name__).warning("cannot ask to be stopped with the parent (prctl unavailable)")
+        failed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0
+        reason = os.strerror(ctypes.get_errno()) if failed else ""
+    except (OSError, AttributeError) as exc:  # no libc to ask: the supervisor's own stop still ends the services
+        failed, reason = True, str(exc)
+    if failed:
+        logging.getLogger(__name__).warning("cannot ask to be stopped with the parent (prctl: %s)", reason)
 
 
 def on_exit(server: Any) -> None:

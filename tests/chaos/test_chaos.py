@@ -81,7 +81,10 @@ def served(trained_models: Path, tiny_weights: Path, tmp_path_factory: pytest.Te
     env.update(SERVICE_PORTS=",".join(f"{n}={p}" for n, p in ports.items()), OMP_NUM_THREADS="1",
                TORCH_THREADS="1", HISTORY_DB=str(tmp / "history.sqlite3"), DRAIN_SECONDS="1",
                MEMBER_TIMEOUT_S=str(MEMBER_TIMEOUT_S), GATEWAY_DEADLINE_S=str(DEADLINE_S),
-               BREAKER_COOLOFF_S=str(COOLOFF_S), PYTHONUNBUFFERED="1")
+               BREAKER_COOLOFF_S=str(COOLOFF_S), PYTHONUNBUFFERED="1",
+               # 2 clients and a probe run at once in most scenarios: none of them is load shedding (the overload
+               # one is: 24 clients against these 3).
+               GATEWAY_RUNNING="3", UNBATCHED_RUNNING="3")
     proc = subprocess.Popen([sys.executable, "-m", "shared", "serve", "--models", str(trained_models),
                              "--weights", str(tiny_weights), "--synthetic"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -113,3 +113,20 @@ def test_running_slots_follow_what_each_service_can_compute_at_once():
     assert GatewayRuntime(settings.replace(threads=3)).running_slots() == 3  # never more than its threads
     cores = len(os.sched_getaffinity(0))  # unset: the host's cores, which the members share on one host
     assert GatewayRuntime(settings.replace(gateway_running=0)).running_slots() == min(8, cores)
+
+
+def test_only_answered_predictions_set_the_typical_time():
+    """A rejected input comes back in microseconds: it must not shrink the queue bound of real predictions."""
+    gate = admission.Admission(running=2, waiting=2)
+    gate.enter(time.monotonic() + 10)
+    gate.leave(1.2)
+    for _ in range(20):
+        gate.enter(time.monotonic() + 10)
+        gate.leave(None)  # 400, 413, 415 ...
+    assert gate.typical_s == pytest.approx(1.2) and gate.admitted == 0
+
+
+def test_a_wait_bound_of_zero_waits_until_the_deadline_allows():
+    gate = admission.Admission(running=1, waiting=1, wait_predictions=0)
+    gate.typical_s = 0.1
+    assert gate.max_wait_s(time.monotonic() + 5.0) == pytest.approx(4.9, abs=0.05)
