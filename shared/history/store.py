@@ -57,6 +57,7 @@ class HistoryStore:
         self._thread: threading.Thread | None = None
         self._owner_pid = 0
         self._schema_ready = False
+        self._setup_lock = threading.Lock()  # the writer and a reader may open the new database at once
         self.last_error: str | None = None  # this process's latest write failure, for the history page
 
     @classmethod
@@ -301,13 +302,17 @@ class HistoryStore:
         conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes, one fsync per checkpoint
             conn.execute("PRAGMA foreign_keys=ON")
             if not self._schema_ready:
-                conn.executescript(SCHEMA)
-                add_columns(conn)
-                self._schema_ready = True
+                # Once per process, one thread at a time: a reader racing the writer's first journal-mode switch
+                # and schema got "database is locked" (a 503 from /v1/history right after the first prediction).
+                with self._setup_lock:
+                    if not self._schema_ready:
+                        conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: once is enough
+                        conn.executescript(SCHEMA)
+                        add_columns(conn)
+                        self._schema_ready = True
         except Exception:
             conn.close()
             raise

@@ -56,6 +56,17 @@ class Served:
     def text(self) -> str:
         return "".join(self.lines)
 
+    def sigterm_until_restarted(self, name: str, timeout: float) -> tuple[float, float]:
+        """After 2 s of load: SIGTERM to a service's master, then wait for the supervisor to start it again;
+        (when the signal was sent, when the restart was seen)."""
+        before = self.text().count(f"{name} started")
+        time.sleep(2)
+        sent = time.monotonic()
+        self.master(name).send_signal(signal.SIGTERM)
+        while self.text().count(f"{name} started") == before and time.monotonic() < sent + timeout:
+            time.sleep(0.2)
+        return sent, time.monotonic()
+
     def wait_whole(self, timeout: float = 120.0) -> None:
         """Until an answer comes back with every member in it."""
         deadline = time.monotonic() + timeout
@@ -172,13 +183,7 @@ def test_a_frozen_member_opens_its_breaker_and_answers_stay_fast(served):
 def test_sigterm_to_the_gateway_fails_no_keep_alive_request(served):
     before = served.text().count("stacking started")
     with Load(served.url, served.photos, clients=2) as load:
-        time.sleep(2)
-        t0 = time.monotonic()
-        served.master("stacking").send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while served.text().count("stacking started") == before and time.monotonic() < deadline:
-            time.sleep(0.2)
-        t1 = time.monotonic()
+        t0, t1 = served.sigterm_until_restarted("stacking", timeout=60)
         load.wait_for(6, t1, timeout=60)
     tally = counts(load.since(t0))
     print(f"gateway SIGTERM: {tally}")
@@ -192,13 +197,7 @@ def test_sigterm_to_a_member_fails_no_keep_alive_request(served):
     before = served.text().count("ocr_nb started")
     member_url = f"http://127.0.0.1:{served.ports['ocr_nb']}/"
     with Load(member_url, served.photos, clients=2) as direct, Load(served.url, served.photos, clients=2) as load:
-        time.sleep(2)
-        t0 = time.monotonic()
-        served.master("ocr_nb").send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 90
-        while served.text().count("ocr_nb started") == before and time.monotonic() < deadline:
-            time.sleep(0.2)
-        t1 = time.monotonic()
+        t0, t1 = served.sigterm_until_restarted("ocr_nb", timeout=90)
         direct.wait_for(4, t1, timeout=60)
     direct_tally, tally = counts(direct.since(t0)), counts(load.since(t0))
     print(f"member SIGTERM: on the member {direct_tally}; on the gateway {tally}")

@@ -249,3 +249,31 @@ def test_undecodable_image_is_recorded_without_thumbnail(store):
     assert item["has_thumbnail"] is False
     with pytest.raises(NotFound):
         store.thumbnail(item["id"])
+
+
+def test_reading_while_the_first_record_creates_the_database_never_fails(tmp_path):
+    """The writer's first connection switches the new file to WAL and makes the tables while a reader (GET
+    /v1/history right after the first prediction) opens it: the reader sees an empty or a whole history."""
+    for attempt in range(15):
+        store = HistoryStore(tmp_path / f"h{attempt}.sqlite3")
+        errors: list[Exception] = []
+        start = threading.Barrier(5)
+
+        def read() -> None:
+            start.wait()
+            for _ in range(20):
+                try:
+                    store.query()
+                except ClassifierError as exc:
+                    errors.append(exc)
+
+        readers = [threading.Thread(target=read) for _ in range(4)]
+        for reader in readers:
+            reader.start()
+        start.wait()
+        store.record(record(attempt))
+        for reader in readers:
+            reader.join(30)
+        assert store.flush()
+        store.close()
+        assert not errors, errors[:3]
