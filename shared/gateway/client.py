@@ -77,6 +77,7 @@ class MemberAnswer:
     batch_wait_ms: float = 0.0  # how long the member held it for batch company (its X-Batch-Wait-Ms)
     replica: str = ""  # the address that gave this answer ("" when none was asked)
     attempts: int = 0
+    retry_after: int | None = None  # a full replica's Retry-After (s), passed on when every member was full
 
     @property
     def ok(self) -> bool:
@@ -248,7 +249,9 @@ def _answer_from_response(name: str, resp: requests.Response, latency_ms: float,
     code = error.get("code") if isinstance(error, dict) else None
     outcome = (Outcome.REJECTED if status in INPUT_REJECTED else
                Outcome.OVERLOADED if status == 503 and code in Overloaded.CODES else Outcome.HTTP_ERROR)
-    return MemberAnswer(name, outcome, latency_ms, status, body, error=f"HTTP {status}: {message}".strip())
+    retry_after = resp.headers.get("Retry-After", "")
+    return MemberAnswer(name, outcome, latency_ms, status, body, error=f"HTTP {status}: {message}".strip(),
+                        retry_after=int(retry_after) if retry_after.isdigit() else None)
 
 
 def _worth_retrying(answer: MemberAnswer) -> bool:

@@ -132,7 +132,8 @@ def _nobody_answered(answers: Mapping[str, MemberAnswer]) -> Exception:
     if all(a.outcome in (Outcome.TIMEOUT, Outcome.DEADLINE) for a in answers.values()):
         return DeadlineExceeded(f"No member answered in time ({reasons}).")
     if all(a.outcome == Outcome.OVERLOADED for a in answers.values()):
-        return Overloaded(f"Every member is too busy ({reasons}). Retry shortly.")
+        return Overloaded(f"Every member is too busy ({reasons}). Retry shortly.",
+                          retry_after=max(a.retry_after or 1 for a in answers.values()))
     return MembersUnavailable(f"No member could answer ({reasons}).")
 
 

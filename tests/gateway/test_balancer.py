@@ -121,6 +121,8 @@ class Replica:
                 if status == 200:
                     served.append(time.monotonic())
                 self.send_response(status)
+                if status == 503:
+                    self.send_header("Retry-After", "3")
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -269,7 +271,7 @@ def test_a_lone_full_replica_is_not_asked_twice_and_tells_its_caller_how_long_it
     try:
         client = MemberClient({"ocr_nb": f"http://127.0.0.1:{port}"}, Timeouts(1, 2, 5), 4)
         answer = client.fan_out(b"x", {}, CLASSES)["ocr_nb"]
-        assert answer.outcome == Outcome.OVERLOADED and answer.attempts == 1
+        assert answer.outcome == Outcome.OVERLOADED and answer.attempts == 1 and answer.retry_after == 3
         assert answer.error.startswith("HTTP 503: Too busy")
         assert replica.expected_timeouts == ["2000"]  # the member timeout, in ms: the replica never queues longer
     finally:

@@ -26,6 +26,14 @@ def test_nobody_answered_is_504_on_timeouts_and_503_otherwise():
     assert err.status == 503 and "a: refused" in err.message and "b: late" in err.message
 
 
+def test_every_member_full_is_a_503_with_the_longest_retry_after_they_gave():
+    full = {"a": MemberAnswer("a", Outcome.OVERLOADED, 1.0, status=503, error="HTTP 503: Too busy", retry_after=4),
+            "b": MemberAnswer("b", Outcome.OVERLOADED, 1.0, status=503, error="HTTP 503: Too busy")}
+    err = _nobody_answered(full)
+    assert err.status == 503 and err.code == "overloaded" and err.retry_after == 4
+    assert "too busy" in err.message
+
+
 def test_app_without_models_is_live_not_ready_and_checks_input_first(client):
     assert client.get("/v2/health/live").status_code == 200
     ready = client.get("/v2/health/ready")
