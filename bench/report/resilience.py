@@ -174,6 +174,11 @@ def plot_resilience(res: dict, out: Path) -> Path | None:
     if all(row.get("complete_p50_ms") for row in levels):
         ax.plot(c, [row["complete_p50_ms"] / 1000 for row in levels], marker=".", linestyle="--",
                 label="p50, complete answers only")
+    before = res.get("before")
+    if before:  # the code before a change, on the same axes
+        was = sorted(before["levels"], key=lambda row: row["concurrency"])
+        ax.plot([row["concurrency"] for row in was], [(row["p99_ms"] or 0) / 1000 for row in was], marker="x",
+                linestyle=":", color="grey", label=f"p99 before ({before['label'].split(',')[0]})")
     ax.set_xscale("log", base=2)
     ax.set_xticks(c, [str(v) for v in c])
     ax.set_xlabel("concurrency (closed loop, gateway)")
