@@ -2,8 +2,9 @@
 
 Past that a prediction is refused at once with 503 and Retry-After, never queued without bound; a queued one
 waits in turn, at most ADMISSION_WAIT_PREDICTIONS typical predictions' time (at least 1 s), and only as long as
-its deadline (counted from its arrival in the worker, or shortened by its caller's X-Expected-Timeout-Ms) allows. Health, metrics and pages are
-not predictions: they never wait here, and the worker has threads to spare for them (gunicorn_conf.threads).
+its deadline (counted from its arrival in the worker, or shortened by its caller's X-Expected-Timeout-Ms) allows.
+Health, metrics and pages are not predictions: they never wait here, and the worker has threads to spare for them
+(gunicorn_conf.threads).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import threading
 import time
 from collections import deque
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 
 from shared.config import Settings
 from shared.errors import Overloaded
@@ -128,7 +129,7 @@ def init_app(app: Flask, settings: Settings, running: int) -> Admission:
         g.admitted_at = time.monotonic()
 
     @app.after_request
-    def _note_answer(response):
+    def _note_answer(response: Response) -> Response:
         g.answered = response.status_code < 400
         return response
 
