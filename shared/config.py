@@ -43,10 +43,16 @@ class Settings:
         "OCR_MAX_BOXES", 32,
         "Most text boxes recognised per image, the largest first (~0.1 CPU-s each); 0 = all. Part of the feature config",
     )
+    ocr_detector: str = _env(
+        "OCR_DETECTOR", "fp32",
+        "CRAFT text detector: fp32, or int8 (static int8 on ONNX Runtime, calibrated on rendered text scenes, cached "
+        "next to the weights; ~1.6x less CPU per read, 1-2 points less word recall: ACCURACY.md). Part of the "
+        "feature config",
+    )
     ocr_backend: str = _env(
         "OCR_BACKEND", "onnx",
-        "CRAFT text detector runtime on CPU: onnx (ONNX Runtime, export cached next to the weights) or torch; "
-        "onnx falls back to torch when it cannot run",
+        "Runtime of the fp32 CRAFT detector on CPU (OCR_DETECTOR=fp32): onnx (ONNX Runtime, export cached next to "
+        "the weights) or torch; onnx falls back to torch when it cannot run",
     )
     device: str = _env("DEVICE", "auto", "auto, cpu or cuda")
     torch_threads: int = _env("TORCH_THREADS", 0, "torch intra-op threads per worker; 0 = torch default")

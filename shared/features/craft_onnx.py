@@ -1,4 +1,8 @@
-"""CRAFT text detector on ONNX Runtime: exported once per weights file (cached by its sha256), called like EasyOCR's."""
+"""CRAFT text detector on ONNX Runtime: exported once per weights file (cached by its sha256), called like EasyOCR's.
+
+Two detectors: the fp32 export, and its static int8 quantisation (QDQ, per-channel weights) calibrated on the rendered
+scenes of craft_calibration. Both are cached next to the weights, named by the CRAFT file's sha256.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,11 +10,12 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
+DETECTORS = ("fp32", "int8")
 # Images reach CRAFT padded to multiples of 32 but otherwise of any size: batch, height and width stay dynamic.
 _DYNAMIC_AXES = {"image": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch", 1: "half_height", 2: "half_width"}}
 
@@ -33,28 +38,79 @@ class OnnxCraft:
         return self
 
 
-def onnx_path(folder: Path, craft_sha256: str) -> Path:
-    """Where the ONNX export of the CRAFT file with this sha256 is cached (next to the weights)."""
-    return Path(folder) / f"craft.{craft_sha256[:16]}.onnx"
+def onnx_path(folder: Path, craft_sha256: str, precision: str = "fp32") -> Path:
+    """Where the ONNX detector of the CRAFT file with this sha256 is cached (next to the weights)."""
+    suffix = "" if precision == "fp32" else f".{precision}"
+    return Path(folder) / f"craft.{craft_sha256[:16]}{suffix}.onnx"
 
 
-def load_detector(detector: Any, folder: Path, craft_sha256: str, threads: int) -> OnnxCraft:
-    """The cached ONNX export of `detector` (exported now if missing) in an ONNX Runtime session."""
+def load_detector(detector: Any, folder: Path, craft_sha256: str, threads: int, precision: str = "fp32") -> OnnxCraft:
+    """The cached ONNX detector of `detector` (made now if missing) in an ONNX Runtime session."""
     path = cached_export(detector, folder, craft_sha256)
+    if precision == "int8":
+        path = cached_int8(path, folder, craft_sha256)
+    elif precision != "fp32":
+        raise ValueError(f"OCR_DETECTOR must be one of {', '.join(DETECTORS)}; got {precision!r}")
     return OnnxCraft(open_session(path, threads), path)
 
 
 def cached_export(detector: Any, folder: Path, craft_sha256: str) -> Path:
     """The ONNX file for these CRAFT weights; exported next to them, or to a private temp folder if that is read-only."""
-    path = onnx_path(folder, craft_sha256)
-    if path.is_file():
+    path = _writable(onnx_path(folder, craft_sha256))
+    return path if path.is_file() else export_craft(detector, path)
+
+
+def cached_int8(fp32: Path, folder: Path, craft_sha256: str) -> Path:
+    """The static int8 detector for these CRAFT weights, quantised from the fp32 export now if missing."""
+    path = _writable(onnx_path(folder, craft_sha256, "int8"))
+    return path if path.is_file() else quantize_int8(fp32, path)
+
+
+def _writable(path: Path) -> Path:
+    """path, or the same name in a private temp folder when its folder is read-only."""
+    if path.is_file() or os.access(path.parent, os.W_OK):
         return path
-    if not os.access(folder, os.W_OK):
-        # e.g. /models mounted read-only: export for this process only (costs seconds at every start).
-        path = Path(tempfile.mkdtemp(prefix="craft-onnx-")) / path.name
-        log.warning("%s is read-only; exporting CRAFT to %s for this process only. Load OCR once where the "
-                    "weights folder is writable (training does) to cache the export.", folder, path)
-    return export_craft(detector, path)
+    # e.g. /models mounted read-only: build for this process only (seconds to a minute at every start).
+    private = Path(tempfile.mkdtemp(prefix="craft-onnx-")) / path.name
+    log.warning("%s is read-only; building %s for this process only. Load OCR once where the weights folder is "
+                "writable (training does) to cache it.", path.parent, private)
+    return private
+
+
+def quantize_int8(fp32: Path, path: Path, images: Iterable[Any] | None = None) -> Path:
+    """Static int8 QDQ quantisation of the fp32 export, activations MinMax-calibrated on images (the rendered scenes)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from shared.features import craft_calibration
+
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    log.info("quantising CRAFT to static int8: %s", path)
+    inputs = ({"image": craft_input(image)} for image in (craft_calibration.scenes() if images is None else images))
+    # MinMax calibration keeps only each tensor's min and max per scene (ReduceMin/Max in the graph): little memory.
+    quantize_static(str(fp32), str(partial), _Calibration(inputs), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    os.replace(partial, path)
+    return path
+
+
+class _Calibration:
+    """ONNX Runtime's CalibrationDataReader over an iterator of model inputs."""
+
+    def __init__(self, inputs: Any):
+        self.inputs = iter(inputs)
+
+    def get_next(self) -> dict | None:
+        return next(self.inputs, None)
+
+
+def craft_input(image: Any) -> Any:
+    """What EasyOCR feeds CRAFT for an RGB image: resized to a multiple of 32, normalised, NCHW float32."""
+    import cv2
+    import numpy as np
+    from easyocr.imgproc import normalizeMeanVariance, resize_aspect_ratio
+
+    resized, _, _ = resize_aspect_ratio(np.asarray(image), 2560, interpolation=cv2.INTER_LINEAR, mag_ratio=1.0)
+    return np.transpose(normalizeMeanVariance(resized), (2, 0, 1))[None].astype(np.float32)
 
 
 def export_craft(detector: Any, path: Path) -> Path:

@@ -28,6 +28,7 @@ from shared.config import Settings
 from shared.errors import WeightsMismatch, WeightsMissing
 
 BACKENDS = ("onnx", "torch")
+DETECTORS = ("fp32", "int8")
 # Pillow shrinks by an integer factor with a box filter first and resamples only the last <3x with LANCZOS:
 # documented as indistinguishable from a full LANCZOS pass from 3.0 on, and ~5x cheaper for a 12 MP photo.
 REDUCING_GAP = 3.0
@@ -64,6 +65,8 @@ def ocr_config(info: dict, settings: Settings, recorded: dict | None = None) -> 
         "max_side": int(recorded["max_side"]) if recorded else settings.ocr_max_side,
         # Models trained before the cap read every box: their recorded config has no max_boxes (0 = no cap).
         "max_boxes": int(recorded.get("max_boxes", 0)) if recorded else settings.ocr_max_boxes,
+        # int8 and fp32 CRAFT find slightly different boxes; models trained before int8 existed used fp32.
+        "detector": recorded.get("detector", "fp32") if recorded else _check_detector(settings.ocr_detector),
         "weights_sha256": weights.ocr_weights_sha256(info),
         "synthetic": bool(info["synthetic"]),
     }
@@ -135,7 +138,7 @@ class OcrReader:
         self.reader = reader
         self.info = info
         self.settings = settings
-        self.backend = backend  # the CRAFT runtime actually in use: "onnx" or "torch"
+        self.backend = backend  # the CRAFT runtime actually in use: "onnx-int8", "onnx" or "torch"
         self.config = ocr_config(info, settings, recorded)
         self.max_side: int = self.config["max_side"]
         self.max_boxes: int = self.config["max_boxes"]
@@ -170,7 +173,9 @@ class OcrReader:
         except FileNotFoundError as exc:
             raise WeightsMissing(f"EasyOCR could not use {folder}: {exc}. {weights.FETCH_HINT}") from None
         _channels_last_recogniser(reader)
-        backend = _install_detector(reader, folder, info, backend, settings)
+        detector = ocr_config(info, settings, recorded)["detector"]
+        backend = _install_detector(reader, folder, info, backend, settings, detector)
+        log.info("EasyOCR CRAFT detector: %s on %s", detector, backend)
         return cls(reader, info, settings, backend, recorded)
 
     @staticmethod
@@ -244,6 +249,12 @@ class OcrReader:
         return normalise_text(" ".join(parts))
 
 
+def _check_detector(detector: str) -> str:
+    if detector not in DETECTORS:
+        raise ValueError(f"OCR_DETECTOR must be one of {', '.join(DETECTORS)}; got {detector!r}")
+    return detector
+
+
 def _check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"OCR_BACKEND must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -258,15 +269,22 @@ def _channels_last_recogniser(reader: Any) -> None:
         reader.recognizer = reader.recognizer.to(memory_format=torch.channels_last)
 
 
-def _install_detector(reader: Any, folder: Path, info: dict, backend: str, settings: Settings) -> str:
-    """Swap EasyOCR's CRAFT for its ONNX Runtime export when asked (CPU only); returns the backend in use."""
-    if backend == "torch" or reader.device != "cpu":
-        return "torch"
+def _install_detector(reader: Any, folder: Path, info: dict, backend: str, settings: Settings, detector: str) -> str:
+    """Swap EasyOCR's CRAFT for its ONNX Runtime int8 or fp32 export as asked; returns the runtime in use.
+
+    int8 always runs (on ONNX Runtime's CPU provider, GPU or not): it is part of the feature config, so falling back
+    to fp32 would change the features a model was trained on. fp32 runs on torch when ONNX Runtime cannot.
+    """
     from easyocr.config import detection_models
 
     from shared.features import craft_onnx
 
     craft_sha256 = info["files"][detection_models[weights.DETECTOR]["filename"]]
+    if detector == "int8":
+        reader.detector = craft_onnx.load_detector(reader.detector, folder, craft_sha256, settings.torch_threads, "int8")
+        return "onnx-int8"
+    if backend == "torch" or reader.device != "cpu":
+        return "torch"
     try:
         reader.detector = craft_onnx.load_detector(reader.detector, folder, craft_sha256, settings.torch_threads)
     except Exception as exc:  # noqa: BLE001 - no onnxruntime/onnx, or an export error: torch still reads text

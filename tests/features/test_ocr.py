@@ -23,13 +23,21 @@ GROCERY_PHOTO = "grocery/train/Packages/Juice/Tropicana-Mandarin-Morning/Tropica
 
 @pytest.fixture(scope="module")
 def reader(tiny_weights) -> OcrReader:
-    return OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_max_side=MAX_SIDE, ocr_backend="torch"))
+    return OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_max_side=MAX_SIDE, ocr_backend="torch",
+                                                 ocr_detector="fp32"))
 
 
 @pytest.fixture(scope="module")
 def onnx_reader(tiny_weights) -> OcrReader:
     # The first ONNX load exports CRAFT next to the session's weights; later loads reuse the file.
-    return OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_max_side=MAX_SIDE, ocr_backend="onnx"))
+    return OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_max_side=MAX_SIDE, ocr_backend="onnx",
+                                                 ocr_detector="fp32"))
+
+
+@pytest.fixture(scope="module")
+def int8_reader(tiny_weights) -> OcrReader:
+    # The first int8 load quantises the fp32 export next to the weights (calibrated on the rendered scenes).
+    return OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_max_side=MAX_SIDE, ocr_detector="int8"))
 
 
 def _craft_file(weights_dir) -> str:
@@ -104,9 +112,45 @@ def test_unusable_onnx_file_falls_back_to_torch(onnx_reader, tiny_weights, tmp_p
     broken = craft_onnx.onnx_path(folder / "easyocr", _craft_file(folder))
     broken.unlink()  # a hard link: never write through it into the session fixture
     broken.write_bytes(b"not an onnx graph")
-    fallback = OcrReader.load(folder, Settings(torch_threads=1, ocr_backend="onnx"))
+    fallback = OcrReader.load(folder, Settings(torch_threads=1, ocr_backend="onnx", ocr_detector="fp32"))
     assert fallback.backend == "torch" and "CRAFT runs on torch" in caplog.text
     assert isinstance(fallback.read(_text_image()), str)
+
+
+def test_the_int8_detector_is_cached_next_to_the_weights(int8_reader, onnx_reader, tiny_weights):
+    path = craft_onnx.onnx_path(tiny_weights / "easyocr", _craft_file(tiny_weights), "int8")
+    assert int8_reader.backend == "onnx-int8" and int8_reader.config["detector"] == "int8"
+    assert int8_reader.reader.detector.path == path and path.is_file()
+    assert onnx_reader.config["detector"] == "fp32" and onnx_reader.config != int8_reader.config
+    # The quantised graph holds int8 weights: a quarter of the fp32 export's size, give or take the QDQ nodes.
+    assert path.stat().st_size < 0.35 * onnx_reader.reader.detector.path.stat().st_size
+    before = path.stat().st_mtime_ns
+    assert craft_onnx.cached_int8(onnx_reader.reader.detector.path, tiny_weights / "easyocr",
+                                  _craft_file(tiny_weights)) == path
+    assert path.stat().st_mtime_ns == before
+    assert isinstance(int8_reader.read(_text_image()), str)
+
+
+def test_a_model_is_served_with_the_detector_it_was_trained_with(int8_reader, tiny_weights):
+    assert Settings().ocr_detector == "fp32"
+    served = OcrReader.load(tiny_weights, Settings(torch_threads=1), recorded=int8_reader.config)
+    assert served.config["detector"] == "int8" and served.backend == "onnx-int8"
+    recorded = {key: value for key, value in int8_reader.config.items() if key != "detector"}  # before int8 existed
+    old = OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_detector="int8"), recorded=recorded)
+    assert old.config["detector"] == "fp32" and old.backend == "onnx"
+
+
+def test_calibration_scenes_are_the_same_every_time():
+    from shared.features import craft_calibration
+
+    first, again = list(craft_calibration.scenes(3)), list(craft_calibration.scenes(3))
+    assert [np.asarray(a).tobytes() == np.asarray(b).tobytes() for a, b in zip(first, again)] == [True] * 3
+    assert len({a.size for a in first}) == 3 and all(320 <= max(a.size) <= 512 for a in first)
+
+
+def test_unknown_detector_is_refused(tiny_weights):
+    with pytest.raises(ValueError, match="OCR_DETECTOR must be one of fp32, int8; got 'fp16'"):
+        OcrReader.load(tiny_weights, Settings(ocr_detector="fp16"))
 
 
 def test_unknown_backend_is_refused(tiny_weights):
@@ -143,8 +187,8 @@ def test_normalise_text(raw, expected):
 
 def test_config_is_the_contract(reader, tiny_weights):
     config = reader.config
-    assert set(config) == {"kind", "langs", "max_side", "max_boxes", "weights_sha256", "synthetic"}
-    assert config["max_boxes"] == Settings().ocr_max_boxes == 32
+    assert set(config) == {"kind", "langs", "max_side", "max_boxes", "detector", "weights_sha256", "synthetic"}
+    assert config["max_boxes"] == Settings().ocr_max_boxes == 32 and config["detector"] == "fp32"
     assert config["kind"] == "ocr" and config["langs"] == ["en"] and config["max_side"] == MAX_SIDE
     assert config["synthetic"] is False and not reader.synthetic  # the real EasyOCR files
     assert OcrReader.config_for(tiny_weights, Settings(ocr_max_side=MAX_SIDE)) == config

@@ -22,8 +22,11 @@ KNOWN_WORDS = {
 
 @pytest.fixture(scope="module")
 def readers(tiny_weights: Path) -> dict[str, OcrReader]:
+    """The int8 detector, and the fp32 one (the default) on ONNX Runtime and on torch."""
     settings = Settings(torch_threads=1)
-    return {backend: OcrReader.load(tiny_weights, settings.replace(ocr_backend=backend)) for backend in ("onnx", "torch")}
+    fp32 = settings.replace(ocr_detector="fp32")
+    return {"int8": OcrReader.load(tiny_weights, settings.replace(ocr_detector="int8")),
+            **{backend: OcrReader.load(tiny_weights, fp32.replace(ocr_backend=backend)) for backend in ("onnx", "torch")}}
 
 
 def _photo(relpath: str):
@@ -33,12 +36,26 @@ def _photo(relpath: str):
 def test_the_weights_are_real(readers):
     assert all(not reader.synthetic and not reader.config["synthetic"] for reader in readers.values())
     assert readers["onnx"].backend == "onnx" and readers["torch"].backend == "torch"
+    assert readers["int8"].backend == "onnx-int8"
 
 
+@pytest.mark.parametrize("detector", ["int8", "onnx"])
 @pytest.mark.parametrize("relpath", sorted(KNOWN_WORDS))
-def test_reads_the_brand_off_real_photos(readers, relpath):
-    text = readers["onnx"].read(_photo(relpath))
+def test_reads_the_brand_off_real_photos(readers, relpath, detector):
+    text = readers[detector].read(_photo(relpath))
     assert KNOWN_WORDS[relpath] & set(text.split()), f"read {text!r}"
+
+
+def test_int8_and_fp32_score_maps_agree_on_a_real_photo(readers):
+    from shared.features import craft_onnx
+
+    x = craft_onnx.craft_input(_photo(sorted(KNOWN_WORDS)[0]))
+    (fp32,) = readers["onnx"].reader.detector.session.run(["y"], {"image": x})
+    (int8,) = readers["int8"].reader.detector.session.run(["y"], {"image": x})
+    # Text and link scores in [0, 1]; quantisation moves them by a few hundredths, and finds text where fp32 does.
+    assert np.abs(int8 - fp32).mean() < 0.02
+    text = fp32[..., 0] > 0.7
+    assert text.any() and (int8[..., 0][text] > 0.4).mean() > 0.9
 
 
 @pytest.mark.parametrize("relpath", sorted(KNOWN_WORDS))
