@@ -192,7 +192,7 @@ def _write_training_report(out: Path, results: dict, probas: dict[str, np.ndarra
                "synthetic": manifest["synthetic_weights"],
                "data": test_split.dataset.summary(), "skipped": manifest["training"]["skipped"],
                "notes": _training_notes(manifest["training"], len(train_split.y))
-               + _temperature_notes(manifest["meta_inverse_temperatures"]) + _ocr_notes(train_split, test_split)}
+               + _ocr_notes(train_split, test_split)}
     embedding = _embedding(train_split, test_split)
     report.write_report(out / REPORT_DIR, results, context, test_split.y, probas, embedding)
 
@@ -201,14 +201,6 @@ def _training_notes(training: dict, n_train: int) -> list[str]:
     return [f"scored on the held-out set ({training['test_source']}); members and meta-models trained on "
             f"{n_train} images with {training['folds']}-fold out-of-fold stacking, seed {training['seed']}",
             _feature_note(training["feature_stats"])]
-
-
-def _temperature_notes(betas: dict[str, float]) -> list[str]:
-    # beta < 1 softens the forest's votes, > 1 sharpens them: says how far from calibrated the raw votes were.
-    full = max(betas, key=lambda name: name.count("+"))
-    return [f"the stack's forests are temperature-scaled on their own out-of-fold predictions: inverse temperature "
-            f"{betas[full]:.2f} with every member ({min(betas.values()):.2f}-{max(betas.values()):.2f} over the "
-            f"{len(betas)} member subsets)"]
 
 
 def _feature_note(stats: dict) -> str:
