@@ -1,9 +1,4 @@
-"""Stacking: out-of-fold meta-features, one temperature-scaled RandomForest per member subset, `MetaEnsemble.combine`.
-
-A forest's averaged votes are not calibrated probabilities. Each forest gets a temperature fitted on its own
-out-of-fold predictions (sklearn's CalibratedClassifierCV, method="temperature", ensemble=False: one forest refit on
-all rows, and one inverse temperature beta); serving applies softmax(beta * log p) to the forest's fast sum.
-"""
+"""Stacking: out-of-fold meta-features, one RandomForest per member subset, `MetaEnsemble.combine`."""
 from __future__ import annotations
 
 from itertools import combinations
@@ -11,9 +6,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-from scipy.special import softmax
 from sklearn.base import clone
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
@@ -21,8 +14,6 @@ from shared import artifacts
 from shared.errors import ArtifactError, MembersUnavailable
 
 STACK = "stack"  # the stack's own row among the members' probabilities, in reports and scores
-# What sklearn's temperature scaling adds to probabilities before their log (its _convert_to_logits).
-LOG_EPS = 1e-12
 
 
 def subset_name(members: Iterable[str]) -> str:
@@ -63,23 +54,9 @@ def build_meta_model(seed: int) -> RandomForestClassifier:
     return RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1)
 
 
-def fit_meta_models(oof: Mapping[str, np.ndarray], y: np.ndarray, seed: int = 0,
-                    folds: int = 5) -> tuple[dict[str, RandomForestClassifier], dict[str, float]]:
-    """One RandomForest per non-empty subset of members, fitted on out-of-fold probabilities, and its inverse
-    temperature, fitted on the forest's own `folds`-fold out-of-fold predictions: ({subset: forest}, {subset: beta})."""
-    forests, betas = {}, {}
-    for members in member_subsets(oof):
-        calibrated = CalibratedClassifierCV(build_meta_model(seed), method="temperature", ensemble=False,
-                                            cv=make_folds(folds, seed)).fit(meta_features(oof, members), y)
-        (fitted,) = calibrated.calibrated_classifiers_
-        name = subset_name(members)
-        forests[name], betas[name] = fitted.estimator, float(fitted.calibrators[0].beta_)
-    return forests, betas
-
-
-def temperature_scaled(proba: np.ndarray, beta: float) -> np.ndarray:
-    """softmax(beta * log p) row-wise: what CalibratedClassifierCV(method="temperature") returns for p."""
-    return softmax(beta * np.log(proba + LOG_EPS), axis=1)
+def fit_meta_models(oof: Mapping[str, np.ndarray], y: np.ndarray, seed: int = 0) -> dict[str, RandomForestClassifier]:
+    """One RandomForest per non-empty subset of members, fitted on out-of-fold probabilities."""
+    return {subset_name(s): build_meta_model(seed).fit(meta_features(oof, s), y) for s in member_subsets(oof)}
 
 
 def forest_proba(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:
@@ -102,13 +79,10 @@ def forest_proba(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:
 class MetaEnsemble:
     """The fitted meta-models; combines whichever members answered. Imports without torch."""
 
-    def __init__(self, models: Mapping[str, RandomForestClassifier], classes: list[str], members: list[str],
-                 inverse_temperatures: Mapping[str, float] | None = None):
+    def __init__(self, models: Mapping[str, RandomForestClassifier], classes: list[str], members: list[str]):
         self.models = dict(models)
         self.classes = list(classes)
         self.members = sorted(members)
-        # Models trained before temperature scaling have none: their forests' votes are served as they are.
-        self.inverse_temperatures = dict(inverse_temperatures or {})
 
     @classmethod
     def load(cls, models_dir: Path, manifest: dict | None = None) -> "MetaEnsemble":
@@ -116,7 +90,7 @@ class MetaEnsemble:
         manifest = manifest or artifacts.load_manifest(models_dir)
         subsets = [subset_name(s) for s in member_subsets(manifest["members"])]
         models = {name: artifacts.load_object(models_dir, meta_path(name), manifest) for name in subsets}
-        return cls(models, manifest["classes"], manifest["members"], manifest.get("meta_inverse_temperatures"))
+        return cls(models, manifest["classes"], manifest["members"])
 
     def predict_proba(self, probas: Mapping[str, np.ndarray]) -> np.ndarray:
         """(n, K) stacked probabilities from {member: (n, K)} using the model for exactly those members."""
@@ -127,11 +101,8 @@ class MetaEnsemble:
         if model is None:
             raise ArtifactError(f"No meta-model for members {name!r}; known: {', '.join(sorted(self.models))}")
         X = meta_features({k: np.atleast_2d(self._checked(k, v)) for k, v in probas.items()}, probas)
-        proba = forest_proba(model, X)
-        if name in self.inverse_temperatures:
-            proba = temperature_scaled(proba, self.inverse_temperatures[name])
         out = np.zeros((X.shape[0], len(self.classes)))
-        out[:, model.classes_.astype(int)] = proba
+        out[:, model.classes_.astype(int)] = forest_proba(model, X)
         return out
 
     def combine(self, probas: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -50,11 +50,10 @@ def train(data: Path, out: Path, weights_dir: Path, settings: Settings, test_dat
     table, skipped = _extract(train_set, test_set, weights_dir, settings)
     train_split, test_split = _sides(table, train_set, test_set)
     k = choose_folds(train_split.y, folds, train_set.classes)
-    learners, meta_models, betas = fit_stack(train_split, k, seed)
-    probas = held_out_probas(learners, MetaEnsemble(meta_models, train_set.classes, list(learners), betas), test_split)
+    learners, meta_models = fit_stack(train_split, k, seed)
+    probas = held_out_probas(learners, meta_models, test_split)
     results = evaluation.evaluate_probas(test_split.y, probas, train_set.classes)
     manifest = _manifest(train_set, test_set, table, skipped, results, k, folds, seed, test_size, test_data)
-    manifest["meta_inverse_temperatures"] = betas
     _save_models(out, learners, meta_models)
     _write_training_report(out, results, probas, (train_split, test_split), manifest)
     manifest = artifacts.write_manifest(out, manifest | {"files": _artifact_files(out)})
@@ -137,8 +136,8 @@ def _take(values: Any, mask: np.ndarray) -> Any:
 
 
 # --- fitting ------------------------------------------------------------------------------------
-def fit_stack(split: Split, folds: int, seed: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
-    """Out-of-fold probabilities -> meta-models and their inverse temperatures; every member refit on all data."""
+def fit_stack(split: Split, folds: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Out-of-fold probabilities -> meta-models; then every member refit on all training data."""
     from tqdm import tqdm
 
     cv, oof, learners = make_folds(folds, seed), {}, {}
@@ -146,13 +145,14 @@ def fit_stack(split: Split, folds: int, seed: int) -> tuple[dict[str, Any], dict
         X = split.member_input(name)
         oof[name] = out_of_fold_proba(build_learner(name, seed), X, split.y, cv)
         learners[name] = build_learner(name, seed).fit(X, split.y)
-    return learners, *fit_meta_models(oof, split.y, seed, folds)
+    return learners, fit_meta_models(oof, split.y, seed)
 
 
-def held_out_probas(learners: dict[str, Any], ensemble: MetaEnsemble, split: Split) -> dict[str, np.ndarray]:
+def held_out_probas(learners: dict[str, Any], meta_models: dict[str, Any], split: Split) -> dict[str, np.ndarray]:
     """{member: (n, K)} for the held-out side, plus the stack's."""
     n_classes = len(split.dataset.classes)
     probas = {name: predict_aligned(p, split.member_input(name), n_classes) for name, p in learners.items()}
+    ensemble = MetaEnsemble(meta_models, split.dataset.classes, list(learners))
     return probas | {evaluation.STACK: ensemble.predict_proba(probas)}
 
 

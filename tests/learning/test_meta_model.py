@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import StackingClassifier
 from sklearn.neighbors import KNeighborsClassifier
@@ -92,53 +91,27 @@ def ensemble() -> stacking.MetaEnsemble:
     rng = np.random.default_rng(2)
     y = np.repeat([0, 1, 2], 20)
     oof = {name: rng.dirichlet(np.ones(3), size=len(y)) for name in MEMBERS}
-    forests, betas = stacking.fit_meta_models(oof, y, seed=0)
-    return stacking.MetaEnsemble(forests, ["a", "b", "c"], list(MEMBERS), betas)
+    return stacking.MetaEnsemble(stacking.fit_meta_models(oof, y, seed=0), ["a", "b", "c"], list(MEMBERS))
 
 
-def calibrated(ensemble: stacking.MetaEnsemble, subset: str, X: np.ndarray) -> np.ndarray:
-    """The subset's forest's own predict_proba, temperature-scaled with its fitted beta."""
-    return stacking.temperature_scaled(ensemble.models[subset].predict_proba(X), ensemble.inverse_temperatures[subset])
-
-
-def test_fit_meta_models_fits_one_forest_and_one_temperature_per_subset(ensemble: stacking.MetaEnsemble) -> None:
-    assert len(ensemble.models) == 7 and sorted(ensemble.inverse_temperatures) == sorted(ensemble.models)
+def test_fit_meta_models_fits_one_forest_per_subset(ensemble: stacking.MetaEnsemble) -> None:
+    assert len(ensemble.models) == 7
     assert ensemble.models["clip_svm+ocr_nb"].n_features_in_ == 6
     assert ensemble.models["clip_logreg+clip_svm+ocr_nb"].n_features_in_ == 9
-    assert all(beta > 0 for beta in ensemble.inverse_temperatures.values())
-
-
-def test_the_stack_equals_sklearns_temperature_calibrated_forest() -> None:
-    # The gateway's fast path (forest_proba + temperature_scaled) against CalibratedClassifierCV's own predict_proba.
-    rng = np.random.default_rng(3)
-    y = np.repeat([0, 1, 2], 30)
-    oof = {name: np.array([rng.dirichlet(1 + 3 * np.eye(3)[k]) for k in y]) for name in MEMBERS}
-    forests, betas = stacking.fit_meta_models(oof, y, seed=0, folds=5)
-    X = stacking.meta_features(oof, ["clip_svm", "ocr_nb"])
-    reference = CalibratedClassifierCV(stacking.build_meta_model(0), method="temperature", ensemble=False,
-                                       cv=stacking.make_folds(5, 0)).fit(X, y)
-    ours = stacking.MetaEnsemble(forests, ["a", "b", "c"], list(MEMBERS), betas)
-    np.testing.assert_allclose(ours.predict_proba({"clip_svm": oof["clip_svm"], "ocr_nb": oof["ocr_nb"]}),
-                               reference.predict_proba(X), rtol=0, atol=1e-9)
-    assert betas["clip_svm+ocr_nb"] != pytest.approx(1.0)  # a forest's votes are not calibrated as they are
-
-
-def test_models_trained_without_temperatures_serve_their_forests_votes(ensemble: stacking.MetaEnsemble) -> None:
-    raw = stacking.MetaEnsemble(ensemble.models, ensemble.classes, ensemble.members)
-    p = np.array([0.2, 0.5, 0.3])
-    np.testing.assert_allclose(raw.combine({"clip_logreg": p}), ensemble.models["clip_logreg"].predict_proba(p[None])[0])
 
 
 def test_combine_uses_the_model_for_exactly_the_members_given(ensemble: stacking.MetaEnsemble) -> None:
     svm, ocr = np.array([0.7, 0.2, 0.1]), np.array([0.1, 0.1, 0.8])
     combined = ensemble.combine({"ocr_nb": ocr, "clip_svm": svm})
-    np.testing.assert_allclose(combined, calibrated(ensemble, "clip_svm+ocr_nb", np.hstack([svm, ocr])[None])[0])
+    expected = ensemble.models["clip_svm+ocr_nb"].predict_proba(np.hstack([svm, ocr])[None])[0]
+    np.testing.assert_allclose(combined, expected)
     assert combined.shape == (3,) and combined.sum() == pytest.approx(1.0)
 
 
 def test_combine_with_one_member_uses_its_own_model(ensemble: stacking.MetaEnsemble) -> None:
     p = np.array([0.2, 0.5, 0.3])
-    np.testing.assert_allclose(ensemble.combine({"clip_logreg": p}), calibrated(ensemble, "clip_logreg", p[None])[0])
+    np.testing.assert_allclose(ensemble.combine({"clip_logreg": p}),
+                               ensemble.models["clip_logreg"].predict_proba(p[None])[0])
 
 
 def test_forest_proba_is_the_forests_own_predict_proba(ensemble: stacking.MetaEnsemble) -> None:
@@ -170,7 +143,6 @@ def test_combine_rejects_unknown_members_and_wrong_widths(ensemble: stacking.Met
 def test_meta_ensemble_loads_the_trained_models(trained_models: Path) -> None:
     ensemble = stacking.MetaEnsemble.load(trained_models)
     assert sorted(ensemble.models) == sorted(stacking.subset_name(s) for s in stacking.member_subsets(MEMBERS))
-    assert sorted(ensemble.inverse_temperatures) == sorted(ensemble.models)
     assert ensemble.combine({"ocr_nb": np.array([0.5, 0.5])}).shape == (2,)
 
 
