@@ -161,8 +161,8 @@ def _int8() -> list[str]:
     names = {"fp32": "fp32 (the default)", "int8": "static int8, rendered scenes (`OCR_DETECTOR=int8`)",
              "int8_photos": f"static int8, {r['calibration_photos']} grocery `train/` photos"}
     rows = [[label, str(r[key]["photos"]), f"{r[key]['word_recall']:.3f}",
-             "" if key == "fp32" else f"{-r[key]['recall_drop_points']:+.1f} ({r[key]['lost']} lost, "
-                                      f"{r[key]['gained']} gained)",
+             "" if key == "fp32" else f"{-r[key]['recall_drop_points']:+.1f}" + (
+                 f" ({r[key]['lost']} lost, {r[key]['gained']} gained)" if "lost" in r[key] else ""),
              f"{r[key]['cpu_s_median']:.3f}", f"{r[key]['cpu_s_mean']:.3f}",
              f"{r['fp32']['cpu_s_median'] / r[key]['cpu_s_median']:.2f}x"] for key, label in names.items() if key in r]
     drop = r["int8"]["recall_drop_points"]

@@ -26,9 +26,9 @@ from PIL import Image
 from shared import weights
 from shared.config import Settings
 from shared.errors import WeightsMismatch, WeightsMissing
+from shared.features.craft_onnx import DETECTORS
 
 BACKENDS = ("onnx", "torch")
-DETECTORS = ("fp32", "int8")
 # Pillow shrinks by an integer factor with a box filter first and resamples only the last <3x with LANCZOS:
 # documented as indistinguishable from a full LANCZOS pass from 3.0 on, and ~5x cheaper for a 12 MP photo.
 REDUCING_GAP = 3.0
