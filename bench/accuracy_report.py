@@ -39,7 +39,7 @@ def _header(payload: dict) -> list[str]:
         "- Data: grocery `train/` (2,640 photos) to fit, `val/` (296) to score; the splits as the dataset ships them. "
         "Members fit on out-of-fold features, the stack's RandomForests on 5-fold out-of-fold probabilities.",
         f"- OCR reads each photo with its longest side capped at {payload['ocr_max_side']} px "
-        "(the 348 px grocery photos at native size; see *Choosing the OCR size*).",
+        "(the 348 px grocery photos at native size" + ("; see *Choosing the OCR size*)." if SIZES.is_file() else ")."),
         "- Macro-F1 is averaged over the classes present in `val/`: it lacks some products that `train/` has. "
         "ECE = expected calibration error (10 bins, top class). Log-loss on the model's probabilities.",
         "",

@@ -46,7 +46,7 @@ class Settings:
     ocr_detector: str = _env(
         "OCR_DETECTOR", "fp32",
         "CRAFT text detector: fp32, or int8 (static int8 on ONNX Runtime, calibrated on rendered text scenes, cached "
-        "next to the weights; ~1.6x less CPU per read, 1-2 points less word recall: ACCURACY.md). Part of the "
+        "next to the weights; ~1.8x less CPU per read, 1-2 points less word recall: ACCURACY.md). Part of the "
         "feature config",
     )
     ocr_backend: str = _env(
