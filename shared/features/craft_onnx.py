@@ -46,11 +46,12 @@ def onnx_path(folder: Path, craft_sha256: str, precision: str = "fp32") -> Path:
 
 def load_detector(detector: Any, folder: Path, craft_sha256: str, threads: int, precision: str = "fp32") -> OnnxCraft:
     """The cached ONNX detector of `detector` (made now if missing) in an ONNX Runtime session."""
-    path = cached_export(detector, folder, craft_sha256)
-    if precision == "int8":
-        path = cached_int8(path, folder, craft_sha256)
-    elif precision != "fp32":
+    if precision not in DETECTORS:
         raise ValueError(f"OCR_DETECTOR must be one of {', '.join(DETECTORS)}; got {precision!r}")
+    if precision == "int8":
+        path = cached_int8(detector, folder, craft_sha256)
+    else:
+        path = cached_export(detector, folder, craft_sha256)
     return OnnxCraft(open_session(path, threads), path)
 
 
@@ -60,10 +61,10 @@ def cached_export(detector: Any, folder: Path, craft_sha256: str) -> Path:
     return path if path.is_file() else export_craft(detector, path)
 
 
-def cached_int8(fp32: Path, folder: Path, craft_sha256: str) -> Path:
-    """The static int8 detector for these CRAFT weights, quantised from the fp32 export now if missing."""
+def cached_int8(detector: Any, folder: Path, craft_sha256: str) -> Path:
+    """The static int8 detector for these CRAFT weights; quantised from the fp32 export (made if need be) when missing."""
     path = _writable(onnx_path(folder, craft_sha256, "int8"))
-    return path if path.is_file() else quantize_int8(fp32, path)
+    return path if path.is_file() else quantize_int8(cached_export(detector, folder, craft_sha256), path)
 
 
 def _writable(path: Path) -> Path:

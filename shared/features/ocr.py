@@ -163,19 +163,19 @@ class OcrReader:
         folder = Path(weights_dir) / weights.OCR_DIR
         if info["synthetic"]:
             log.warning("EasyOCR uses SYNTHETIC (random) weights: the text it reads is noise")
+        config = ocr_config(info, settings, recorded)
         try:
             with accept_synthetic_md5(folder, info):
                 reader = easyocr.Reader(
-                    ocr_config(info, settings, recorded)["langs"], gpu=weights.torch_device(settings) == "cuda",
+                    config["langs"], gpu=weights.torch_device(settings) == "cuda",
                     model_storage_directory=str(folder), user_network_directory=str(folder),
                     download_enabled=False, verbose=False,
                 )
         except FileNotFoundError as exc:
             raise WeightsMissing(f"EasyOCR could not use {folder}: {exc}. {weights.FETCH_HINT}") from None
         _channels_last_recogniser(reader)
-        detector = ocr_config(info, settings, recorded)["detector"]
-        backend = _install_detector(reader, folder, info, backend, settings, detector)
-        log.info("EasyOCR CRAFT detector: %s on %s", detector, backend)
+        backend = _install_detector(reader, folder, info, backend, settings, config["detector"])
+        log.info("EasyOCR CRAFT detector: %s on %s", config["detector"], backend)
         return cls(reader, info, settings, backend, recorded)
 
     @staticmethod
