@@ -91,7 +91,9 @@ def run_task(key: str, grocery: Path, weights_dir: Path, settings: Settings, wor
     degraded = {subset_name(s): _metrics(y, ensemble.predict_proba({m: members[m] for m in s}))
                 for s in member_subsets(members) if len(s) < len(members)}
     return {"title": title, "classes": len(classes), "train": manifest["training"]["train"]["images"],
-            "val": int(len(y)), "models": rows, "degraded": degraded}
+            "val": int(len(y)), "models": rows, "degraded": degraded,
+            "stack_ece_by_chance": evaluation.ece_by_chance(scored.probas[evaluation.STACK])}
+
 
 
 def _metrics(y: np.ndarray, proba: np.ndarray) -> dict:

@@ -33,6 +33,16 @@ def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10)
     return float(np.sum(gaps))
 
 
+def ece_by_chance(proba: np.ndarray, draws: int = 1000, seed: int = 0) -> dict:
+    """The ECE a perfectly calibrated model with these confidences shows by chance on this many photos: each answer
+    drawn right with probability equal to its confidence (median and 90th percentile over the draws)."""
+    rng = np.random.default_rng(seed)
+    confidence, predicted = proba.max(axis=1), proba.argmax(axis=1)
+    eces = [expected_calibration_error(np.where(rng.random(len(proba)) < confidence, predicted, -1), proba)
+            for _ in range(draws)]  # -1: a wrong answer, never a predicted class
+    return {"median": round(float(np.median(eces)), 4), "p90": round(float(np.percentile(eces, 90)), 4)}
+
+
 def roc_auc(y: np.ndarray, proba: np.ndarray) -> float | None:
     """One-vs-rest macro ROC-AUC; the binary case scores the positive column; None if one class only."""
     present = np.unique(y)

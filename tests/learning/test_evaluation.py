@@ -43,6 +43,14 @@ def test_expected_calibration_error_by_hand() -> None:
     assert evaluation.expected_calibration_error(y, proba) == pytest.approx(expected)
 
 
+
+def test_ece_by_chance_shrinks_with_more_images_and_is_zero_for_certain_answers() -> None:
+    rng = np.random.default_rng(0)
+    few, many = (evaluation.ece_by_chance(rng.dirichlet(np.ones(5), size=n), draws=200) for n in (100, 20_000))
+    assert few["median"] > 0.02 and many["median"] < 0.01  # a calibrated model's ECE on 100 images is not ~0
+    assert few["median"] <= few["p90"]
+    assert evaluation.ece_by_chance(np.eye(3)[[0, 1, 2, 1]]) == {"median": 0.0, "p90": 0.0}
+
 def test_report_says_synthetic_at_the_top_and_lists_skipped_files(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1, 2], 10)
