@@ -85,7 +85,9 @@ def evaluate_probas(y: np.ndarray, probas: Mapping[str, np.ndarray], classes: Se
     order = sorted(name for name in probas if name != STACK) + [name for name in probas if name == STACK]
     models = {name: compute_metrics(y, probas[name]) for name in order}
     summary = {name: {key: m[key] for key in SUMMARY_KEYS} for name, m in models.items()}
-    return {"classes": list(classes), "n": int(len(y)), "models": models, "summary": summary}
+    chance = {name: ece_by_chance(probas[name], draws=200) for name in order}
+    return {"classes": list(classes), "n": int(len(y)), "models": models, "summary": summary,
+            "ece_by_chance": chance}
 
 
 # --- scoring saved models on files ------------------------------------------------------------

@@ -113,6 +113,10 @@ def _metrics_table(results: dict) -> list[str]:
     for name, row in results["summary"].items():
         cells = ["n/a" if row[k] is None else f"{row[k]:.4f}" for k in SUMMARY_KEYS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    chance = results.get("ece_by_chance", {}).get("stack")
+    if chance:
+        lines += ["", f"ECE is noisy on {results['n']} images: a perfectly calibrated model with the stack's "
+                      f"confidences would show {chance['median']:.4f} by chance (90th percentile {chance['p90']:.4f})."]
     return lines
 
 

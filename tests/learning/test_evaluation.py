@@ -68,6 +68,9 @@ def test_report_says_synthetic_at_the_top_and_lists_skipped_files(tmp_path: Path
     assert "NOT CLIP's accuracy" in report and "EasyOCR's" not in report and "The OCR weights are real." in report
     assert "`broken.jpg`: truncated" in report
     assert "| stack |" in report
+    chance = json.loads((tmp_path / "metrics.json").read_text())["ece_by_chance"]["stack"]
+    assert f"ECE is noisy on 30 images: a perfectly calibrated model with the stack's confidences would show " \
+           f"{chance['median']:.4f} by chance" in report
     assert "- **CLIP**: ViT-B-32 / synthetic — SYNTHETIC (randomly initialised; not CLIP's accuracy)" in report
     assert "- **OCR**: EasyOCR en — real weights" in report
     for png in ("confusion.png", "roc.png", "embedding_map.png"):
