@@ -61,13 +61,34 @@ def _goals(tasks: dict) -> list[str]:
                                      f"ECE <= {ECE_GOAL}", "ECE if calibrated, by chance (median / 90%)"], rows), "",
              "The last column is the ECE a perfectly calibrated model with the stack's confidences would show on "
              "these few `val/` photos, by chance alone (each answer drawn right with probability equal to its "
-             "confidence, 1,000 draws): a measured ECE within it is no evidence of miscalibration.", ""]
+             "confidence, 1,000 draws): a measured ECE within it is no evidence of miscalibration.",
+             *_chance_verdict(tasks), ""]
     packages = tasks.get("b_packages")
     if packages:
         f1 = packages["models"]["ocr_nb"]["macro_f1"]
         lines += [f"- (b) ocr_nb macro-F1 on `val/`: **{f1:.3f}** (goal >= {OCR_F1_GOAL}: {_met(f1 >= OCR_F1_GOAL)}).",
                   ""]
     return lines
+
+
+def _chance_verdict(tasks: dict) -> list[str]:
+    """Which tasks' stack ECE is beyond chance, and where the goal is below what chance alone gives."""
+    judged = {key: t for key, t in tasks.items() if t.get("stack_ece_by_chance")}
+    if not judged:
+        return []
+    name = {key: t["title"].split(" ")[0] for key, t in judged.items()}
+    beyond = [name[k] for k, t in judged.items() if t["models"]["stack"]["ece"] > t["stack_ece_by_chance"]["p90"]]
+    within = [name[k] for k in judged if name[k] not in beyond]
+    under = [name[k] for k, t in judged.items() if t["stack_ece_by_chance"]["median"] > ECE_GOAL]
+    lines = []
+    if beyond:
+        lines.append(f"Beyond its 90th percentile (likely miscalibrated): {', '.join(beyond)}.")
+    if within:
+        lines.append(f"Within it: {', '.join(within)}.")
+    if under:
+        lines.append(f"On {', '.join(under)} the goal of {ECE_GOAL} is below the median a perfectly calibrated model "
+                     "would show on this many photos: there `val/` is too small to show the goal met.")
+    return ["", " ".join(lines)]
 
 
 def _by_chance(task: dict) -> str:
