@@ -53,6 +53,7 @@ class NotFound(ClassifierError):
 # --- server-side states (5xx) ---------------------------------------------
 class NotReady(ClassifierError):
     status, code = 503, "not_ready"
+    retry_after = 1  # loading or draining: a retry soon, or on another replica, may find one ready
 
 
 class Overloaded(ClassifierError):

@@ -193,7 +193,9 @@ def test_sigterm_to_the_gateway_fails_no_keep_alive_request(served):
 
 def test_sigterm_to_a_member_fails_no_keep_alive_request(served):
     """Keep-alive clients on the OCR member itself and on the gateway, across the member's drain and restart: the
-    drain answers what it took with Connection: close, the restarted member takes the socket's backlog."""
+    drain answers what it took with Connection: close, the restarted member takes the socket's backlog and holds
+    those requests until its model is ready. One whose deadline ends first (the real OCR loading on 2 cores that the
+    CLIP members, busy with the gateway's degraded answers, also use) gets a 503 not_ready with Retry-After."""
     before = served.text().count("ocr_nb started")
     member_url = f"http://127.0.0.1:{served.ports['ocr_nb']}/"
     with Load(member_url, served.photos, clients=2) as direct, Load(served.url, served.photos, clients=2) as load:
@@ -202,8 +204,10 @@ def test_sigterm_to_a_member_fails_no_keep_alive_request(served):
     direct_tally, tally = counts(direct.since(t0)), counts(load.since(t0))
     print(f"member SIGTERM: on the member {direct_tally}; on the gateway {tally}")
     assert served.text().count("ocr_nb started") == before + 1
-    assert direct_tally["failed"] == 0 and direct_tally["overloaded_503"] == 0, \
-        [r.error for r in direct.since(t0) if r.error]
+    assert direct_tally["failed"] == 0, [r.error for r in direct.since(t0) if r.error]
+    not_ready = [r for r in direct.since(t0) if r.status == 503]
+    assert all('"not_ready"' in r.error and r.retry_after for r in not_ready), [r.error for r in not_ready]
+    assert all(r.latency_s >= DEADLINE_S - 1.0 for r in not_ready), [r.latency_s for r in not_ready]  # held, not refused
     assert tally["failed"] == 0, [r.error for r in load.since(t0) if r.error]  # degraded at most, while it loads
     served.wait_whole(timeout=60)
 

@@ -45,7 +45,7 @@ def test_app_without_models_is_live_not_ready_and_checks_input_first(client):
 def test_a_valid_image_before_the_meta_models_load_is_503_saying_why(client):
     resp = client.post("/predict", data=image_bytes())
     error = resp.get_json()["error"]
-    assert resp.status_code == 503 and error["code"] == "not_ready"
+    assert resp.status_code == 503 and error["code"] == "not_ready" and resp.headers["Retry-After"] == "1"
     assert error["message"].startswith("The gateway is still loading its meta-models; retry shortly. Loading failed:")
 
 
