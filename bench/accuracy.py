@@ -95,7 +95,6 @@ def run_task(key: str, grocery: Path, weights_dir: Path, settings: Settings, wor
             "stack_ece_by_chance": evaluation.ece_by_chance(scored.probas[evaluation.STACK])}
 
 
-
 def _metrics(y: np.ndarray, proba: np.ndarray) -> dict:
     from sklearn.metrics import f1_score
 

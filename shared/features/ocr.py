@@ -4,7 +4,8 @@ The longest-side cap (Settings.ocr_max_side, OCR_MAX_SIDE, default 640) bounds t
 never enlarges. It was chosen from what the real EasyOCR reads on grocery photos (ACCURACY.md, `make accuracy`):
 the 348 px photos read at native size cost ~1.2 CPU-s on one thread; enlarged to 640-1280 px they yield 10-18 points
 more product words at 3-12x the CPU, far over the 0.5 CPU-s budget; a 12 MP photo capped at 640 still yields its
-product words in ~3.3 CPU-s, while 960 and 1280 cost 2.0x and 3.8x. OCR_MAX_BOXES (default 32) bounds the recogniser, ~0.1 CPU-s a box.
+product words in ~3.3 CPU-s, while 960 and 1280 cost 2.0x and 3.8x. OCR_MAX_BOXES (default 32) bounds the
+recogniser, ~0.1 CPU-s a box.
 Both are part of the feature config, so models trained with other values are refused at serving.
 """
 from __future__ import annotations
