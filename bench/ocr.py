@@ -82,6 +82,7 @@ def bench_ocr(weights_dir: Path, photo: Path, settings: Settings, repeats: int =
     capped = downscale(big, settings.ocr_max_side)
     few = max(1, repeats // 2)  # for the comparisons; the goal's own figure gets every repeat
     reader = OcrReader.load(weights_dir, settings)
+    fp32 = OcrReader.load(weights_dir, settings.replace(ocr_detector="fp32", ocr_backend="onnx"))
     easyocr_own = load_reader(weights_dir, settings, quantize=True)  # EasyOCR's detector as it builds it
     candidate = load_reader(weights_dir, settings, quantize=True)
     candidate.reader.detector = optimised_detector(candidate.reader.detector)
@@ -91,11 +92,13 @@ def bench_ocr(weights_dir: Path, photo: Path, settings: Settings, repeats: int =
         "big_size": list(big.size), "big_jpeg_bytes": len(big_bytes),
         "decode_12mp": timed(lambda: decode_image(big_bytes, limits), repeats),
         "read_348": timed(lambda: reader.read(small), repeats),
+        "read_348_fp32": timed(lambda: fp32.read(small), few),
         "read_12mp": timed(lambda: reader.read(big), repeats),
         "decode_and_read_12mp": timed(lambda: reader.read(decode_image(big_bytes, limits)), repeats),
         "detector_variants_read_12mp": {
             f"as shipped (OcrReader.load: CRAFT on {getattr(reader, 'backend', 'torch')})":
                 timed(lambda: reader.read(big), few),
+            "fp32 CRAFT on ONNX Runtime (OCR_DETECTOR=fp32)": timed(lambda: fp32.read(big), few),
             "EasyOCR's own CRAFT (torch eager, NCHW)": timed(lambda: easyocr_own.read(big), few),
             "torch CRAFT, batch norm fused + channels-last": timed(lambda: candidate.read(big), few),
         },

@@ -44,10 +44,10 @@ class Settings:
         "Most text boxes recognised per image, the largest first (~0.1 CPU-s each); 0 = all. Part of the feature config",
     )
     ocr_detector: str = _env(
-        "OCR_DETECTOR", "fp32",
-        "CRAFT text detector: fp32, or int8 (static int8 on ONNX Runtime, calibrated on rendered text scenes, cached "
-        "next to the weights; ~1.8x less CPU per read, 1-2 points less word recall: ACCURACY.md). Part of the "
-        "feature config",
+        "OCR_DETECTOR", "auto",
+        "CRAFT text detector: auto (int8 on CPU, fp32 on CUDA), int8 (static int8 on ONNX Runtime, calibrated on "
+        "rendered text scenes, cached next to the weights; ~2.3x less CPU per read for <= 1 point of word recall: "
+        "ACCURACY.md) or fp32. Part of the feature config",
     )
     ocr_backend: str = _env(
         "OCR_BACKEND", "onnx",

@@ -71,6 +71,7 @@ def test_members_share_the_torch_layer_and_pick_its_index_by_build_arg() -> None
     member = target(MEMBER_STAGE)
     assert "ARG TORCH_INDEX_URL=https://pypi.org/simple" in member
     assert "requirements/ml.txt" in member and "rm /tmp/torch.txt" in member and "BAKE_WEIGHTS" in member
+    assert "python -m shared.features.ocr /opt/weights" in member  # baked weights come with their CRAFT runtimes
 
 
 def test_gateway_target_has_no_torch() -> None:

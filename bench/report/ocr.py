@@ -13,7 +13,11 @@ def ocr_section(r: dict) -> str:
         return ""
     rec = o["recognizer"]
     rows = [
-        ["348 px photo, `read()`", num(o["read_348"]["median_s"], 3)],
+        [f"348 px photo, `read()` (CRAFT on {o['backend']})", num(o["read_348"]["median_s"], 3)],
+    ]
+    if "read_348_fp32" in o:
+        rows.append(["348 px photo, `read()` with OCR_DETECTOR=fp32", num(o["read_348_fp32"]["median_s"], 3)])
+    rows += [
         [f"12 MP photo ({o['big_size'][0]}×{o['big_size'][1]}), decode only", num(o["decode_12mp"]["median_s"], 3)],
         [f"12 MP photo, `read()` of the decoded image (capped to {o['ocr_max_side']} px)",
          num(o["read_12mp"]["median_s"], 3)],
@@ -43,8 +47,9 @@ def ocr_section(r: dict) -> str:
         "640×640 input, 2 threads, on the then-busy machine, so only the ratios mean something): EasyOCR's eager "
         "CRAFT 8.3–9.3 s; batch norm folded into the convolutions (`torch.fx` fuse) 8.7 s; channels-last 6.3 s; "
         "both 5.6–5.8 s; ONNX Runtime 1.31 (CPU provider, same score maps to 1e-7) 5.0 s. The OCR member runs "
-        "CRAFT on ONNX Runtime (`OCR_BACKEND=onnx`, the default; the rows above measure it against the torch "
-        "variants on a quiet machine). The recogniser's convolutions in channels-last layout (same texts) are what "
+        "CRAFT on ONNX Runtime: static int8 on CPU (`OCR_DETECTOR=auto`, the default; its word recall against fp32 "
+        "is in ACCURACY.md), fp32 with `OCR_DETECTOR=fp32` (the rows above measure both against the torch variants "
+        "on a quiet machine). The recogniser's convolutions in channels-last layout (same texts) are what "
         "`OcrReader.load` adds on CPU. The recogniser rows above run one after another and swing ±20 % between runs; "
         "interleaved in one process (8 rounds, 16 word boxes, 2 threads, quiet machine) the medians were: int8 NCHW "
         "(EasyOCR's own) 0.771 s, int8 channels-last (shipped) 0.664 s, fp32 NCHW 0.706 s, fp32 channels-last "

@@ -131,13 +131,48 @@ def test_the_int8_detector_is_cached_next_to_the_weights(int8_reader, onnx_reade
     assert isinstance(int8_reader.read(_text_image()), str)
 
 
+def test_the_int8_detector_keeps_its_two_ends_in_fp32(int8_reader):
+    import onnx
+
+    graph = onnx.load(str(int8_reader.reader.detector.path)).graph
+    producer = {output: node.op_type for node in graph.node for output in node.output}
+    quantised = {node.name: producer.get(node.input[1]) == "DequantizeLinear" for node in graph.node
+                 if node.op_type == "Conv"}
+    assert {name for name, q in quantised.items() if not q} == set(craft_onnx.INT8_KEEP_FP32)
+    assert sum(quantised.values()) == len(quantised) - len(craft_onnx.INT8_KEEP_FP32) > 15
+    assert int8_reader.config["int8_recipe"] == craft_onnx.INT8_RECIPE == 2
+
+
+def test_the_default_detector_is_int8_on_cpu_and_fp32_on_cuda(tiny_weights):
+    assert Settings().ocr_detector == "auto"
+    assert OcrReader.config_for(tiny_weights, Settings(device="cpu"))["detector"] == "int8"
+    # Only the config: nothing is loaded, so no GPU is needed to see what auto picks there.
+    assert OcrReader.config_for(tiny_weights, Settings(device="cuda"))["detector"] == "fp32"
+
+
 def test_a_model_is_served_with_the_detector_it_was_trained_with(int8_reader, tiny_weights):
-    assert Settings().ocr_detector == "fp32"
-    served = OcrReader.load(tiny_weights, Settings(torch_threads=1), recorded=int8_reader.config)
+    served = OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_detector="fp32"), recorded=int8_reader.config)
     assert served.config["detector"] == "int8" and served.backend == "onnx-int8"
-    recorded = {key: value for key, value in int8_reader.config.items() if key != "detector"}  # before int8 existed
+    recorded = {key: value for key, value in int8_reader.config.items()
+                if key not in ("detector", "int8_recipe")}  # before int8 existed
     old = OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_detector="int8"), recorded=recorded)
-    assert old.config["detector"] == "fp32" and old.backend == "onnx"
+    assert old.config["detector"] == "fp32" and old.backend == "onnx" and "int8_recipe" not in old.config
+
+
+def test_prepare_detectors_builds_both_craft_runtimes_next_to_the_weights(int8_reader, onnx_reader, tiny_weights):
+    from shared.features.ocr import prepare_detectors
+
+    # What an image with baked weights runs once (docker/Dockerfile), so no container builds them at start.
+    built = prepare_detectors(tiny_weights, Settings(torch_threads=1))
+    assert built == [onnx_reader.reader.detector.path, int8_reader.reader.detector.path]
+    assert all(path.is_file() and path.parent == tiny_weights / "easyocr" for path in built)
+
+
+def test_a_model_trained_on_the_first_int8_recipe_is_refused_naming_both(int8_reader, tiny_weights):
+    # Recipe 1 quantised every layer and recorded no recipe: its boxes differ from what this version builds.
+    recorded = {key: value for key, value in int8_reader.config.items() if key != "int8_recipe"}
+    with pytest.raises(WeightsMismatch, match="recipe 1 .*recipe 2"):
+        OcrReader.config_for(tiny_weights, Settings(), recorded)
 
 
 def test_calibration_scenes_are_the_same_every_time():
@@ -149,7 +184,7 @@ def test_calibration_scenes_are_the_same_every_time():
 
 
 def test_unknown_detector_is_refused(tiny_weights):
-    with pytest.raises(ValueError, match="OCR_DETECTOR must be one of fp32, int8; got 'fp16'"):
+    with pytest.raises(ValueError, match="OCR_DETECTOR must be one of auto, fp32, int8; got 'fp16'"):
         OcrReader.load(tiny_weights, Settings(ocr_detector="fp16"))
 
 
@@ -191,7 +226,7 @@ def test_config_is_the_contract(reader, tiny_weights):
     assert config["max_boxes"] == Settings().ocr_max_boxes == 32 and config["detector"] == "fp32"
     assert config["kind"] == "ocr" and config["langs"] == ["en"] and config["max_side"] == MAX_SIDE
     assert config["synthetic"] is False and not reader.synthetic  # the real EasyOCR files
-    assert OcrReader.config_for(tiny_weights, Settings(ocr_max_side=MAX_SIDE)) == config
+    assert OcrReader.config_for(tiny_weights, Settings(ocr_max_side=MAX_SIDE, ocr_detector="fp32")) == config
 
 
 def test_a_recorded_config_decides_langs_and_max_side(reader, tiny_weights):

@@ -22,7 +22,7 @@ KNOWN_WORDS = {
 
 @pytest.fixture(scope="module")
 def readers(tiny_weights: Path) -> dict[str, OcrReader]:
-    """The int8 detector, and the fp32 one (the default) on ONNX Runtime and on torch."""
+    """The int8 detector (the default on CPU), and the fp32 one on ONNX Runtime and on torch."""
     settings = Settings(torch_threads=1)
     fp32 = settings.replace(ocr_detector="fp32")
     return {"int8": OcrReader.load(tiny_weights, settings.replace(ocr_detector="int8")),
