@@ -167,6 +167,8 @@ def main() -> None:
 
         write_report(json.loads(RESULTS.read_text()), REPORT, PLOT)
         return
+    from shared.features.ocr import resolve_detector
+
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("shared").setLevel(logging.INFO)
     settings = Settings.from_env().replace(cache_dir=ROOT / "cache")
@@ -177,7 +179,7 @@ def main() -> None:
     reading = ocr_reading(grocery, weights_dir, settings)
     payload = {"tasks": results, "ocr_reading": reading, "weights": weights.describe_parts(info),
                "text_variants": text_variants(grocery, weights_dir, settings),
-               "ocr_max_side": settings.ocr_max_side}
+               "ocr_max_side": settings.ocr_max_side, "ocr_detector": resolve_detector(settings)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(payload, indent=2))
     from bench.accuracy_report import write_report

@@ -39,7 +39,9 @@ def _header(payload: dict) -> list[str]:
         "- Data: grocery `train/` (2,640 photos) to fit, `val/` (296) to score; the splits as the dataset ships them. "
         "Members fit on out-of-fold features, the stack's RandomForests on 5-fold out-of-fold probabilities.",
         f"- OCR reads each photo with its longest side capped at {payload['ocr_max_side']} px "
-        "(the 348 px grocery photos at native size" + ("; see *Choosing the OCR size*)." if SIZES.is_file() else ")."),
+        "(the 348 px grocery photos at native size" + ("; see *Choosing the OCR size*)" if SIZES.is_file() else ")")
+        + (f", its CRAFT detector {payload['ocr_detector']} (`OCR_DETECTOR=auto` on CPU; see *Static int8 CRAFT*)."
+           if "ocr_detector" in payload else "."),
         "- Macro-F1 is averaged over the classes present in `val/`: it lacks some products that `train/` has. "
         "ECE = expected calibration error (10 bins, top class). Log-loss on the model's probabilities.",
         "",
@@ -164,7 +166,9 @@ def _size_choice(sizes: dict) -> list[str]:
         "**How the default was chosen.** `OCR_MAX_SIDE=640` stays a cap that never enlarges: the 348 px photos "
         f"are read at their native size, {native['cpu_s_median']:.2f} CPU-s each. Enlarging them to 640-1280 px "
         f"reads {min(gain)} to {max(gain)} points more product words, at {min(cost):.1f}x to {max(cost):.1f}x the "
-        "CPU: far over the goal of 0.5 CPU-s per 348 px photo. For a 12 MP photo the cap at 640 keeps the read at "
+        f"CPU ({min(r['cpu_s_median'] for r in enlarged):.2f} CPU-s at the least): "
+        f"{'over' if min(r['cpu_s_median'] for r in enlarged) > 0.5 else 'within'} the goal of 0.5 CPU-s per "
+        "348 px photo. For a 12 MP photo the cap at 640 keeps the read at "
         f"{big[640]:.2f} CPU-s and still finds the product's words; 960 and 1280 cost {big[960] / big[640]:.1f}x and "
         f"{big[1280] / big[640]:.1f}x that. CPU seconds on this 2-core machine, one thread; the other core was "
         "not always idle.", ""]

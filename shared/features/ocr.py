@@ -2,10 +2,10 @@
 
 The longest-side cap (Settings.ocr_max_side, OCR_MAX_SIDE, default 640) bounds the cost of a photo of any size and
 never enlarges. It was chosen from what the real EasyOCR reads on grocery photos (ACCURACY.md, `make accuracy`):
-the 348 px photos read at native size cost ~1.2 CPU-s on one thread; enlarged to 640-1280 px they yield 10-18 points
-more product words at 3-12x the CPU, far over the 0.5 CPU-s budget; a 12 MP photo capped at 640 still yields its
-product words in ~3.3 CPU-s, while 960 and 1280 cost 2.0x and 3.8x. OCR_MAX_BOXES (default 32) bounds the
-recogniser, ~0.1 CPU-s a box.
+with the int8 CRAFT the 348 px photos read at native size cost ~0.3 CPU-s on one thread; enlarged to 640-1280 px
+they yield 10-18 points more product words at 3-10x the CPU, over the 0.5 CPU-s budget; a 12 MP photo capped at 640
+still yields its product words in ~0.7 CPU-s, while 960 and 1280 cost 2.2x and 4.2x. OCR_MAX_BOXES (default 32)
+bounds the recogniser, ~0.1 CPU-s a box. OCR_DETECTOR (auto: int8 on CPU, fp32 on CUDA) picks the CRAFT runtime.
 Both are part of the feature config, so models trained with other values are refused at serving.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ def ocr_config(info: dict, settings: Settings, recorded: dict | None = None) -> 
 
 
 def resolve_detector(settings: Settings) -> str:
-    """OCR_DETECTOR as trained: auto is int8 on CPU (its whole read ~2.3x cheaper) and fp32 on CUDA, where it runs."""
+    """OCR_DETECTOR as trained: auto is int8 on CPU (its whole read ~2.4x cheaper) and fp32 on CUDA, where it runs."""
     if settings.ocr_detector == "auto":
         return "int8" if weights.torch_device(settings) == "cpu" else "fp32"
     return _check_detector(settings.ocr_detector)
