@@ -161,13 +161,13 @@ def _size_choice(sizes: dict) -> list[str]:
     native, *enlarged = sizes["sides"]
     gain = [round((r["word_recall"] - native["word_recall"]) * 100) for r in enlarged]
     cost = [r["cpu_s_median"] / native["cpu_s_median"] for r in enlarged]
+    cheapest = min(r["cpu_s_median"] for r in enlarged)
     big = {r["side"]: r["cpu_s_median"] for r in sizes["big_12mp"]}
     return [
         "**How the default was chosen.** `OCR_MAX_SIDE=640` stays a cap that never enlarges: the 348 px photos "
         f"are read at their native size, {native['cpu_s_median']:.2f} CPU-s each. Enlarging them to 640-1280 px "
         f"reads {min(gain)} to {max(gain)} points more product words, at {min(cost):.1f}x to {max(cost):.1f}x the "
-        f"CPU ({min(r['cpu_s_median'] for r in enlarged):.2f} CPU-s at the least): "
-        f"{'over' if min(r['cpu_s_median'] for r in enlarged) > 0.5 else 'within'} the goal of 0.5 CPU-s per "
+        f"CPU ({cheapest:.2f} CPU-s at the least): {'over' if cheapest > 0.5 else 'within'} the goal of 0.5 CPU-s per "
         "348 px photo. For a 12 MP photo the cap at 640 keeps the read at "
         f"{big[640]:.2f} CPU-s and still finds the product's words; 960 and 1280 cost {big[960] / big[640]:.1f}x and "
         f"{big[1280] / big[640]:.1f}x that. CPU seconds on this 2-core machine, one thread; the other core was "

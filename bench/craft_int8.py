@@ -45,11 +45,12 @@ def measure(reader, photos: list[Path], label: str) -> dict:
 def versus(fp32: dict, int8: dict) -> dict:
     """The recall drop in points, the photos behind it (read by fp32 only, by int8 only), and how alike the words are."""
     pairs = list(zip(fp32["hits"], int8["hits"]))
-    same = [len(set(a) & set(b)) / len(set(a) | set(b)) if a or b else 1.0 for a, b in zip(fp32["words"], int8["words"])]
+    words = [(set(a), set(b)) for a, b in zip(fp32["words"], int8["words"])]
+    same = [len(a & b) / len(a | b) if a or b else 1.0 for a, b in words]
     return {"recall_drop_points": round((fp32["word_recall"] - int8["word_recall"]) * 100, 1),
             "lost": sum(a and not b for a, b in pairs), "gained": sum(b and not a for a, b in pairs),
             "word_jaccard": round(statistics.fmean(same), 3),
-            "same_words": sum(set(a) == set(b) for a, b in zip(fp32["words"], int8["words"]))}
+            "same_words": sum(a == b for a, b in words)}
 
 
 def main() -> None:
