@@ -179,7 +179,8 @@ def main() -> None:
     reading = ocr_reading(grocery, weights_dir, settings)
     payload = {"tasks": results, "ocr_reading": reading, "weights": weights.describe_parts(info),
                "text_variants": text_variants(grocery, weights_dir, settings),
-               "ocr_max_side": settings.ocr_max_side, "ocr_detector": resolve_detector(settings)}
+               "ocr_max_side": settings.ocr_max_side, "ocr_detect_side": settings.ocr_detect_side,
+               "ocr_detector": resolve_detector(settings)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(payload, indent=2))
     from bench.accuracy_report import write_report

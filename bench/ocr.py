@@ -88,11 +88,13 @@ def bench_ocr(weights_dir: Path, photo: Path, settings: Settings, repeats: int =
     candidate.reader.detector = optimised_detector(candidate.reader.detector)
     result = {
         "photo": str(photo), "torch_threads": torch.get_num_threads(), "ocr_max_side": settings.ocr_max_side,
-        "backend": getattr(reader, "backend", "torch"),
+        "ocr_detect_side": settings.ocr_detect_side, "backend": getattr(reader, "backend", "torch"),
         "big_size": list(big.size), "big_jpeg_bytes": len(big_bytes),
         "decode_12mp": timed(lambda: decode_image(big_bytes, limits), repeats),
         "read_348": timed(lambda: reader.read(small), repeats),
         "read_348_fp32": timed(lambda: fp32.read(small), few),
+        "read_348_detect_native": timed(
+            lambda: OcrReader(reader.reader, reader.info, settings.replace(ocr_detect_side=0)).read(small), few),
         "read_12mp": timed(lambda: reader.read(big), repeats),
         "decode_and_read_12mp": timed(lambda: reader.read(decode_image(big_bytes, limits)), repeats),
         "detector_variants_read_12mp": {

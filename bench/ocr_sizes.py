@@ -1,7 +1,9 @@
 """Choose the OCR size from real text: word recall and CPU-s per photo at several longest sides (real EasyOCR, en).
 
-Reads grocery `val/Packages` photos (348 px) at their native size and enlarged to 640, 960 and 1280 px, and a
-12 MP photo (a grocery photo enlarged to 4000x3000) capped at each size. Writes bench/results/accuracy/ocr_sizes.json.
+Reads grocery `val/Packages` photos (348 px) at their native size, with only CRAFT's input enlarged to
+OCR_DETECT_SIDE, and enlarged to 640, 960 and 1280 px; a 12 MP photo (a grocery photo enlarged to 4000x3000) capped
+at each size; a page full of text. OCR_DETECT_SIDE was chosen on other photos (every 4th `train/Packages` photo from
+the second), read with CRAFT's input enlarged to each of DETECT_SIDES. Writes bench/results/accuracy/ocr_sizes.json.
 `python -m bench.ocr_sizes [--per-class N]`
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from shared.config import Settings
 from shared.images import ImageLimits, decode_image, read_image_file
 
 SIDES = (0, 640, 960, 1280)  # 0 = native size
+DETECT_SIDES = (0, 436, 512, 696)  # 348 px photos: CRAFT's input x1, x1.25, x1.47, x2
 BIG = (4000, 3000)
 RESULTS = Path("bench/results/accuracy/ocr_sizes.json")
 
@@ -29,6 +32,11 @@ def sample(datasets: Path, per_class: int) -> list[Path]:
     """The first `per_class` photos of every val/Packages product folder."""
     folders = sorted(p for p in (datasets / "grocery" / "val" / "Packages").glob("*/*") if p.is_dir())
     return [photo for folder in folders for photo in sorted(folder.glob("*.jpg"))[:per_class]]
+
+
+def selection(datasets: Path) -> list[Path]:
+    """The photos OCR_DETECT_SIDE was chosen on: every 4th train/Packages photo from the second (not val/)."""
+    return sorted((datasets / "grocery" / "train" / "Packages").glob("*/*/*.jpg"))[1::4]
 
 
 def enlarged(image: Image.Image, side: int) -> Image.Image:
@@ -42,14 +50,15 @@ def enlarged(image: Image.Image, side: int) -> Image.Image:
 def measure_side(reader, photos: list[tuple[Path, Image.Image]], side: int) -> dict:
     """Recall and CPU-s per photo when every photo is read at this longest side."""
     cpu, hits, boxes = [], 0, 0
-    for path, image in tqdm(photos, desc=f"side {side or 'native'}", unit="img"):
+    label = f"side {side or 'native'}, CRAFT >= {reader.detect_side or 'native'}"
+    for path, image in tqdm(photos, desc=label, unit="img"):
         big = enlarged(image, side)
         began = time.process_time()
         found = reader.read_detections(big)
         cpu.append(time.process_time() - began)
         hits += word_recall.hit(path, [d["text"] for d in found])
         boxes += len(found)
-    return {"side": side or "native", "photos": len(photos), "word_recall": round(hits / len(photos), 3),
+    return {"side": side or "native", "detect_side": reader.detect_side, "photos": len(photos), "word_recall": round(hits / len(photos), 3),
             "cpu_s_median": round(statistics.median(cpu), 3), "cpu_s_mean": round(statistics.fmean(cpu), 3),
             "boxes_per_photo": round(boxes / len(photos), 2)}
 
@@ -120,14 +129,21 @@ def main() -> None:
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
     photos = [(p, read_image_file(p, limits)[0]) for p in sample(Path(settings.datasets_dir), args.per_class)]
     # The cap never enlarges, so one reader with a cap above every size reads each enlarged copy as it is.
-    reader = OcrReader.load(args.weights, settings.replace(ocr_max_side=max(SIDES)))
+    reader = OcrReader.load(args.weights, settings.replace(ocr_max_side=max(SIDES), ocr_detect_side=0))
     sides = [measure_side(reader, photos, side) for side in SIDES]
+    # The default enlarges CRAFT's input alone: the photos at native size, the detector's at OCR_DETECT_SIDE.
+    shipped = OcrReader.load(args.weights, settings.replace(ocr_max_side=max(SIDES)))
+    sides.insert(1, measure_side(shipped, photos, 0))
+    chosen_on = [(p, read_image_file(p, limits)[0]) for p in selection(Path(settings.datasets_dir))]
+    detect_sides = [measure_side(OcrReader.load(args.weights, settings.replace(ocr_detect_side=side)), chosen_on, 0)
+                    for side in DETECT_SIDES]
     big = measure_big(args.weights, photos[0][0], settings)
     page = measure_text_page(args.weights, settings)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"sides": sides, "big_12mp": big, **page, "backend": reader.backend,
+    RESULTS.write_text(json.dumps({"sides": sides, "detect_sides": detect_sides, "big_12mp": big, **page,
+                                   "ocr_detect_side": settings.ocr_detect_side, "backend": reader.backend,
                                    "weights": "real EasyOCR (craft_mlt_25k + english_g2)"}, indent=2))
-    print(json.dumps({"sides": sides, "big_12mp": big, **page}, indent=2))
+    print(json.dumps({"sides": sides, "detect_sides": detect_sides, "big_12mp": big, **page}, indent=2))
 
 
 if __name__ == "__main__":

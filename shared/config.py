@@ -43,6 +43,11 @@ class Settings:
         "OCR_MAX_BOXES", 32,
         "Most text boxes recognised per image, the largest first (~0.1 CPU-s each); 0 = all. Part of the feature config",
     )
+    ocr_detect_side: int = _env(
+        "OCR_DETECT_SIDE", 512,
+        "CRAFT sees an image whose longest side is shorter than this enlarged to it; the recogniser still reads the "
+        "image's own pixels; 0 = never enlarge. Part of the feature config",
+    )
     ocr_detector: str = _env(
         "OCR_DETECTOR", "auto",
         "CRAFT text detector: auto (int8 on CPU, fp32 on CUDA), int8 (static int8 on ONNX Runtime, calibrated on "

@@ -37,6 +37,7 @@ def _settings_line(s: dict) -> str:
             f"per service; dynamic batching up to {s.get('batch_max_size', '?')} images, "
             f"waiting at most {s.get('batch_max_wait_ms', '?')} ms; TORCH_THREADS={s.get('torch_threads', '?')} "
             f"(0 = torch default); OCR_MAX_SIDE={s.get('ocr_max_side', '?')}; "
+            f"OCR_DETECT_SIDE={s.get('ocr_detect_side', 'unset')}; "
             f"OMP_WAIT_POLICY={s.get('omp_wait_policy', 'unset')} (set by the gunicorn config)"
             + (f"; admission raised so that every request of a level runs (speed, not shedding: see Resilience): "
                f"{', '.join(f'{k}={v}' for k, v in s['admission'].items())}" if s.get("admission") else ""))

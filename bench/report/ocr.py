@@ -12,9 +12,13 @@ def ocr_section(r: dict) -> str:
     if not o:
         return ""
     rec = o["recognizer"]
+    detect = f", CRAFT's input enlarged to {o['ocr_detect_side']} px" if o.get("ocr_detect_side") else ""
     rows = [
-        [f"348 px photo, `read()` (CRAFT on {o['backend']})", num(o["read_348"]["median_s"], 3)],
+        [f"348 px photo, `read()` (CRAFT on {o['backend']}{detect})", num(o["read_348"]["median_s"], 3)],
     ]
+    if "read_348_detect_native" in o:
+        rows.append(["348 px photo, `read()` with OCR_DETECT_SIDE=0 (CRAFT sees 348 px)",
+                     num(o["read_348_detect_native"]["median_s"], 3)])
     if "read_348_fp32" in o:
         rows.append(["348 px photo, `read()` with OCR_DETECTOR=fp32", num(o["read_348_fp32"]["median_s"], 3)])
     rows += [

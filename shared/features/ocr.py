@@ -66,6 +66,8 @@ def ocr_config(info: dict, settings: Settings, recorded: dict | None = None) -> 
         "max_side": int(recorded["max_side"]) if recorded else settings.ocr_max_side,
         # Models trained before the cap read every box: their recorded config has no max_boxes (0 = no cap).
         "max_boxes": int(recorded.get("max_boxes", 0)) if recorded else settings.ocr_max_boxes,
+        # Models trained before it showed CRAFT the image at its own size (0 = never enlarge).
+        "detect_side": int(recorded.get("detect_side", 0)) if recorded else settings.ocr_detect_side,
         # int8 and fp32 CRAFT find slightly different boxes; models trained before int8 existed used fp32.
         "detector": recorded.get("detector", "fp32") if recorded else resolve_detector(settings),
         "weights_sha256": weights.ocr_weights_sha256(info),
@@ -165,6 +167,7 @@ class OcrReader:
         self.config = ocr_config(info, settings, recorded)
         self.max_side: int = self.config["max_side"]
         self.max_boxes: int = self.config["max_boxes"]
+        self.detect_side: int = self.config["detect_side"]
         self.synthetic = self.config["synthetic"]
 
     @classmethod
@@ -238,7 +241,9 @@ class OcrReader:
 
     def _detect(self, rgb: np.ndarray) -> tuple[list, list]:
         """CRAFT's boxes (horizontal, free-form), at most max_boxes of them: the largest text first."""
-        horizontal, free = self.reader.detect(rgb, reformat=False)
+        # OCR_MAX_SIDE bounds the detector's input too: it is the cost cap of a whole read.
+        side = min(self.detect_side, self.max_side) if self.max_side else self.detect_side
+        horizontal, free = self.reader.detect(rgb, reformat=False, mag_ratio=detect_magnification(rgb, side))
         return largest_boxes(horizontal[0], free[0], self.max_boxes)
 
     def read_detections(self, image: Image.Image) -> list[dict]:
@@ -312,6 +317,16 @@ def _install_detector(reader: Any, folder: Path, info: dict, backend: str, setti
         log.warning("OCR_BACKEND=onnx is unavailable (%s: %s); CRAFT runs on torch", type(exc).__name__, exc)
         return "torch"
     return "onnx"
+
+
+def detect_magnification(rgb: np.ndarray, detect_side: int) -> float:
+    """How much CRAFT enlarges the image (EasyOCR's mag_ratio): up to a longest side of detect_side, never down.
+
+    CRAFT misses small print on small photos; enlarged for the detector only, the boxes come back in the image's
+    own coordinates and the recogniser reads the image's own pixels, so the recogniser costs the same.
+    """
+    longest = max(rgb.shape[:2])
+    return max(1.0, detect_side / longest) if detect_side and longest else 1.0
 
 
 def largest_boxes(horizontal: list, free: list, max_boxes: int) -> tuple[list, list]:

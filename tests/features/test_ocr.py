@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from shared.features import craft_onnx
 from shared.config import Settings
 from shared.errors import WeightsMismatch, WeightsMissing
-from shared.features.ocr import largest_boxes, OcrReader, downscale, normalise_text
+from shared.features.ocr import detect_magnification, largest_boxes, OcrReader, downscale, normalise_text
 
 MAX_SIDE = 128
 GROCERY_PHOTO = "grocery/train/Packages/Juice/Tropicana-Mandarin-Morning/Tropicana-Mandarin-Morning_008.jpg"
@@ -222,8 +222,10 @@ def test_normalise_text(raw, expected):
 
 def test_config_is_the_contract(reader, tiny_weights):
     config = reader.config
-    assert set(config) == {"kind", "langs", "max_side", "max_boxes", "detector", "weights_sha256", "synthetic"}
+    assert set(config) == {"kind", "langs", "max_side", "max_boxes", "detect_side", "detector", "weights_sha256",
+                           "synthetic"}
     assert config["max_boxes"] == Settings().ocr_max_boxes == 32 and config["detector"] == "fp32"
+    assert config["detect_side"] == Settings().ocr_detect_side == 512
     assert config["kind"] == "ocr" and config["langs"] == ["en"] and config["max_side"] == MAX_SIDE
     assert config["synthetic"] is False and not reader.synthetic  # the real EasyOCR files
     assert OcrReader.config_for(tiny_weights, Settings(ocr_max_side=MAX_SIDE, ocr_detector="fp32")) == config
@@ -307,3 +309,29 @@ def test_a_page_full_of_text_reads_at_most_max_boxes(tiny_weights):
 def test_models_recorded_before_the_cap_read_every_box(reader, tiny_weights):
     old = {key: value for key, value in reader.config.items() if key != "max_boxes"}
     assert OcrReader.config_for(tiny_weights, Settings(), old)["max_boxes"] == 0
+
+
+def test_models_recorded_before_the_detect_side_show_craft_the_image_as_read(reader, tiny_weights):
+    old = {key: value for key, value in reader.config.items() if key != "detect_side"}
+    assert OcrReader.config_for(tiny_weights, Settings(), old)["detect_side"] == 0
+
+
+def test_detect_magnification_enlarges_small_images_only():
+    assert detect_magnification(np.zeros((261, 348, 3)), 512) == pytest.approx(512 / 348)
+    assert detect_magnification(np.zeros((348, 200, 3)), 512) == pytest.approx(512 / 348)  # the longest side
+    assert detect_magnification(np.zeros((480, 640, 3)), 512) == 1.0  # never shrinks
+    assert detect_magnification(np.zeros((261, 348, 3)), 0) == 1.0  # 0: off
+    assert detect_magnification(np.zeros((0, 0, 3)), 512) == 1.0
+
+
+def test_craft_sees_the_enlarged_image_and_boxes_come_back_in_the_images_own_pixels(tiny_weights, monkeypatch):
+    seen = []
+    reader = OcrReader.load(tiny_weights, Settings(torch_threads=1, ocr_detect_side=256, ocr_detector="fp32",
+                                                   ocr_backend="torch"))
+    detector = reader.reader.detector
+    monkeypatch.setattr(reader.reader, "detector", lambda x: seen.append(tuple(x.shape)) or detector(x))
+    image = _text_image((160, 48))
+    found = reader.read_detections(image)
+    # EasyOCR pads CRAFT's input to a multiple of 32: 160 px enlarged to 256 is 256 wide.
+    assert seen and seen[-1][-1] == 256
+    assert all(0 <= v <= 1.0001 for d in found for v in d["box"])
