@@ -247,7 +247,10 @@ def _int8() -> list[str]:
     return ["## Static int8 CRAFT", "",
             "`python -m bench.craft_int8`: the ONNX CRAFT export quantised statically (ONNX Runtime QDQ, per-channel "
             "int8 weights, MinMax activation ranges), read against the fp32 export on grocery `val/Packages` and "
-            "every 8th `train/Packages` photo, one thread, CPU-s of the whole read (detector + recogniser). "
+            "every 8th `train/Packages` photo, one thread, "
+            + (f"CRAFT's input enlarged to {r['ocr_detect_side']} px (`OCR_DETECT_SIDE`), " if r.get("ocr_detect_side")
+               else "")
+            + "CPU-s of the whole read (detector + recogniser). "
             "`OCR_DETECTOR=int8` is calibrated on 32 rendered text scenes (`shared/features/craft_calibration.py`), "
             "so it is the same on every machine and needs no user photo. Recipe 2 keeps two ends in fp32: the "
             "convolution that sees the raw pixels and the score-map head whose output is thresholded into boxes; "

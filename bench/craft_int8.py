@@ -69,7 +69,7 @@ def main() -> None:
     reader = OcrReader.load(args.weights, settings.replace(ocr_backend="onnx", ocr_detector="fp32"))
     fp32_path = reader.reader.detector.path
     fp32 = measure(reader, photos, "fp32")
-    result = {"fp32": fp32, "calibration_photos": len(calibration)}
+    result = {"fp32": fp32, "calibration_photos": len(calibration), "ocr_detect_side": reader.detect_side}
     with tempfile.TemporaryDirectory() as tmp:
         variants = {"int8": lambda out: craft_onnx.quantize_int8(fp32_path, out),
                     "int8_recipe1": lambda out: craft_onnx.quantize_int8(fp32_path, out, keep_fp32=()),

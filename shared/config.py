@@ -51,7 +51,7 @@ class Settings:
     ocr_detector: str = _env(
         "OCR_DETECTOR", "auto",
         "CRAFT text detector: auto (int8 on CPU, fp32 on CUDA), int8 (static int8 on ONNX Runtime, calibrated on "
-        "rendered text scenes, cached next to the weights; ~2.4x less CPU per read for <= 1 point of word recall: "
+        "rendered text scenes, cached next to the weights; ~2.4-2.8x less CPU per read for <= 1 point of word recall: "
         "ACCURACY.md) or fp32. Part of the feature config",
     )
     ocr_backend: str = _env(

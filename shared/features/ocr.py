@@ -1,12 +1,14 @@
 """EasyOCR text reading: downscale, detect, recognise the largest boxes, normalise.
 
 The longest-side cap (Settings.ocr_max_side, OCR_MAX_SIDE, default 640) bounds the cost of a photo of any size and
-never enlarges. It was chosen from what the real EasyOCR reads on grocery photos (ACCURACY.md, `make accuracy`):
-with the int8 CRAFT the 348 px photos read at native size cost ~0.3 CPU-s on one thread; enlarged to 640-1280 px
-they yield 10-18 points more product words at 3-10x the CPU, over the 0.5 CPU-s budget; a 12 MP photo capped at 640
-still yields its product words in ~0.7 CPU-s, while 960 and 1280 cost 2.2x and 4.2x. OCR_MAX_BOXES (default 32)
-bounds the recogniser, ~0.1 CPU-s a box. OCR_DETECTOR (auto: int8 on CPU, fp32 on CUDA) picks the CRAFT runtime.
-Both are part of the feature config, so models trained with other values are refused at serving.
+never enlarges the photo. OCR_DETECT_SIDE (default 512) enlarges only CRAFT's input of a smaller photo: CRAFT misses
+small print on small photos, while the recogniser reads the photo's own pixels either way. Both were chosen from what
+the real EasyOCR reads on grocery photos (ACCURACY.md, `make accuracy`): on 348 px photos CRAFT at 512 px reads ~8
+points more product words for ~1.9x the CPU of a native read (~0.3 CPU-s on one thread with the int8 CRAFT), about
+what enlarging the whole photo to 640 px reads at ~1.4x that cost; a 12 MP photo capped at 640 still yields its
+product words in ~0.4-0.7 CPU-s, while 960 and 1280 cost 2x and 4x. OCR_MAX_BOXES (default 32) bounds the
+recogniser, ~0.05-0.1 CPU-s a box. OCR_DETECTOR (auto: int8 on CPU, fp32 on CUDA) picks the CRAFT runtime. All are
+part of the feature config, so models trained with other values are refused at serving.
 """
 from __future__ import annotations
 
@@ -79,7 +81,7 @@ def ocr_config(info: dict, settings: Settings, recorded: dict | None = None) -> 
 
 
 def resolve_detector(settings: Settings) -> str:
-    """OCR_DETECTOR as trained: auto is int8 on CPU (its whole read ~2.4x cheaper) and fp32 on CUDA, where it runs."""
+    """OCR_DETECTOR as trained: auto is int8 on CPU (its whole read ~2.4-2.8x cheaper) and fp32 on CUDA, where it runs."""
     if settings.ocr_detector == "auto":
         return "int8" if weights.torch_device(settings) == "cpu" else "fp32"
     return _check_detector(settings.ocr_detector)
