@@ -92,7 +92,46 @@ def run_task(key: str, grocery: Path, weights_dir: Path, settings: Settings, wor
                 for s in member_subsets(members) if len(s) < len(members)}
     return {"title": title, "classes": len(classes), "train": manifest["training"]["train"]["images"],
             "val": int(len(y)), "models": rows, "degraded": degraded,
-            "stack_ece_by_chance": evaluation.ece_by_chance(scored.probas[evaluation.STACK])}
+            "stack_ece_by_chance": evaluation.ece_by_chance(scored.probas[evaluation.STACK]),
+            "stack_calibration": stack_calibration(train_csv, val_csv, weights_dir, settings)}
+
+
+def stack_calibration(train_csv: Path, val_csv: Path, weights_dir: Path, settings: Settings, seed: int = 0) -> dict:
+    """The stack's calibration on val/ and within train/ (nested 5-fold CV of the forest on the out-of-fold
+    meta-features), as shipped and with isotonic calibration fitted on train/ (not shipped)."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from shared.learning.learners import build_learner, predict_aligned
+    from shared.learning.meta_model import build_meta_model, make_folds, meta_features, out_of_fold_proba
+    from shared.learning.training import feature_splits
+    from shared.members import member_names
+
+    fit, val = feature_splits(train_csv, weights_dir, settings, test_data=val_csv, seed=seed)
+    n_classes, folds, oof, held = len(fit.dataset.classes), make_folds(5, seed), {}, {}
+    for name in member_names():
+        oof[name] = out_of_fold_proba(build_learner(name, seed), fit.member_input(name), fit.y, folds)
+        model = build_learner(name, seed).fit(fit.member_input(name), fit.y)
+        held[name] = predict_aligned(model, val.member_input(name), n_classes)
+    x_fit, x_val = meta_features(oof, oof), meta_features(held, held)
+    variants = {"shipped": lambda: build_meta_model(seed),
+                "isotonic": lambda: CalibratedClassifierCV(build_meta_model(seed), method="isotonic", cv=5)}
+    out = {}
+    for name, build in variants.items():
+        nested = cross_val_predict(build(), x_fit, fit.y, method="predict_proba",
+                                   cv=StratifiedKFold(5, shuffle=True, random_state=seed + 1))
+        model = build().fit(x_fit, fit.y)
+        on_val = np.zeros((len(val.y), n_classes))
+        on_val[:, model.classes_] = model.predict_proba(x_val)
+        out[name] = {"val": _calibration(val.y, on_val), "train_nested": _calibration(fit.y, nested)}
+    return out
+
+
+def _calibration(y: np.ndarray, proba: np.ndarray) -> dict:
+    """ECE and how far the mean top-class confidence sits above (+) or below (-) the accuracy."""
+    top = proba.argmax(axis=1)
+    return {"ece": round(evaluation.expected_calibration_error(y, proba), 4),
+            "confidence_minus_accuracy": round(float(proba.max(axis=1).mean() - (top == y).mean()), 4)}
 
 
 def _metrics(y: np.ndarray, proba: np.ndarray) -> dict:

@@ -44,11 +44,8 @@ def train(data: Path, out: Path, weights_dir: Path, settings: Settings, test_dat
           test_size: float = 0.2, folds: int = 5, seed: int = 0) -> dict:
     """Extract features, fit members out-of-fold, fit the 7 meta-models, refit members, evaluate, save."""
     started, out = time.perf_counter(), Path(out)
-    train_set, test_set = split_dataset(load_dataset(data), test_data, test_size, seed)
-    log.info("training on %d images, evaluating on %d (%s)", len(train_set.records), len(test_set.records),
-             ", ".join(train_set.classes))
-    table, skipped = _extract(train_set, test_set, weights_dir, settings)
-    train_split, test_split = _sides(table, train_set, test_set)
+    train_set, test_set, table, skipped, (train_split, test_split) = _load_features(
+        data, weights_dir, settings, test_data, test_size, seed)
     k = choose_folds(train_split.y, folds, train_set.classes)
     learners, meta_models = fit_stack(train_split, k, seed)
     probas = held_out_probas(learners, meta_models, test_split)
@@ -63,6 +60,21 @@ def train(data: Path, out: Path, weights_dir: Path, settings: Settings, test_dat
 
 
 # --- data ---------------------------------------------------------------------------------------
+def feature_splits(data: Path, weights_dir: Path, settings: Settings, test_data: Path | None = None,
+                   test_size: float = 0.2, seed: int = 0) -> tuple[Split, Split]:
+    """The training and held-out sides with their features, as `train` builds them (through the feature cache)."""
+    return _load_features(data, weights_dir, settings, test_data, test_size, seed)[-1]
+
+
+def _load_features(data: Path, weights_dir: Path, settings: Settings, test_data: Path | None, test_size: float,
+                   seed: int) -> tuple[Dataset, Dataset, Any, list[dict], tuple[Split, Split]]:
+    train_set, test_set = split_dataset(load_dataset(data), test_data, test_size, seed)
+    log.info("training on %d images, evaluating on %d (%s)", len(train_set.records), len(test_set.records),
+             ", ".join(train_set.classes))
+    table, skipped = _extract(train_set, test_set, weights_dir, settings)
+    return train_set, test_set, table, skipped, _sides(table, train_set, test_set)
+
+
 def split_dataset(dataset: Dataset, test_data: Path | None, test_size: float, seed: int) -> tuple[Dataset, Dataset]:
     """A stratified held-out split, or the given test set re-indexed to the training classes."""
     if test_data is not None:

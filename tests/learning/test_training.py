@@ -11,7 +11,7 @@ from shared import artifacts
 from shared.config import Settings
 from shared.learning.data import Dataset, load_dataset, write_csv
 from shared.errors import DatasetError
-from shared.learning.training import choose_folds, member_kinds, split_dataset, train
+from shared.learning.training import choose_folds, feature_splits, member_kinds, split_dataset, train
 from shared.members import member, member_names
 
 
@@ -57,6 +57,16 @@ def test_second_train_recomputes_no_features_skips_unreadable_and_reduces_folds(
     assert "reducing folds from 50" in caplog.text
     assert "[weights: ocr real, clip SYNTHETIC (random init: not CLIP's accuracy)]" in caplog.text
     assert str(broken) in (tmp_path / "models" / "report" / "report.md").read_text()
+
+
+def test_feature_splits_are_the_sides_train_fitted_and_scored(
+        trained_models: Path, tiny_weights: Path, trained_settings: Settings) -> None:
+    manifest = artifacts.load_manifest(trained_models)
+    fit, held_out = feature_splits(trained_models.parent / "screenshots30.csv", tiny_weights, trained_settings, seed=0)
+    assert (len(fit.y), len(held_out.y)) == (48, 12) == (manifest["training"]["train"]["images"],
+                                                         manifest["training"]["test"]["images"])
+    assert fit.member_input("clip_svm").shape[0] == 48 and len(fit.member_input("ocr_nb")) == 48
+    assert set(held_out.dataset.paths).isdisjoint(fit.dataset.paths)
 
 
 def dataset_of(counts: dict[str, int]) -> Dataset:
