@@ -93,26 +93,27 @@ def run_task(key: str, grocery: Path, weights_dir: Path, settings: Settings, wor
     return {"title": title, "classes": len(classes), "train": manifest["training"]["train"]["images"],
             "val": int(len(y)), "models": rows, "degraded": degraded,
             "stack_ece_by_chance": evaluation.ece_by_chance(scored.probas[evaluation.STACK]),
-            "stack_calibration": stack_calibration(train_csv, val_csv, weights_dir, settings)}
+            "stack_calibration": stack_calibration(models, train_csv, val_csv, weights_dir, settings)}
 
 
-def stack_calibration(train_csv: Path, val_csv: Path, weights_dir: Path, settings: Settings, seed: int = 0) -> dict:
+def stack_calibration(models: Path, train_csv: Path, val_csv: Path, weights_dir: Path, settings: Settings,
+                      seed: int = 0) -> dict:
     """The stack's calibration on val/ and within train/ (nested 5-fold CV of the forest on the out-of-fold
-    meta-features), as shipped and with isotonic calibration fitted on train/ (not shipped)."""
+    meta-features), as trained in `models` and with isotonic calibration fitted on train/ (not shipped)."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    from shared.learning.learners import build_learner, predict_aligned
-    from shared.learning.meta_model import build_meta_model, make_folds, meta_features, out_of_fold_proba
-    from shared.learning.training import feature_splits
-    from shared.members import member_names
+    from shared import artifacts
+    from shared.learning.learners import load_pipelines, predict_aligned
+    from shared.learning.meta_model import build_meta_model, meta_features
+    from shared.learning.training import feature_splits, member_out_of_fold
 
+    manifest = artifacts.load_manifest(models)
     fit, val = feature_splits(train_csv, weights_dir, settings, test_data=val_csv, seed=seed)
-    n_classes, folds, oof, held = len(fit.dataset.classes), make_folds(5, seed), {}, {}
-    for name in member_names():
-        oof[name] = out_of_fold_proba(build_learner(name, seed), fit.member_input(name), fit.y, folds)
-        model = build_learner(name, seed).fit(fit.member_input(name), fit.y)
-        held[name] = predict_aligned(model, val.member_input(name), n_classes)
+    n_classes, folds = len(manifest["classes"]), manifest["training"]["folds"]
+    oof = {name: member_out_of_fold(name, fit, folds, seed) for name in manifest["members"]}
+    held = {name: predict_aligned(pipeline, val.member_input(name), n_classes)
+            for name, pipeline in load_pipelines(models, manifest).items()}
     x_fit, x_val = meta_features(oof, oof), meta_features(held, held)
     variants = {"shipped": lambda: build_meta_model(seed),
                 "isotonic": lambda: CalibratedClassifierCV(build_meta_model(seed), method="isotonic", cv=5)}
@@ -158,6 +159,9 @@ def ocr_reading(grocery: Path, weights_dir: Path, settings: Settings) -> dict:
     return out
 
 
+ALPHA_BEFORE = 0.1  # ocr_nb's NB smoothing before it was chosen by train CV
+
+
 def text_variants(grocery: Path, weights_dir: Path, settings: Settings) -> dict:
     """ocr_nb's text features against the alternatives tried, on task (b) from the cached OCR text.
 
@@ -176,13 +180,13 @@ def text_variants(grocery: Path, weights_dir: Path, settings: Settings) -> dict:
         return HashingVectorizer(alternate_sign=False, norm=None, n_features=TEXT_FEATURES, **kwargs)
 
     def char_nb(alpha):
-        return lambda: make_pipeline(hashed(analyzer="char_wb", ngram_range=(1, 4)),
-                                     TfidfTransformer(sublinear_tf=True), MultinomialNB(alpha=alpha))
+        return lambda: naive_bayes_on_text().set_params(nb__alpha=alpha)
 
     variants = {
         f"char_wb 1-4-grams, sublinear TF-IDF, MultinomialNB alpha={TEXT_NB_ALPHA} (shipped)": naive_bayes_on_text,
-        **{f"char_wb 1-4-grams, sublinear TF-IDF, MultinomialNB alpha={alpha}" + (" (before)" if alpha == 0.1 else ""):
-           char_nb(alpha) for alpha in (0.1, 0.03, 0.01, 0.001)},
+        f"char_wb 1-4-grams, sublinear TF-IDF, MultinomialNB alpha={ALPHA_BEFORE} (before)": char_nb(ALPHA_BEFORE),
+        **{f"char_wb 1-4-grams, sublinear TF-IDF, MultinomialNB alpha={alpha}": char_nb(alpha)
+           for alpha in (0.03, 0.01, 0.001)},
         "char_wb 1-3-grams, TF-IDF, MultinomialNB alpha=0.1 (first)": lambda: make_pipeline(
             hashed(analyzer="char_wb", ngram_range=(1, 3)), TfidfTransformer(), MultinomialNB(alpha=0.1)),
         f"words + char_wb 2-5-grams, sublinear TF-IDF, MultinomialNB alpha={TEXT_NB_ALPHA}": lambda: make_pipeline(

@@ -11,6 +11,7 @@ INT8 = Path("bench/results/accuracy/craft_int8.json")
 MODEL_NAMES = {"ocr_nb": "ocr_nb (real OCR)", "clip_svm": "clip_svm (SYNTHETIC CLIP)",
                "clip_logreg": "clip_logreg (SYNTHETIC CLIP)", "stack": "stack"}
 ECE_GOAL, OCR_F1_GOAL = 0.05, 0.5
+CONFIDENCE_GAP = 0.05  # mean confidence this far from the accuracy counts as under- or over-confident
 
 
 def write_report(payload: dict, report: Path, plot: Path) -> None:
@@ -99,23 +100,26 @@ def _calibration(payload: dict) -> list[str]:
 
 
 def _calibration_verdict(tasks: dict, judged: dict, variants: dict) -> list[str]:
+    def short(key: str) -> str:
+        return tasks[key]["title"].split(" ")[0]
+
     def names(keep) -> str:
-        picked = [tasks[key]["title"].split(" ")[0] for key, c in judged.items() if keep(c)]
-        return ", ".join(picked) or "none"
+        return ", ".join(short(key) for key, c in judged.items() if keep(c)) or "none"
 
     def gap(c: dict, variant: str, side: str) -> float:
         return c[variant][side]["confidence_minus_accuracy"]
 
-    shipped = next(iter(variants.values()), None)
+    shipped = next((m for name, m in variants.items() if "(shipped)" in name), None)
     shift = (f" (ocr_nb on (b): 5-fold CV macro-F1 {shipped['train_cv_macro_f1']:.2f} on `train/`, "
              f"{shipped['macro_f1']:.2f} on `val/`)" if shipped and "train_cv_macro_f1" in shipped else "")
-    calibrated = ", ".join(f"{c['isotonic']['train_nested']['ece']:.3f}" for c in judged.values())
-    under = names(lambda c: gap(c, "shipped", "train_nested") < -0.05)
-    return [f"Within `train/` the forest's votes are under-confident on {under} "
-            "(many classes split the trees' votes); isotonic calibration fitted on `train/` brings its ECE there to "
-            f"{calibrated}. On `val/` the calibrated stack is over-confident on {names(lambda c: gap(c, 'isotonic', 'val') > 0.05)}, because the members "
-            f"are less right on `val/` than out-of-fold on `train/`{shift}. Isotonic meets {ECE_GOAL} on `val/` "
-            f"for {names(lambda c: c['isotonic']['val']['ece'] <= ECE_GOAL)}, the forest as shipped for "
+    calibrated = ", ".join(f"{short(key)} {c['isotonic']['train_nested']['ece']:.3f}" for key, c in judged.items())
+    under = names(lambda c: gap(c, "shipped", "train_nested") < -CONFIDENCE_GAP)
+    over = names(lambda c: gap(c, "isotonic", "val") > CONFIDENCE_GAP)
+    return [f"Within `train/` the forest's votes are under-confident on {under} (many classes split the trees' "
+            f"votes); isotonic calibration fitted on `train/` brings its ECE there to {calibrated}. On `val/` the "
+            f"calibrated stack is over-confident on {over}, because the members are less right on `val/` than "
+            f"out-of-fold on `train/`{shift}. Isotonic meets {ECE_GOAL} on `val/` for "
+            f"{names(lambda c: c['isotonic']['val']['ece'] <= ECE_GOAL)}, the forest as shipped for "
             f"{names(lambda c: c['shipped']['val']['ece'] <= ECE_GOAL)}: the stack ships uncalibrated. A calibration "
             "that holds needs held-out photos from the traffic the model will serve.", ""]
 
@@ -256,12 +260,24 @@ def _size_choice(sizes: dict) -> list[str]:
             f"(the recogniser reading the photo's own pixels) these photos read "
             f"{(s['word_recall'] - native['word_recall']) * 100:+.0f} points of product words at "
             f"{s['cpu_s_median']:.2f} CPU-s ({s['cpu_s_median'] / native['cpu_s_median']:.1f}x native), within the "
-            "goal of 0.5 CPU-s per 348 px photo. The value was chosen on the `train/` photos above: the largest "
-            "candidate whose read stays well within that goal. Photos whose longest side is already "
+            "goal of 0.5 CPU-s per 348 px photo." + _detect_side_choice(sizes, s["detect_side"]) + " Photos whose longest side is already "
             f"{s['detect_side']} px or more (after the cap) are detected as read, so 12 MP photos and the text "
             "page cost what they did.")
     return [" ".join(lines) + " CPU seconds on this 2-core machine, one thread; the other core was not always "
             "idle.", ""]
+
+
+def _detect_side_choice(sizes: dict, shipped_side: int) -> str:
+    """Why OCR_DETECT_SIDE is what it is, from the candidates measured on train/ photos."""
+    rows = {r["detect_side"]: r for r in sizes.get("detect_sides", [])}
+    base, top, shipped = rows.get(0), rows.get(max(rows, default=0)), rows.get(shipped_side)
+    if not (base and top and shipped) or top is shipped:
+        return ""
+    points = [(r["word_recall"] - base["word_recall"]) * 100 for r in (shipped, top)]
+    return (f" It was chosen on the `train/` photos above: {shipped_side} reads {points[0]:+.1f} of the "
+            f"{points[1]:+.1f} points the largest candidate ({top['detect_side']}) reads, for "
+            f"{shipped['cpu_s_median'] / top['cpu_s_median']:.0%} of its CPU ({shipped['cpu_s_median']:.2f} against "
+            f"{top['cpu_s_median']:.2f} CPU-s), leaving room under the goal on CPUs slower than this one.")
 
 
 def _text_page(sizes: dict) -> list[str]:

@@ -142,7 +142,8 @@ def machine_info(args: argparse.Namespace, p: dict, settings: Settings) -> dict:
             "settings": {"batch_max_size": settings.batch_max_size, "batch_max_wait_ms": settings.batch_max_wait_ms,
                          "gunicorn_workers": settings.workers, "gunicorn_threads": settings.threads,
                          "torch_threads": settings.torch_threads, "ocr_max_side": settings.ocr_max_side,
-                         "ocr_detect_side": settings.ocr_detect_side, "omp_wait_policy": settings.omp_wait_policy, "admission": SPEED_LIMITS}}
+                         "ocr_detect_side": settings.ocr_detect_side, "omp_wait_policy": settings.omp_wait_policy,
+                         "admission": SPEED_LIMITS}}
 
 
 def save(results: Path, name: str, data: dict) -> None:

@@ -38,15 +38,19 @@ class Settings:
         "OCR_LANGS", "",
         "EasyOCR languages, comma-separated; empty = those of the weights folder's recogniser (ru,en when writing weights)",
     )
-    ocr_max_side: int = _env("OCR_MAX_SIDE", 640, "Longest side an image is downscaled to before OCR")
+    ocr_max_side: int = _env(
+        "OCR_MAX_SIDE", 640,
+        "Longest side an image is downscaled to before OCR (never enlarged); also caps OCR_DETECT_SIDE. Part of the "
+        "feature config",
+    )
     ocr_max_boxes: int = _env(
         "OCR_MAX_BOXES", 32,
         "Most text boxes recognised per image, the largest first (~0.1 CPU-s each); 0 = all. Part of the feature config",
     )
     ocr_detect_side: int = _env(
         "OCR_DETECT_SIDE", 512,
-        "CRAFT sees an image whose longest side is shorter than this enlarged to it; the recogniser still reads the "
-        "image's own pixels; 0 = never enlarge. Part of the feature config",
+        "CRAFT sees an image whose longest side is shorter than this enlarged to it (at most to OCR_MAX_SIDE); the "
+        "recogniser still reads the image's own pixels; 0 = never enlarge. Part of the feature config",
     )
     ocr_detector: str = _env(
         "OCR_DETECTOR", "auto",

@@ -12,7 +12,8 @@ def changes_section(r: dict) -> str:
   1.85 and 1.25 (mean 1.55); the gateway ÷ fan-out p50 ratio 1.025 before, 1.022 after. Within this VM's noise (a
   first full run of the new code measured 1.18 for batching, its unbatched rounds unusually fast).
 - **OCR_MAX_BOXES=32**: a page full of text read every box (73) in 11.4 CPU-s against a 10 s member timeout; the
-  32 largest in 7.5 (one thread; ACCURACY.md).
+  32 largest in 7.5 (one thread, fp32 CRAFT, an earlier and slower machine). With the int8 CRAFT on this one: every
+  box (64) in 2.9 CPU-s, the 32 largest in 1.9 (ACCURACY.md).
 
 - **Dynamic batching** (`shared/serving/batching.py`): a batch waits for more requests only while more are known to be
   coming (as many were in flight recently as the batch would hold), never longer than `BATCH_MAX_WAIT_MS` after it

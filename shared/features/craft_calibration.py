@@ -24,7 +24,8 @@ _WORDS = ("ORGANIC", "Milk", "juice", "SOYA", "orange", "Apple", "NATURAL", "500
 
 
 def scenes(count: int = SCENES, seed: int = SEED) -> Iterator[Image.Image]:
-    """`count` RGB scenes with text, 320-512 px a side (grocery photos are 348 px; OCR_MAX_SIDE lets up to 640 through)."""
+    """`count` RGB scenes with text, 320-512 px a side (CRAFT sees small photos at OCR_DETECT_SIDE=512, others up to
+    OCR_MAX_SIDE=640)."""
     rng = random.Random(seed)
     for _ in range(count):
         yield _scene(rng)

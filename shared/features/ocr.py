@@ -4,11 +4,11 @@ The longest-side cap (Settings.ocr_max_side, OCR_MAX_SIDE, default 640) bounds t
 never enlarges the photo. OCR_DETECT_SIDE (default 512) enlarges only CRAFT's input of a smaller photo: CRAFT misses
 small print on small photos, while the recogniser reads the photo's own pixels either way. Both were chosen from what
 the real EasyOCR reads on grocery photos (ACCURACY.md, `make accuracy`): on 348 px photos CRAFT at 512 px reads ~8
-points more product words for ~1.9x the CPU of a native read (~0.3 CPU-s on one thread with the int8 CRAFT), about
-what enlarging the whole photo to 640 px reads at ~1.4x that cost; a 12 MP photo capped at 640 still yields its
-product words in ~0.4-0.7 CPU-s, while 960 and 1280 cost 2x and 4x. OCR_MAX_BOXES (default 32) bounds the
-recogniser, ~0.05-0.1 CPU-s a box. OCR_DETECTOR (auto: int8 on CPU, fp32 on CUDA) picks the CRAFT runtime. All are
-part of the feature config, so models trained with other values are refused at serving.
+points more product words for ~1.9x the CPU of a native read (~0.3 CPU-s instead of ~0.16 on one thread with the
+int8 CRAFT), about what enlarging the whole photo to 640 px reads at ~1.4x that cost; a 12 MP photo capped at 640
+still yields its product words in ~0.4-0.7 CPU-s, while 960 and 1280 cost 2x and 4x. OCR_MAX_BOXES (default 32)
+bounds the recogniser, ~0.1 CPU-s a box. OCR_DETECTOR (auto: int8 on CPU, fp32 on CUDA) picks the CRAFT runtime.
+All are part of the feature config, so models trained with other values are refused at serving.
 """
 from __future__ import annotations
 
@@ -57,8 +57,8 @@ def normalise_text(text: str) -> str:
 def ocr_config(info: dict, settings: Settings, recorded: dict | None = None) -> dict:
     """The feature config of OCR weights (what a trained model must be served with).
 
-    Languages and longest side come from the recorded config when given (serving what was trained), else from
-    settings; empty OCR_LANGS means the weights' own languages.
+    Languages, sides, box cap and detector come from the recorded config when given (serving what was trained), else
+    from settings; empty OCR_LANGS means the weights' own languages.
     """
     langs = list(recorded["langs"]) if recorded else (settings.ocr_lang_list() or list(info["langs"]))
     check_langs(langs, info)
@@ -81,7 +81,7 @@ def ocr_config(info: dict, settings: Settings, recorded: dict | None = None) -> 
 
 
 def resolve_detector(settings: Settings) -> str:
-    """OCR_DETECTOR as trained: auto is int8 on CPU (its whole read ~2.4-2.8x cheaper) and fp32 on CUDA, where it runs."""
+    """OCR_DETECTOR as trained: auto is int8 on CPU (a whole read ~2.4-2.8x cheaper) and fp32 on CUDA, where it runs."""
     if settings.ocr_detector == "auto":
         return "int8" if weights.torch_device(settings) == "cpu" else "fp32"
     return _check_detector(settings.ocr_detector)
@@ -170,6 +170,8 @@ class OcrReader:
         self.max_side: int = self.config["max_side"]
         self.max_boxes: int = self.config["max_boxes"]
         self.detect_side: int = self.config["detect_side"]
+        # OCR_MAX_SIDE caps CRAFT's input too: it bounds the cost of a whole read.
+        self.craft_side: int = min(self.detect_side, self.max_side)
         self.synthetic = self.config["synthetic"]
 
     @classmethod
@@ -181,7 +183,7 @@ class OcrReader:
     def load(cls, weights_dir: Path, settings: Settings, recorded: dict | None = None) -> "OcrReader":
         """Verify the weights and build easyocr.Reader from the weights folder, never downloading.
 
-        With a recorded config, its languages and longest side are used instead of the settings'.
+        With a recorded config, its languages, sides, box cap and detector are used instead of the settings'.
         """
         import easyocr
 
@@ -243,9 +245,8 @@ class OcrReader:
 
     def _detect(self, rgb: np.ndarray) -> tuple[list, list]:
         """CRAFT's boxes (horizontal, free-form), at most max_boxes of them: the largest text first."""
-        # OCR_MAX_SIDE bounds the detector's input too: it is the cost cap of a whole read.
-        side = min(self.detect_side, self.max_side) if self.max_side else self.detect_side
-        horizontal, free = self.reader.detect(rgb, reformat=False, mag_ratio=detect_magnification(rgb, side))
+        magnification = detect_magnification(rgb, self.craft_side)
+        horizontal, free = self.reader.detect(rgb, reformat=False, mag_ratio=magnification)
         return largest_boxes(horizontal[0], free[0], self.max_boxes)
 
     def read_detections(self, image: Image.Image) -> list[dict]:

@@ -152,12 +152,16 @@ def fit_stack(split: Split, folds: int, seed: int) -> tuple[dict[str, Any], dict
     """Out-of-fold probabilities -> meta-models; then every member refit on all training data."""
     from tqdm import tqdm
 
-    cv, oof, learners = make_folds(folds, seed), {}, {}
+    oof, learners = {}, {}
     for name in tqdm(member_names(), desc=f"fitting members ({folds}-fold out-of-fold + refit)", unit="member"):
-        X = split.member_input(name)
-        oof[name] = out_of_fold_proba(build_learner(name, seed), X, split.y, cv)
-        learners[name] = build_learner(name, seed).fit(X, split.y)
+        oof[name] = member_out_of_fold(name, split, folds, seed)
+        learners[name] = build_learner(name, seed).fit(split.member_input(name), split.y)
     return learners, fit_meta_models(oof, split.y, seed)
+
+
+def member_out_of_fold(name: str, split: Split, folds: int, seed: int) -> np.ndarray:
+    """(n, K) out-of-fold probabilities of one member, on the folds fit_stack uses (the stack's meta-features)."""
+    return out_of_fold_proba(build_learner(name, seed), split.member_input(name), split.y, make_folds(folds, seed))
 
 
 def held_out_probas(learners: dict[str, Any], meta_models: dict[str, Any], split: Split) -> dict[str, np.ndarray]:

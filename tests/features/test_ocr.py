@@ -73,7 +73,9 @@ def test_image_is_downscaled_before_detection(reader):
         reader.read(Image.new("RGB", (1000, 400), "white"))
     finally:
         hook.remove()
-    # 1000x400 -> 128x51, which CRAFT pads up to multiples of 32.
+    # 1000x400 -> 128x51, which CRAFT pads up to multiples of 32; OCR_DETECT_SIDE (512) does not enlarge it past
+    # OCR_MAX_SIDE (128): the cap bounds the whole read.
+    assert reader.detect_side == 512 and reader.craft_side == MAX_SIDE
     assert seen == [(1, 3, 64, 128)]
 
 
