@@ -132,10 +132,13 @@ def main() -> None:
     reader = OcrReader.load(args.weights, settings.replace(ocr_max_side=max(SIDES), ocr_detect_side=0))
     sides = [measure_side(reader, photos, side) for side in SIDES]
     # The default enlarges CRAFT's input alone: the photos at native size, the detector's at OCR_DETECT_SIDE.
-    shipped = OcrReader.load(args.weights, settings.replace(ocr_max_side=max(SIDES)))
-    sides.insert(1, measure_side(shipped, photos, 0))
+    # The same loaded EasyOCR reader, seen through other settings: only the sides differ.
+    def with_sides(**sides: int) -> OcrReader:
+        return OcrReader(reader.reader, reader.info, settings.replace(**sides), reader.backend)
+
+    sides.insert(1, measure_side(with_sides(ocr_max_side=max(SIDES)), photos, 0))
     chosen_on = [(p, read_image_file(p, limits)[0]) for p in selection(Path(settings.datasets_dir))]
-    detect_sides = [measure_side(OcrReader.load(args.weights, settings.replace(ocr_detect_side=side)), chosen_on, 0)
+    detect_sides = [measure_side(with_sides(ocr_detect_side=side), chosen_on, 0)
                     for side in DETECT_SIDES]  # OCR_MAX_SIDE (640) caps CRAFT's input too: no candidate above it
     big = measure_big(args.weights, photos[0][0], settings)
     page = measure_text_page(args.weights, settings)
