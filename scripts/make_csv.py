@@ -1,6 +1,8 @@
-"""Write a `path,label` CSV from an image folder, labelling each image with its top-level subfolder.
+"""Write a `path,label` CSV from an image folder, labelling each image with its top-level subfolder (or, with
+--labels leaf, the folder holding it).
 
     .venv/bin/python scripts/make_csv.py ../shared/datasets/grocery/train grocery_coarse.csv
+    .venv/bin/python scripts/make_csv.py ../shared/datasets/grocery/train/Packages packages.csv --labels leaf
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.learning.data import balanced_subset, folder_records, write_csv  # noqa: E402
+from shared.learning.data import LABEL_SOURCES, balanced_subset, folder_records, write_csv  # noqa: E402
 from shared.errors import ClassifierError  # noqa: E402
 
 
@@ -20,9 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="CSV to write")
     parser.add_argument("--per-class", type=int, default=0, help="keep at most N images per label (0 = all)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --per-class sampling (default: %(default)s)")
+    parser.add_argument("--labels", choices=LABEL_SOURCES, default="top",
+                        help="top: the first-level subfolder; leaf: the folder holding the image (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        records = folder_records(args.root)
+        records = folder_records(args.root, args.labels)
     except ClassifierError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

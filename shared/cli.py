@@ -9,6 +9,7 @@ from pathlib import Path
 
 from shared.config import Settings
 from shared.errors import ClassifierError
+from shared.learning.data import LABEL_SOURCES
 
 
 def _cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
@@ -33,7 +34,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
     manifest = training.train(
         data=args.data, out=args.out, weights_dir=args.weights, settings=settings,
-        test_data=args.test_data, test_size=args.test_size, folds=args.folds, seed=args.seed,
+        test_data=args.test_data, test_size=args.test_size, folds=args.folds, seed=args.seed, labels=args.labels,
     )
     print(f"Trained {len(manifest['classes'])} classes into {args.out}; report: {args.out / 'report' / 'report.md'}"
           f"{_synthetic_note(manifest)}")
@@ -44,7 +45,8 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from shared import artifacts
     from shared.learning import evaluation
 
-    metrics = evaluation.evaluate_models(args.models, args.data, args.weights, settings, out=args.out)
+    metrics = evaluation.evaluate_models(args.models, args.data, args.weights, settings, out=args.out,
+                                         labels=args.labels)
     print(json.dumps(metrics["summary"], indent=2))
     # stderr: stdout stays pure JSON for scripts.
     report = (args.out or args.models / "evaluation") / "report.md"
@@ -98,10 +100,13 @@ learners/, meta/, report/ (report.md, metrics.json, PNGs), manifest.json + manif
 
 Features are cached in FEATURE_CACHE_DIR (default models/cache), keyed by each image's sha256 and
 the extractor's config: training again on the same images recomputes no feature. On CPU the OCR
-text detector dominates the first run: about 1 CPU-second per 350 px photo (CLIP: about 0.1).
+text detector dominates the first run: 0.3-0.6 CPU-seconds per 350 px photo, by CPU (CLIP: about 0.1).
 """
 MODELS_WEIGHTS_HELP = "weights folder (default: MODELS/weights, i.e. models/weights without --models)"
-DATA_HELP = "image folder (class = first-level subfolder, images found recursively) or CSV with header path,label"
+DATA_HELP = ("image folder (class = first-level subfolder, or see --labels; images found recursively) "
+             "or CSV with header path,label")
+LABELS_HELP = ("how an image folder names classes: top = its first-level subfolders, leaf = the folder holding "
+               "each image (e.g. grocery/train/Packages, whose products sit in category folders)")
 
 
 def _add(sub: argparse._SubParsersAction, name: str, summary: str, description: str = "") -> argparse.ArgumentParser:
@@ -140,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=float, default=0.2, help="held-out fraction when no --test-data (default: %(default)s)")
     p.add_argument("--folds", type=int, default=5, help="stratified K for out-of-fold meta-features (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--labels", choices=LABEL_SOURCES, default=None, help=LABELS_HELP + " (default: top)")
     p.set_defaults(func=_cmd_train)
 
     p = _add(sub, "evaluate", "score trained models on a labelled set and write a report",
@@ -149,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     p.add_argument("--weights", type=Path, default=None, help=MODELS_WEIGHTS_HELP)
     p.add_argument("--out", type=Path, default=None, help="report folder (default: MODELS/evaluation)")
+    p.add_argument("--labels", choices=LABEL_SOURCES, default=None,
+                   help=LABELS_HELP + " (default: as the models' training folder)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = _add(sub, "predict", "classify image files with the stack and each member",

@@ -1,4 +1,5 @@
-"""Labelled image sets: an image folder (class = first-level subfolder) or a `path,label` CSV."""
+"""Labelled image sets: an image folder (class = first-level subfolder, or the folder holding each image) or a
+`path,label` CSV."""
 from __future__ import annotations
 
 import csv
@@ -13,6 +14,9 @@ from shared.errors import DatasetError
 from shared.images import IMAGE_SUFFIXES
 
 CSV_HEADER = ["path", "label"]
+# How an image folder names classes: "top" = the first-level subfolder (<root>/<class>/**/<image>),
+# "leaf" = the folder holding the image (<root>/**/<class>/<image>, e.g. grocery's product folders).
+LABEL_SOURCES = ("top", "leaf")
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class Dataset:
     records: list[tuple[Path, str]]
     classes: list[str]
     source: Path | None = None
+    labels_from: str | None = None  # "top" / "leaf" for an image folder; None for a CSV (its labels are its own)
     class_index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -47,31 +52,40 @@ class Dataset:
 
     def subset(self, indices: Sequence[int]) -> "Dataset":
         """The same classes, only the given records (keeps class ids stable across splits)."""
-        return Dataset([self.records[i] for i in indices], self.classes, self.source)
+        return Dataset([self.records[i] for i in indices], self.classes, self.source, self.labels_from)
 
     def summary(self) -> dict:
-        return {"source": str(self.source) if self.source else None, "images": len(self.records), "per_class": self.counts()}
+        summary = {"source": str(self.source) if self.source else None, "images": len(self.records),
+                   "per_class": self.counts()}
+        return summary | ({"labels": self.labels_from} if self.labels_from else {})
 
 
-def load_dataset(path: Path | str) -> Dataset:
-    """Read an image folder or a `path,label` CSV; at least two classes are required."""
+def load_dataset(path: Path | str, labels: str | None = None) -> Dataset:
+    """Read an image folder (classes named as `labels` says: "top", the default, or "leaf") or a `path,label` CSV
+    (its own labels); at least two classes are required."""
     path = Path(path)
     if path.is_dir():
-        records = folder_records(path)
+        labels = labels or "top"
+        records = folder_records(path, labels)
     elif path.is_file() and path.suffix.lower() == ".csv":
+        labels = None  # a CSV's label column names its classes
         records = _csv_records(path)
     elif path.exists():
         raise DatasetError(f"{path} is neither a folder of class subfolders nor a .csv file with header path,label.")
     else:
         raise DatasetError(f"Dataset {path} does not exist.")
-    return _checked(Dataset(records, sorted({label for _, label in records}), path))
+    return _checked(Dataset(records, sorted({label for _, label in records}), path, labels))
 
 
-def folder_records(root: Path) -> list[tuple[Path, str]]:
-    """(image, first-level subfolder name) for every image under root, found recursively."""
+def folder_records(root: Path, labels: str = "top") -> list[tuple[Path, str]]:
+    """(image, class) for every image in the subfolders of root, found recursively; the class is the first-level
+    subfolder's name ("top") or that of the folder holding the image ("leaf")."""
+    if labels not in LABEL_SOURCES:
+        raise DatasetError(f"labels must be one of {', '.join(LABEL_SOURCES)}; got {labels!r}.")
     records = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        records += [(image, class_dir.name) for image in _images_under(class_dir)]
+        records += [(image, class_dir.name if labels == "top" else image.parent.name)
+                    for image in _images_under(class_dir)]
     if not records:
         raise DatasetError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found in class subfolders of {root}; "
                            "expected <root>/<class>/**/<image>.")

@@ -37,6 +37,29 @@ def test_folder_classes_are_first_level_subfolders_with_images_found_recursively
     assert dataset.y.tolist() == [0, 0, 1, 1, 1]
 
 
+def test_leaf_labels_name_each_image_by_the_folder_holding_it(tmp_path: Path) -> None:
+    # grocery/train/Packages: <category>/<product>/<photo>; the product is the class.
+    root = make_tree(tmp_path / "Packages", {"Juice": ["Bravo-Apple/1.jpg", "Bravo-Apple/2.jpg", "Tropicana/1.jpg"],
+                                             "Milk": ["Arla/1.jpg", "Arla/2.png"]})
+    dataset = load_dataset(root, labels="leaf")
+    assert dataset.classes == ["Arla", "Bravo-Apple", "Tropicana"]
+    assert dataset.counts() == {"Arla": 2, "Bravo-Apple": 2, "Tropicana": 1}
+    assert dataset.summary()["labels"] == "leaf"
+    assert dataset.subset([0]).labels_from == "leaf"
+    assert load_dataset(root).classes == ["Juice", "Milk"]  # the default: first-level subfolders
+
+
+def test_labels_apply_to_folders_only_and_must_be_known(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "data", {"a": ["x/1.png"], "b": ["y/1.png"]})
+    csv = write_csv([(root / "a" / "x" / "1.png", "first"), (root / "b" / "y" / "1.png", "second")],
+                    tmp_path / "d.csv")
+    dataset = load_dataset(csv, labels="leaf")  # a CSV's label column names its classes
+    assert dataset.classes == ["first", "second"] and dataset.labels_from is None
+    assert "labels" not in dataset.summary()
+    with pytest.raises(DatasetError, match="labels must be one of top, leaf"):
+        load_dataset(root, labels="parent")
+
+
 def test_every_supported_suffix_is_found(tmp_path: Path) -> None:
     names = [f"i{n}.{ext}" for n, ext in enumerate(["jpg", "jpeg", "png", "webp", "bmp", "gif", "tiff", "tif"])]
     dataset = load_dataset(make_tree(tmp_path, {"a": names, "b": ["z.png"]}))
@@ -109,3 +132,15 @@ def test_make_csv_labels_grocery_by_top_level_folder(tmp_path: Path) -> None:
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert load_dataset(out).classes == ["Fruit", "Packages", "Vegetables"]
+
+
+def test_make_csv_labels_grocery_packages_by_product_folder(tmp_path: Path) -> None:
+    packages = Path(Settings.from_env().datasets_dir) / "grocery" / "train" / "Packages"
+    if not packages.is_dir():
+        pytest.skip(f"{packages} is not available")
+    out = tmp_path / "packages.csv"
+    done = subprocess.run([sys.executable, "scripts/make_csv.py", str(packages), str(out), "--labels", "leaf"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    classes = load_dataset(out).classes
+    assert len(classes) == 31 and "Alpro-Fresh-Soy-Milk" in classes and "Juice" not in classes

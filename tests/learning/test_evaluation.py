@@ -22,6 +22,15 @@ def test_perfect_multiclass_predictions() -> None:
     assert m["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 0, 2]]
 
 
+def test_macro_f1_averages_over_the_classes_the_scored_set_has() -> None:
+    # 4 trained classes, 2 of them absent here: perfect answers score 1.0, not 2/4.
+    y = np.array([0, 0, 1, 1])
+    assert evaluation.compute_metrics(y, np.eye(4)[y])["macro_f1"] == 1.0
+    # An answer naming an absent class still costs the present class its recall: F1 (1 + 2/3) / 2.
+    wrong = np.eye(4)[[0, 0, 1, 3]]
+    assert evaluation.compute_metrics(y, wrong)["macro_f1"] == pytest.approx((1 + 2 / 3) / 2)
+
+
 def test_binary_roc_auc_scores_the_positive_column() -> None:
     y = np.array([0, 0, 1, 1])
     proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.65, 0.35], [0.2, 0.8]])
