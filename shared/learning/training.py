@@ -44,18 +44,18 @@ def train(data: Path, out: Path, weights_dir: Path, settings: Settings, test_dat
           test_size: float = 0.2, folds: int = 5, seed: int = 0, labels: str | None = None) -> dict:
     """Extract features, fit members out-of-fold, fit the 7 meta-models, refit members, evaluate, save."""
     started, out = time.perf_counter(), Path(out)
-    train_set, test_set, table, skipped, (train_split, test_split) = _load_features(
-        data, weights_dir, settings, test_data, test_size, seed, labels)
-    k = choose_folds(train_split.y, folds, train_set.classes)
+    loaded = _load_features(data, weights_dir, settings, test_data, test_size, seed, labels)
+    train_split, test_split, classes = loaded.fit, loaded.held_out, loaded.train_set.classes
+    k = choose_folds(train_split.y, folds, classes)
     learners, meta_models = fit_stack(train_split, k, seed)
     probas = held_out_probas(learners, meta_models, test_split)
-    results = evaluation.evaluate_probas(test_split.y, probas, train_set.classes)
-    manifest = _manifest(train_set, test_set, table, skipped, results, k, folds, seed, test_size, test_data)
+    results = evaluation.evaluate_probas(test_split.y, probas, classes)
+    manifest = _manifest(loaded, results, k, folds, seed, test_size, test_data)
     _save_models(out, learners, meta_models)
     _write_training_report(out, results, probas, (train_split, test_split), manifest)
     manifest = artifacts.write_manifest(out, manifest | {"files": _artifact_files(out)})
     log.info("trained %s in %.1f s; stack accuracy on held-out: %.3f%s", out, time.perf_counter() - started,
-             results["summary"][evaluation.STACK]["accuracy"], _synthetic_note(table.config))
+             results["summary"][evaluation.STACK]["accuracy"], _synthetic_note(loaded.table.config))
     return manifest
 
 
@@ -63,16 +63,29 @@ def train(data: Path, out: Path, weights_dir: Path, settings: Settings, test_dat
 def feature_splits(data: Path, weights_dir: Path, settings: Settings, test_data: Path | None = None,
                    test_size: float = 0.2, seed: int = 0, labels: str | None = None) -> tuple[Split, Split]:
     """The training and held-out sides with their features, as `train` builds them (through the feature cache)."""
-    return _load_features(data, weights_dir, settings, test_data, test_size, seed, labels)[-1]
+    loaded = _load_features(data, weights_dir, settings, test_data, test_size, seed, labels)
+    return loaded.fit, loaded.held_out
+
+
+@dataclass
+class _Loaded:
+    """Both sides as listed (train_set, test_set) and as read (fit, held_out), the feature table, the skipped."""
+
+    train_set: Dataset
+    test_set: Dataset
+    table: Any
+    skipped: list[dict]
+    fit: Split
+    held_out: Split
 
 
 def _load_features(data: Path, weights_dir: Path, settings: Settings, test_data: Path | None, test_size: float,
-                   seed: int, labels: str | None) -> tuple[Dataset, Dataset, Any, list[dict], tuple[Split, Split]]:
+                   seed: int, labels: str | None) -> _Loaded:
     train_set, test_set = split_dataset(load_dataset(data, labels), test_data, test_size, seed, labels)
     log.info("training on %d images, evaluating on %d (%s)", len(train_set.records), len(test_set.records),
              ", ".join(train_set.classes))
     table, skipped = _extract(train_set, test_set, weights_dir, settings)
-    return train_set, test_set, table, skipped, _sides(table, train_set, test_set)
+    return _Loaded(train_set, test_set, table, skipped, *_sides(table, train_set, test_set))
 
 
 def split_dataset(dataset: Dataset, test_data: Path | None, test_size: float, seed: int,
@@ -175,8 +188,9 @@ def held_out_probas(learners: dict[str, Any], meta_models: dict[str, Any], split
 
 
 # --- saving -------------------------------------------------------------------------------------
-def _manifest(train_set: Dataset, test_set: Dataset, table: Any, skipped: list[dict], results: dict, k: int,
-              folds: int, seed: int, test_size: float, test_data: Path | None) -> dict:
+def _manifest(loaded: _Loaded, results: dict, k: int, folds: int, seed: int, test_size: float,
+              test_data: Path | None) -> dict:
+    train_set, test_set, table = loaded.train_set, loaded.test_set, loaded.table
     parts = weights.parts_of(table.config)
     return {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -190,7 +204,7 @@ def _manifest(train_set: Dataset, test_set: Dataset, table: Any, skipped: list[d
             "train": train_set.summary(), "test": test_set.summary(),
             "test_source": "given" if test_data is not None else f"stratified split, test_size={test_size}",
             "folds": k, "folds_requested": folds, "seed": seed,
-            "skipped": skipped, "feature_stats": table.stats,
+            "skipped": loaded.skipped, "feature_stats": table.stats,
         },
         "metrics": results["summary"],
     }
