@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from PIL import Image
 from tqdm import tqdm
@@ -63,17 +64,15 @@ def measure_side(reader, photos: list[tuple[Path, Image.Image]], side: int) -> d
             "cpu_s_mean": round(statistics.fmean(cpu), 3), "boxes_per_photo": round(boxes / len(photos), 2)}
 
 
-def measure_big(weights_dir: Path, photo: Path, settings: Settings, repeats: int = 3) -> list[dict]:
+def measure_big(reader_with: Callable[..., Any], photo: Path, repeats: int = 3) -> list[dict]:
     """Decode + read a 12 MP JPEG capped at each side: CPU-s (median of repeats) and what was read."""
-    from shared.features.ocr import OcrReader
-
     image, _ = read_image_file(photo, ImageLimits(10**9, 10**9))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         big_path = Path(tmp) / "big.jpg"
         image.resize(BIG, Image.Resampling.BICUBIC).save(big_path, quality=90)
         for side in SIDES[1:]:
-            reader = OcrReader.load(weights_dir, settings.replace(ocr_max_side=side))
+            reader = reader_with(ocr_max_side=side)
             cpu = []
             for _ in range(repeats):
                 began = time.process_time()
@@ -98,13 +97,11 @@ def text_page(size: tuple[int, int] = (1600, 1200), lines: int = 40) -> Image.Im
     return image
 
 
-def measure_text_page(weights_dir: Path, settings: Settings, repeats: int = 3) -> dict:
+def measure_text_page(reader_with: Callable[..., Any], settings: Settings, repeats: int = 3) -> dict:
     """CPU-s to read a page full of text with the default cap (OCR_MAX_BOXES) and with every box read."""
-    from shared.features.ocr import OcrReader
-
     page, out = text_page(), {}
     for name, max_boxes in (("text_page", settings.ocr_max_boxes), ("text_page_uncapped", 0)):
-        reader, cpu, found = OcrReader.load(weights_dir, settings.replace(ocr_max_boxes=max_boxes)), [], []
+        reader, cpu, found = reader_with(ocr_max_boxes=max_boxes), [], []
         for _ in range(repeats):
             began = time.process_time()
             found = reader.read_detections(page)
@@ -131,17 +128,18 @@ def main() -> None:
     # The cap never enlarges, so one reader with a cap above every size reads each enlarged copy as it is.
     reader = OcrReader.load(args.weights, settings.replace(ocr_max_side=max(SIDES), ocr_detect_side=0))
     sides = [measure_side(reader, photos, side) for side in SIDES]
-    # The default enlarges CRAFT's input alone: the photos at native size, the detector's at OCR_DETECT_SIDE.
-    # The same loaded EasyOCR reader, seen through other settings: only the sides differ.
-    def with_sides(**sides: int) -> OcrReader:
-        return OcrReader(reader.reader, reader.info, settings.replace(**sides), reader.backend)
 
-    sides.insert(1, measure_side(with_sides(ocr_max_side=max(SIDES)), photos, 0))
+    # The same loaded EasyOCR reader, seen through other settings (sides, cap on boxes): one load for all.
+    def reader_with(**changes: int) -> OcrReader:
+        return OcrReader(reader.reader, reader.info, settings.replace(**changes), reader.backend)
+
+    # The default enlarges CRAFT's input alone: the photos at native size, the detector's at OCR_DETECT_SIDE.
+    sides.insert(1, measure_side(reader_with(ocr_max_side=max(SIDES)), photos, 0))
     chosen_on = [(p, read_image_file(p, limits)[0]) for p in selection(Path(settings.datasets_dir))]
-    detect_sides = [measure_side(with_sides(ocr_detect_side=side), chosen_on, 0)
+    detect_sides = [measure_side(reader_with(ocr_detect_side=side), chosen_on, 0)
                     for side in DETECT_SIDES]  # OCR_MAX_SIDE (640) caps CRAFT's input too: no candidate above it
-    big = measure_big(args.weights, photos[0][0], settings)
-    page = measure_text_page(args.weights, settings)
+    big = measure_big(reader_with, photos[0][0])
+    page = measure_text_page(reader_with, settings)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"sides": sides, "detect_sides": detect_sides, "big_12mp": big, **page,
                                    "ocr_detect_side": settings.ocr_detect_side, "backend": reader.backend,
