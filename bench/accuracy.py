@@ -93,7 +93,8 @@ def run_task(key: str, grocery: Path, weights_dir: Path, settings: Settings, wor
     return {"title": title, "classes": len(classes), "train": manifest["training"]["train"]["images"],
             "val": int(len(y)), "models": rows, "degraded": degraded,
             "stack_ece_by_chance": evaluation.ece_by_chance(scored.probas[evaluation.STACK]),
-            "stack_calibration": stack_calibration(models, train_csv, val_csv, weights_dir, settings)}
+            "stack_calibration": stack_calibration(models, train_csv, val_csv, weights_dir, settings)
+            | {"temperature_val_halves": temperature_cross_fit(y, scored.probas[evaluation.STACK])}}
 
 
 def stack_calibration(models: Path, train_csv: Path, val_csv: Path, weights_dir: Path, settings: Settings,
@@ -126,6 +127,27 @@ def stack_calibration(models: Path, train_csv: Path, val_csv: Path, weights_dir:
         on_val[:, model.classes_] = model.predict_proba(x_val)
         out[name] = {"val": _calibration(val.y, on_val), "train_nested": _calibration(fit.y, nested)}
     return out
+
+
+def temperature_cross_fit(y: np.ndarray, proba: np.ndarray, repeats: int = 10, seed: int = 0) -> dict:
+    """`train --calibration-data` as if val/ were the traffic: the stack's temperature fitted on one random half of
+    val/, applied to the other, and back; ECE of the pooled answers, over `repeats` random halvings."""
+    from sklearn.model_selection import KFold
+
+    from shared.learning.calibration import apply_temperature, fit_temperature
+
+    eces, gaps, temperatures = [], [], []
+    for r in range(repeats):
+        calibrated = np.zeros_like(proba)
+        for fit, scored in KFold(2, shuffle=True, random_state=seed + r).split(proba):
+            temperatures.append(fit_temperature(proba[fit], y[fit]))
+            calibrated[scored] = apply_temperature(proba[scored], temperatures[-1])
+        row = _calibration(y, calibrated)
+        eces.append(row["ece"])
+        gaps.append(row["confidence_minus_accuracy"])
+    return {"ece": round(float(np.mean(eces)), 4), "ece_range": [min(eces), max(eces)],
+            "confidence_minus_accuracy": round(float(np.mean(gaps)), 4),
+            "temperature_range": [min(temperatures), max(temperatures)], "repeats": repeats}
 
 
 def _calibration(y: np.ndarray, proba: np.ndarray) -> dict:

@@ -35,6 +35,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     manifest = training.train(
         data=args.data, out=args.out, weights_dir=args.weights, settings=settings,
         test_data=args.test_data, test_size=args.test_size, folds=args.folds, seed=args.seed, labels=args.labels,
+        calibration_data=args.calibration_data,
     )
     print(f"Trained {len(manifest['classes'])} classes into {args.out}; report: {args.out / 'report' / 'report.md'}"
           f"{_synthetic_note(manifest)}")
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5, help="stratified K for out-of-fold meta-features (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--labels", choices=LABEL_SOURCES, default=None, help=LABELS_HELP + " (default: top)")
+    p.add_argument("--calibration-data", type=Path, default=None,
+                   help="labelled images of the traffic the model will serve, apart from --data and --test-data: "
+                        "the stack's probabilities are calibrated on them (one temperature per meta-model)")
     p.set_defaults(func=_cmd_train)
 
     p = _add(sub, "evaluate", "score trained models on a labelled set and write a report",

@@ -64,6 +64,8 @@ class GatewayRuntime(ModelRuntime):
             "classes": ensemble.classes,
             "members": ensemble.members,
             "meta_models": sorted(ensemble.models),
+            # None: the forests' votes as they are; else the temperatures and the batch they were fitted on.
+            "calibration": self.manifest.get("calibration"),
             "features": self.manifest.get("features", {}),
             "artifacts": {rel: sha for rel, sha in files.items() if rel.startswith("meta/")},
             "trained_at": self.manifest.get("created_at"),

@@ -12,6 +12,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from shared import artifacts
 from shared.errors import ArtifactError, MembersUnavailable
+from shared.learning.calibration import apply_temperature
 
 STACK = "stack"  # the stack's own row among the members' probabilities, in reports and scores
 
@@ -79,10 +80,13 @@ def forest_proba(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:
 class MetaEnsemble:
     """The fitted meta-models; combines whichever members answered. Imports without torch."""
 
-    def __init__(self, models: Mapping[str, RandomForestClassifier], classes: list[str], members: list[str]):
+    def __init__(self, models: Mapping[str, RandomForestClassifier], classes: list[str], members: list[str],
+                 temperatures: Mapping[str, float] | None = None):
         self.models = dict(models)
         self.classes = list(classes)
         self.members = sorted(members)
+        # {subset: T} from `train --calibration-data`; a subset without one answers its forest's votes.
+        self.temperatures = dict(temperatures or {})
 
     @classmethod
     def load(cls, models_dir: Path, manifest: dict | None = None) -> "MetaEnsemble":
@@ -90,7 +94,8 @@ class MetaEnsemble:
         manifest = manifest or artifacts.load_manifest(models_dir)
         subsets = [subset_name(s) for s in member_subsets(manifest["members"])]
         models = {name: artifacts.load_object(models_dir, meta_path(name), manifest) for name in subsets}
-        return cls(models, manifest["classes"], manifest["members"])
+        temperatures = (manifest.get("calibration") or {}).get("temperatures")
+        return cls(models, manifest["classes"], manifest["members"], temperatures)
 
     def predict_proba(self, probas: Mapping[str, np.ndarray]) -> np.ndarray:
         """(n, K) stacked probabilities from {member: (n, K)} using the model for exactly those members."""
@@ -103,7 +108,7 @@ class MetaEnsemble:
         X = meta_features({k: np.atleast_2d(self._checked(k, v)) for k, v in probas.items()}, probas)
         out = np.zeros((X.shape[0], len(self.classes)))
         out[:, model.classes_.astype(int)] = forest_proba(model, X)
-        return out
+        return apply_temperature(out, self.temperatures.get(name, 1.0))
 
     def combine(self, probas: Mapping[str, np.ndarray]) -> np.ndarray:
         """(K,) stacked probabilities for one image from {member: (K,) proba}."""

@@ -17,7 +17,8 @@ from shared.errors import DatasetError
 from shared.learning import evaluation, report
 from shared.learning.data import Dataset, load_dataset
 from shared.learning.learners import build_learner, learner_path, predict_aligned
-from shared.learning.meta_model import MetaEnsemble, fit_meta_models, make_folds, meta_path, out_of_fold_proba
+from shared.learning.meta_model import (MetaEnsemble, fit_meta_models, make_folds, member_subsets, meta_path,
+                                        out_of_fold_proba, subset_name)
 from shared.members import member, member_names
 
 log = logging.getLogger(__name__)
@@ -41,16 +42,20 @@ class Split:
 
 
 def train(data: Path, out: Path, weights_dir: Path, settings: Settings, test_data: Path | None = None,
-          test_size: float = 0.2, folds: int = 5, seed: int = 0, labels: str | None = None) -> dict:
-    """Extract features, fit members out-of-fold, fit the 7 meta-models, refit members, evaluate, save."""
+          test_size: float = 0.2, folds: int = 5, seed: int = 0, labels: str | None = None,
+          calibration_data: Path | None = None) -> dict:
+    """Extract features, fit members out-of-fold, fit the 7 meta-models, refit members, (calibrate,) evaluate, save."""
     started, out = time.perf_counter(), Path(out)
     loaded = _load_features(data, weights_dir, settings, test_data, test_size, seed, labels)
     train_split, test_split, classes = loaded.fit, loaded.held_out, loaded.train_set.classes
     k = choose_folds(train_split.y, folds, classes)
+    calibration_split = None if calibration_data is None else _read_split(
+        _aligned(load_dataset(calibration_data, labels), loaded.train_set, "Calibration set"), weights_dir, settings)
     learners, meta_models = fit_stack(train_split, k, seed)
-    probas = held_out_probas(learners, meta_models, test_split)
+    calibration = None if calibration_split is None else calibrate(learners, meta_models, calibration_split)
+    probas = held_out_probas(learners, meta_models, test_split, (calibration or {}).get("temperatures"))
     results = evaluation.evaluate_probas(test_split.y, probas, classes)
-    manifest = _manifest(loaded, results, k, folds, seed, test_size, test_data)
+    manifest = _manifest(loaded, results, k, folds, seed, test_size, test_data) | {"calibration": calibration}
     _save_models(out, learners, meta_models)
     _write_training_report(out, results, probas, (train_split, test_split), manifest)
     manifest = artifacts.write_manifest(out, manifest | {"files": _artifact_files(out)})
@@ -93,11 +98,7 @@ def split_dataset(dataset: Dataset, test_data: Path | None, test_size: float, se
     """A stratified held-out split, or the given test set (a folder's classes named as `labels`) re-indexed to the
     training classes."""
     if test_data is not None:
-        test = load_dataset(test_data, labels)
-        unknown = sorted(set(test.classes) - set(dataset.classes))
-        if unknown:
-            raise DatasetError(f"Test set {test_data} has classes not in the training data: {', '.join(unknown)}.")
-        return dataset, Dataset(test.records, dataset.classes, test.source, test.labels_from)
+        return dataset, _aligned(load_dataset(test_data, labels), dataset, "Test set")
     if not 0 < test_size < 1:
         raise DatasetError(f"test_size must be between 0 and 1 (exclusive); got {test_size}.")
     try:
@@ -106,6 +107,14 @@ def split_dataset(dataset: Dataset, test_data: Path | None, test_size: float, se
     except ValueError as exc:
         raise DatasetError(f"Cannot split {dataset.source} ({dataset.counts()}) with test_size={test_size}: {exc}") from None
     return dataset.subset(train_idx), dataset.subset(test_idx)
+
+
+def _aligned(other: Dataset, training: Dataset, role: str) -> Dataset:
+    """Another labelled set re-indexed to the training classes; a class training lacks is refused."""
+    unknown = sorted(set(other.classes) - set(training.classes))
+    if unknown:
+        raise DatasetError(f"{role} {other.source} has classes not in the training data: {', '.join(unknown)}.")
+    return Dataset(other.records, training.classes, other.source, other.labels_from)
 
 
 def choose_folds(y: np.ndarray, folds: int, classes: Sequence[str]) -> int:
@@ -140,6 +149,21 @@ def _extract(train_set: Dataset, test_set: Dataset, weights_dir: Path, settings:
     for item in skipped:
         log.warning("skipped unreadable image %s: %s", item["path"], item["reason"])
     return table, skipped
+
+
+def _read_split(dataset: Dataset, weights_dir: Path, settings: Settings) -> Split:
+    """One more labelled set with its features (through the cache), its unreadable images left out."""
+    from shared.features.cache import FeatureCache
+    from shared.features.extract import extract_features
+
+    table = extract_features(dataset.paths, settings, weights_dir, kinds=member_kinds(),
+                             cache=FeatureCache.default(settings))
+    for i, reason in sorted(table.errors.items()):
+        log.warning("skipped unreadable image %s: %s", dataset.paths[i], reason)
+    rows = np.asarray(table.rows, dtype=int)
+    if not len(rows):
+        raise DatasetError(f"No readable image in {dataset.source}.")
+    return Split(dataset.subset(rows), dataset.y[rows], dict(table.values))
 
 
 def _sides(table: Any, train_set: Dataset, test_set: Dataset) -> tuple[Split, Split]:
@@ -179,12 +203,26 @@ def member_out_of_fold(name: str, split: Split, folds: int, seed: int) -> np.nda
     return out_of_fold_proba(build_learner(name, seed), split.member_input(name), split.y, make_folds(folds, seed))
 
 
-def held_out_probas(learners: dict[str, Any], meta_models: dict[str, Any], split: Split) -> dict[str, np.ndarray]:
-    """{member: (n, K)} for the held-out side, plus the stack's."""
+def held_out_probas(learners: dict[str, Any], meta_models: dict[str, Any], split: Split,
+                    temperatures: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """{member: (n, K)} for the held-out side, plus the stack's (calibrated when temperatures are given)."""
+    n_classes = len(split.dataset.classes)
+    probas = {name: predict_aligned(p, split.member_input(name), n_classes) for name, p in learners.items()}
+    ensemble = MetaEnsemble(meta_models, split.dataset.classes, list(learners), temperatures)
+    return probas | {evaluation.STACK: ensemble.predict_proba(probas)}
+
+
+def calibrate(learners: dict[str, Any], meta_models: dict[str, Any], split: Split) -> dict:
+    """A temperature per meta-model, fitted on a labelled batch the models never saw (the manifest's calibration)."""
+    from shared.learning.calibration import fit_temperature
+
     n_classes = len(split.dataset.classes)
     probas = {name: predict_aligned(p, split.member_input(name), n_classes) for name, p in learners.items()}
     ensemble = MetaEnsemble(meta_models, split.dataset.classes, list(learners))
-    return probas | {evaluation.STACK: ensemble.predict_proba(probas)}
+    temperatures = {subset_name(s): fit_temperature(ensemble.predict_proba({m: probas[m] for m in s}), split.y)
+                    for s in member_subsets(learners)}
+    log.info("calibrated on %d images of %s: temperatures %s", len(split.y), split.dataset.source, temperatures)
+    return {"method": "temperature", "data": split.dataset.summary(), "temperatures": temperatures}
 
 
 # --- saving -------------------------------------------------------------------------------------
@@ -224,6 +262,7 @@ def _write_training_report(out: Path, results: dict, probas: dict[str, np.ndarra
                "synthetic": manifest["synthetic_weights"],
                "data": test_split.dataset.summary(), "skipped": manifest["training"]["skipped"],
                "notes": _training_notes(manifest["training"], len(train_split.y))
+               + _calibration_notes(manifest)
                + _ocr_notes(train_split, test_split)}
     embedding = _embedding(train_split, test_split)
     report.write_report(out / REPORT_DIR, results, context, test_split.y, probas, embedding)
@@ -237,6 +276,16 @@ def _training_notes(training: dict, n_train: int) -> list[str]:
                      "expect less on it (grocery Packages: ocr_nb macro-F1 0.75 here, 0.53 on its val/ photos). "
                      "`train --test-data` with a later, separate batch gives a figure that predicts new traffic")
     return notes + [_feature_note(training["feature_stats"])]
+
+
+def _calibration_notes(manifest: dict) -> list[str]:
+    calibration = manifest.get("calibration")
+    if not calibration:
+        return ["the stack's probabilities are its forests' votes, uncalibrated (`train --calibration-data` "
+                "fits them to a labelled batch of the traffic the model will serve)"]
+    full = calibration["temperatures"][subset_name(manifest["members"])]
+    return [f"the stack's probabilities are calibrated (temperature) on {calibration['data']['images']} images of "
+            f"{calibration['data']['source']}: T = {full} with every member (< 1 sharpens the forest's votes)"]
 
 
 def _feature_note(stats: dict) -> str:

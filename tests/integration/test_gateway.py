@@ -50,6 +50,7 @@ def test_gateway_metadata(stack):
     meta = requests.get(stack.gateway_url + "/v2/models/stacking", timeout=10).json()["parameters"]
     assert meta["name"] == GATEWAY and meta["ready"] is True
     assert meta["members"] == sorted(MEMBERS) and len(meta["meta_models"]) == 7
+    assert meta["calibration"] is None  # trained without --calibration-data: the forests' votes
     assert len(meta["artifacts"]) == 7 and meta["synthetic"] is True
     assert meta["weights"] == {"ocr": "real", "clip": "synthetic"}
 

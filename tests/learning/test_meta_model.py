@@ -128,6 +128,19 @@ def test_forest_proba_rejects_what_the_forest_would_reject(ensemble: stacking.Me
         stacking.forest_proba(forest, np.array([[0.5, 0.5]]))
 
 
+def test_a_subsets_temperature_scales_its_forests_votes(ensemble: stacking.MetaEnsemble) -> None:
+    from shared.learning.calibration import apply_temperature
+
+    calibrated = stacking.MetaEnsemble(ensemble.models, ensemble.classes, ensemble.members,
+                                       {"clip_svm+ocr_nb": 0.5})
+    svm, ocr = np.array([0.7, 0.2, 0.1]), np.array([0.1, 0.1, 0.8])
+    raw = ensemble.combine({"ocr_nb": ocr, "clip_svm": svm})
+    np.testing.assert_allclose(calibrated.combine({"ocr_nb": ocr, "clip_svm": svm}),
+                               apply_temperature(raw[None], 0.5)[0])
+    # A subset without a temperature answers its forest's votes.
+    np.testing.assert_allclose(calibrated.combine({"clip_svm": svm}), ensemble.combine({"clip_svm": svm}))
+
+
 def test_combine_with_nobody_raises_members_unavailable(ensemble: stacking.MetaEnsemble) -> None:
     with pytest.raises(MembersUnavailable):
         ensemble.combine({})

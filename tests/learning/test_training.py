@@ -69,6 +69,41 @@ def test_feature_splits_are_the_sides_train_fitted_and_scored(
     assert set(held_out.dataset.paths).isdisjoint(fit.dataset.paths)
 
 
+def test_calibration_data_fits_a_temperature_per_meta_model_that_serving_loads(
+        trained_models: Path, tiny_weights: Path, trained_settings: Settings, tmp_path: Path) -> None:
+    from shared.learning.meta_model import MetaEnsemble
+
+    trained_on = {p.resolve() for p in load_dataset(trained_models.parent / "screenshots30.csv").paths}
+    root = Path(trained_settings.datasets_dir) / "screenshots"
+    batch = [(p, label) for label in ("camera", "screenshots")
+             for p in [q for q in sorted((root / label).glob("*.jpg")) if q.resolve() not in trained_on][:10]]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    calibration_csv = write_csv([*batch, (broken, "camera")], tmp_path / "calibration.csv")
+    manifest = train(trained_models.parent / "screenshots30.csv", tmp_path / "models", tiny_weights,
+                     trained_settings, folds=3, seed=0, calibration_data=calibration_csv)
+    calibration = manifest["calibration"]
+    assert calibration["method"] == "temperature" and calibration["data"]["images"] == 20  # the broken one left out
+    assert len(calibration["temperatures"]) == 7
+    assert all(0.05 <= t <= 20 for t in calibration["temperatures"].values())
+    assert MetaEnsemble.load(tmp_path / "models").temperatures == calibration["temperatures"]
+    report = (tmp_path / "models" / "report" / "report.md").read_text()
+    assert "calibrated (temperature) on 20 images" in report
+
+    stray = write_csv([(batch[0][0], "camera"), (batch[-1][0], "receipts")], tmp_path / "stray.csv")
+    with pytest.raises(DatasetError, match="Calibration set .* has classes not in the training data: receipts"):
+        train(trained_models.parent / "screenshots30.csv", tmp_path / "m2", tiny_weights, trained_settings,
+              folds=3, seed=0, calibration_data=stray)
+
+
+def test_uncalibrated_models_say_so(trained_models: Path) -> None:
+    from shared.learning.meta_model import MetaEnsemble
+
+    assert artifacts.load_manifest(trained_models)["calibration"] is None
+    assert MetaEnsemble.load(trained_models).temperatures == {}
+    assert "uncalibrated (`train --calibration-data`" in (trained_models / "report" / "report.md").read_text()
+
+
 def dataset_of(counts: dict[str, int]) -> Dataset:
     records = [(Path(f"{label}{i}.png"), label) for label, n in counts.items() for i in range(n)]
     return Dataset(records, sorted(counts))
