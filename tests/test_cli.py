@@ -51,6 +51,17 @@ def test_train_then_predict(trained_models: Path, tiny_weights: Path, trained_se
     assert "ocr real, clip SYNTHETIC" in done.stderr.splitlines()[-1]
 
 
+def test_train_and_evaluate_options_reach_their_functions() -> None:
+    from shared.cli import parse_args
+
+    args = parse_args(["train", "--data", "d", "--labels", "leaf", "--calibration-data", "batch"])
+    assert (args.labels, args.calibration_data) == ("leaf", Path("batch"))
+    assert parse_args(["train", "--data", "d"]).labels is None  # a folder's default: top; a CSV: its own
+    assert parse_args(["evaluate", "--data", "d"]).labels is None  # default: as the models were trained
+    with pytest.raises(SystemExit):
+        parse_args(["train", "--data", "d", "--labels", "parent"])
+
+
 @pytest.mark.parametrize("command", [["predict", "photo.jpg"], ["evaluate", "--data", "d"], ["serve"]])
 def test_weights_default_to_the_models_folders_own(command: list[str]) -> None:
     from shared.cli import parse_args
