@@ -81,6 +81,7 @@ def run_task(key: str, grocery: Path, weights_dir: Path, settings: Settings, wor
     val_csv = write_csv(val_records, work / f"{key}_val.csv")
     models = work / key
     manifest = train(train_csv, models, weights_dir, settings, test_data=val_csv, folds=5, seed=0)
+    assert manifest["calibration"] is None, "the val/ halves below calibrate the forests' raw votes"
     scored = evaluation.score_files(models, weights_dir, [p for p, _ in val_records], settings, progress=False)
     classes = manifest["classes"]
     y = np.asarray([classes.index(val_records[i][1]) for i in scored.rows])

@@ -64,8 +64,7 @@ class GatewayRuntime(ModelRuntime):
             "classes": ensemble.classes,
             "members": ensemble.members,
             "meta_models": sorted(ensemble.models),
-            # None: the forests' votes as they are; else the temperatures and the batch they were fitted on.
-            "calibration": self.manifest.get("calibration"),
+            "calibration": self.calibration,
             "features": self.manifest.get("features", {}),
             "artifacts": {rel: sha for rel, sha in files.items() if rel.startswith("meta/")},
             "trained_at": self.manifest.get("created_at"),
@@ -73,6 +72,16 @@ class GatewayRuntime(ModelRuntime):
             "synthetic": self.synthetic,
             "ready": self.health.ready,
         }
+
+    @property
+    def calibration(self) -> dict | None:
+        """None: the forests' votes as they are. Else the temperatures and how many images fitted them (not the
+        trainer's paths: this is served)."""
+        fitted = self.manifest.get("calibration")
+        if not fitted:
+            return None
+        return {"method": fitted["method"], "temperatures": fitted["temperatures"], "images": fitted["data"]["images"],
+                "at_bound": fitted.get("at_bound", [])}
 
     @property
     def model_version(self) -> str:

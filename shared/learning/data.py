@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,8 @@ import numpy as np
 
 from shared.errors import DatasetError
 from shared.images import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
 
 CSV_HEADER = ["path", "label"]
 # How an image folder names classes: "top" = the first-level subfolder (<root>/<class>/**/<image>),
@@ -60,21 +63,23 @@ class Dataset:
         return summary | ({"labels": self.labels_from} if self.labels_from else {})
 
 
-def load_dataset(path: Path | str, labels: str | None = None) -> Dataset:
+def load_dataset(path: Path | str, labels: str | None = None, min_classes: int = 2) -> Dataset:
     """Read an image folder (classes named as `labels` says: "top", the default, or "leaf") or a `path,label` CSV
-    (its own labels); at least two classes are required."""
+    (its own labels); a set to train on needs at least two classes, one to score or calibrate with one."""
     path = Path(path)
     if path.is_dir():
         labels = labels or "top"
         records = folder_records(path, labels)
     elif path.is_file() and path.suffix.lower() == ".csv":
-        labels = None  # a CSV's label column names its classes
+        if labels is not None:
+            log.warning("labels=%s applies to image folders; %s names its classes in its label column", labels, path)
+        labels = None
         records = _csv_records(path)
     elif path.exists():
         raise DatasetError(f"{path} is neither a folder of class subfolders nor a .csv file with header path,label.")
     else:
         raise DatasetError(f"Dataset {path} does not exist.")
-    return _checked(Dataset(records, sorted({label for _, label in records}), path, labels))
+    return _checked(Dataset(records, sorted({label for _, label in records}), path, labels), min_classes)
 
 
 def folder_records(root: Path, labels: str = "top") -> list[tuple[Path, str]]:
@@ -116,10 +121,10 @@ def _csv_record(csv_path: Path, number: int, row: list[str]) -> tuple[Path, str]
     return (image if image.is_absolute() else csv_path.parent / image), row[1].strip()
 
 
-def _checked(dataset: Dataset) -> Dataset:
-    if len(dataset.classes) < 2:
+def _checked(dataset: Dataset, min_classes: int) -> Dataset:
+    if len(dataset.classes) < min_classes:
         raise DatasetError(f"{dataset.source} has {len(dataset.classes)} class(es) ({', '.join(dataset.classes)}); "
-                           "a classifier needs at least 2.")
+                           f"a classifier needs at least {min_classes} to learn from.")
     missing = [str(p) for p in dataset.paths if not p.is_file()]
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")

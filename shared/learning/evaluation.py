@@ -140,12 +140,11 @@ def evaluate_models(models_dir: Path, data: Path | Dataset, weights_dir: Path, s
 
     An image folder's classes are named as `labels` says; by default as the training folder's were.
     """
-    if not isinstance(data, Dataset):
-        from shared import artifacts
-
+    if isinstance(data, Dataset):
+        dataset = data
+    else:
         trained = artifacts.load_manifest(models_dir).get("training", {}).get("train", {}).get("labels")
-        data = load_dataset(data, labels or trained)
-    dataset = data
+        dataset = load_dataset(data, labels or trained, min_classes=1)  # scoring one class is fine
     scored = score_files(models_dir, weights_dir, dataset.paths, settings)
     classes = scored.manifest["classes"]
     y = _class_ids(dataset, classes)[scored.rows]
@@ -162,8 +161,10 @@ def _class_ids(dataset: Dataset, classes: Sequence[str]) -> np.ndarray:
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted(set(dataset.labels) - set(index))
     if unknown:
+        hint = (" (its classes are named by its first-level folders; `--labels leaf` names them by the folders "
+                "holding the images)" if dataset.labels_from == "top" else "")
         raise DatasetError(f"{dataset.source} has labels the model was not trained on: {', '.join(unknown)}; "
-                           f"known: {', '.join(classes)}.")
+                           f"known: {', '.join(classes)}{hint}.")
     return np.array([index[label] for label in dataset.labels], dtype=np.int64)
 
 

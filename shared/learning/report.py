@@ -10,7 +10,7 @@ from sklearn.metrics import roc_curve
 
 from shared import artifacts, weights
 from shared.learning.data import Dataset
-from shared.learning.meta_model import STACK
+from shared.learning.meta_model import STACK, subset_name
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "roc_auc", "log_loss", "ece")
 MAP_MAX_POINTS = 2000
@@ -49,7 +49,20 @@ def report_context(manifest: dict, dataset: Dataset, errors: Mapping[int, str], 
     skipped = [{"path": str(dataset.paths[i]), "reason": reason} for i, reason in sorted(errors.items())]
     parts = weights.manifest_parts(manifest)
     return {"title": title, "features": manifest["features"], "weights": parts,
-            "synthetic": "synthetic" in parts.values(), "data": dataset.summary(), "skipped": skipped}
+            "synthetic": "synthetic" in parts.values(), "data": dataset.summary(), "skipped": skipped,
+            "notes": calibration_notes(manifest)}
+
+
+def calibration_notes(manifest: dict) -> list[str]:
+    """What the stack's probabilities are: the forests' votes, or calibrated on which batch."""
+    calibration = manifest.get("calibration")
+    if not calibration:
+        return ["the stack's probabilities are its forests' votes, uncalibrated (`train --calibration-data` "
+                "fits them to a labelled batch of the traffic the model will serve)"]
+    full = calibration["temperatures"][subset_name(manifest["members"])]
+    return [f"the stack's probabilities are calibrated (temperature) on {calibration['data']['images']} images of "
+            f"{calibration['data']['source']}: T = {full} with every member (< 1 sharpens the forest's votes); "
+            "scores on that batch itself flatter the calibration"]
 
 
 def write_report(out: Path, results: dict, context: dict, y: np.ndarray, probas: Mapping[str, np.ndarray],

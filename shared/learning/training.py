@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 # The SVC's internal Platt calibration needs 3 per class in every out-of-fold training part.
 MIN_PER_CLASS = 4
+MIN_CALIBRATION_IMAGES = 100  # below this a warning: the fitted temperature swings between random halves
 REPORT_DIR = "report"
 
 
@@ -46,11 +47,12 @@ def train(data: Path, out: Path, weights_dir: Path, settings: Settings, test_dat
           calibration_data: Path | None = None) -> dict:
     """Extract features, fit members out-of-fold, fit the 7 meta-models, refit members, (calibrate,) evaluate, save."""
     started, out = time.perf_counter(), Path(out)
-    loaded = _load_features(data, weights_dir, settings, test_data, test_size, seed, labels)
+    # Read (not extract) the calibration set first: a wrong path or class fails before the long feature pass.
+    calibration_set = None if calibration_data is None else load_dataset(calibration_data, labels, min_classes=1)
+    loaded = _load_features(data, weights_dir, settings, test_data, test_size, seed, labels, calibration_set)
     train_split, test_split, classes = loaded.fit, loaded.held_out, loaded.train_set.classes
     k = choose_folds(train_split.y, folds, classes)
-    calibration_split = None if calibration_data is None else _read_split(
-        _aligned(load_dataset(calibration_data, labels), loaded.train_set, "Calibration set"), weights_dir, settings)
+    calibration_split = None if loaded.calibration_set is None else _calibration_split(loaded, weights_dir, settings)
     learners, meta_models = fit_stack(train_split, k, seed)
     calibration = None if calibration_split is None else calibrate(learners, meta_models, calibration_split)
     probas = held_out_probas(learners, meta_models, test_split, (calibration or {}).get("temperatures"))
@@ -82,15 +84,18 @@ class _Loaded:
     skipped: list[dict]
     fit: Split
     held_out: Split
+    calibration_set: Dataset | None = None  # re-indexed to the training classes
 
 
 def _load_features(data: Path, weights_dir: Path, settings: Settings, test_data: Path | None, test_size: float,
-                   seed: int, labels: str | None) -> _Loaded:
+                   seed: int, labels: str | None, calibration_set: Dataset | None = None) -> _Loaded:
     train_set, test_set = split_dataset(load_dataset(data, labels), test_data, test_size, seed, labels)
+    if calibration_set is not None:
+        calibration_set = _aligned(calibration_set, train_set, "Calibration set")
     log.info("training on %d images, evaluating on %d (%s)", len(train_set.records), len(test_set.records),
              ", ".join(train_set.classes))
     table, skipped = _extract(train_set, test_set, weights_dir, settings)
-    return _Loaded(train_set, test_set, table, skipped, *_sides(table, train_set, test_set))
+    return _Loaded(train_set, test_set, table, skipped, *_sides(table, train_set, test_set), calibration_set)
 
 
 def split_dataset(dataset: Dataset, test_data: Path | None, test_size: float, seed: int,
@@ -151,18 +156,27 @@ def _extract(train_set: Dataset, test_set: Dataset, weights_dir: Path, settings:
     return table, skipped
 
 
-def _read_split(dataset: Dataset, weights_dir: Path, settings: Settings) -> Split:
-    """One more labelled set with its features (through the cache), its unreadable images left out."""
+def _calibration_split(loaded: _Loaded, weights_dir: Path, settings: Settings) -> Split:
+    """The calibration set with its features (through the cache), its unreadable images left out; refused when it
+    shares images with the training or held-out side (a temperature fitted there would not hold on new photos)."""
     from shared.features.cache import FeatureCache
     from shared.features.extract import extract_features
 
+    dataset = loaded.calibration_set
     table = extract_features(dataset.paths, settings, weights_dir, kinds=member_kinds(),
                              cache=FeatureCache.default(settings))
     for i, reason in sorted(table.errors.items()):
         log.warning("skipped unreadable image %s: %s", dataset.paths[i], reason)
+    shared_images = set(table.hashes) & set(loaded.table.hashes)
+    if shared_images:
+        raise DatasetError(f"Calibration set {dataset.source} shares {len(shared_images)} image(s) with the training "
+                           "or held-out images; calibrate on photos the models never saw.")
     rows = np.asarray(table.rows, dtype=int)
     if not len(rows):
-        raise DatasetError(f"No readable image in {dataset.source}.")
+        raise DatasetError(f"No readable image in calibration set {dataset.source}.")
+    if len(rows) < MIN_CALIBRATION_IMAGES:
+        log.warning("calibrating on %d images: one temperature per meta-model wants %d or more to be reliable",
+                    len(rows), MIN_CALIBRATION_IMAGES)
     return Split(dataset.subset(rows), dataset.y[rows], dict(table.values))
 
 
@@ -219,10 +233,17 @@ def calibrate(learners: dict[str, Any], meta_models: dict[str, Any], split: Spli
     n_classes = len(split.dataset.classes)
     probas = {name: predict_aligned(p, split.member_input(name), n_classes) for name, p in learners.items()}
     ensemble = MetaEnsemble(meta_models, split.dataset.classes, list(learners))
+    from shared.learning.calibration import BOUNDS
+
     temperatures = {subset_name(s): fit_temperature(ensemble.predict_proba({m: probas[m] for m in s}), split.y)
                     for s in member_subsets(learners)}
     log.info("calibrated on %d images of %s: temperatures %s", len(split.y), split.dataset.source, temperatures)
-    return {"method": "temperature", "data": split.dataset.summary(), "temperatures": temperatures}
+    at_bound = sorted(name for name, t in temperatures.items() if not BOUNDS[0] * 1.05 < t < BOUNDS[1] / 1.05)
+    if at_bound:
+        log.warning("temperature at its bound %s for %s: the calibration set is too small or too easy to fit it",
+                    BOUNDS, ", ".join(at_bound))
+    return {"method": "temperature", "data": split.dataset.summary(), "temperatures": temperatures,
+            "at_bound": at_bound}
 
 
 # --- saving -------------------------------------------------------------------------------------
@@ -262,7 +283,7 @@ def _write_training_report(out: Path, results: dict, probas: dict[str, np.ndarra
                "synthetic": manifest["synthetic_weights"],
                "data": test_split.dataset.summary(), "skipped": manifest["training"]["skipped"],
                "notes": _training_notes(manifest["training"], len(train_split.y))
-               + _calibration_notes(manifest)
+               + report.calibration_notes(manifest)
                + _ocr_notes(train_split, test_split)}
     embedding = _embedding(train_split, test_split)
     report.write_report(out / REPORT_DIR, results, context, test_split.y, probas, embedding)
@@ -272,20 +293,10 @@ def _training_notes(training: dict, n_train: int) -> list[str]:
     notes = [f"scored on the held-out set ({training['test_source']}); members and meta-models trained on "
              f"{n_train} images with {training['folds']}-fold out-of-fold stacking, seed {training['seed']}"]
     if training["test_source"] != "given":
-        notes.append("a random split scores photos taken alongside the training photos, which new traffic is not: "
-                     "expect less on it (grocery Packages: ocr_nb macro-F1 0.75 here, 0.53 on its val/ photos). "
-                     "`train --test-data` with a later, separate batch gives a figure that predicts new traffic")
+        notes.append("a random split scores photos taken alongside the training photos, which new traffic often is "
+                     "not (README, *Train on your own data*): `train --test-data` with a later, separate batch gives "
+                     "a figure that predicts new traffic")
     return notes + [_feature_note(training["feature_stats"])]
-
-
-def _calibration_notes(manifest: dict) -> list[str]:
-    calibration = manifest.get("calibration")
-    if not calibration:
-        return ["the stack's probabilities are its forests' votes, uncalibrated (`train --calibration-data` "
-                "fits them to a labelled batch of the traffic the model will serve)"]
-    full = calibration["temperatures"][subset_name(manifest["members"])]
-    return [f"the stack's probabilities are calibrated (temperature) on {calibration['data']['images']} images of "
-            f"{calibration['data']['source']}: T = {full} with every member (< 1 sharpens the forest's votes)"]
 
 
 def _feature_note(stats: dict) -> str:

@@ -90,10 +90,24 @@ def test_calibration_data_fits_a_temperature_per_meta_model_that_serving_loads(
     report = (tmp_path / "models" / "report" / "report.md").read_text()
     assert "calibrated (temperature) on 20 images" in report
 
+    # The gateway loads and applies them, and says so in its metadata (no trainer's paths).
+    from shared.gateway.runtime import GatewayRuntime
+
+    gateway = GatewayRuntime(trained_settings.replace(models_dir=tmp_path / "models"))
+    gateway.start(background=False)
+    assert gateway.model.temperatures == calibration["temperatures"]
+    assert gateway.metadata()["calibration"] == {"method": "temperature", "temperatures": calibration["temperatures"],
+                                                 "images": 20, "at_bound": calibration["at_bound"]}
+
+
     stray = write_csv([(batch[0][0], "camera"), (batch[-1][0], "receipts")], tmp_path / "stray.csv")
     with pytest.raises(DatasetError, match="Calibration set .* has classes not in the training data: receipts"):
         train(trained_models.parent / "screenshots30.csv", tmp_path / "m2", tiny_weights, trained_settings,
               folds=3, seed=0, calibration_data=stray)
+    # Photos the models learnt from would fit a temperature that does not hold on new ones.
+    with pytest.raises(DatasetError, match="shares 60 image"):
+        train(trained_models.parent / "screenshots30.csv", tmp_path / "m3", tiny_weights, trained_settings,
+              folds=3, seed=0, calibration_data=trained_models.parent / "screenshots30.csv")
 
 
 def test_uncalibrated_models_say_so(trained_models: Path) -> None:
