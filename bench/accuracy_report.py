@@ -121,10 +121,14 @@ def _halves_verdict(tasks: dict, judged: dict) -> list[str]:
         parts.append(f"{short(key)} {c['shipped']['val']['ece']:.3f} -> {h['ece']:.3f} (T {low:.2f}-{high:.2f}"
                      + (f"; by chance {chance['median']:.3f}" if chance else "") + ")")
     met = ", ".join(short(key) for key, c in judged.items() if c["temperature_val_halves"]["ece"] <= ECE_GOAL)
+    chance = ", ".join(short(key) for key, c in judged.items() if c["temperature_val_halves"]["ece"] > ECE_GOAL
+                       and c["temperature_val_halves"]["ece"] <= tasks[key].get("stack_ece_by_chance", {}).get("p90", 0))
     halves = ", ".join(f"{short(key)} {tasks[key]['val'] // 2}" for key in judged)
     return [f"Calibrated on photos from the traffic it is scored on, the stack's ECE on `val/` goes {'; '.join(parts)}, "
-            f"meeting {ECE_GOAL} on {met or 'none'}. Each temperature is fitted on half of `val/` ({halves} photos).",
-            ""]
+            f"meeting {ECE_GOAL} on {met or 'none'}"
+            + (f"; on {chance} it is within what chance alone gives a calibrated model on this many photos (the "
+               "uncalibrated stack's confidences; 90th percentile)" if chance else "")
+            + f". Each temperature is fitted on half of `val/` ({halves} photos).", ""]
 
 
 def _calibration_verdict(tasks: dict, judged: dict, variants: dict) -> list[str]:
