@@ -198,7 +198,8 @@ def _plot_rocs(path: Path, results: dict, y: np.ndarray, probas: Mapping[str, np
         auc = results["models"][name]["roc_auc"]
         ax.set_title(f"{name}\nAUC {'n/a' if auc is None else f'{auc:.3f}'}", fontsize=10)
         ax.set_xlabel("false positive rate")
-        ax.legend(fontsize=7, loc="lower right")
+        if ax.get_lines()[:-1]:  # no curve when the scored set has one class: nothing to label
+            ax.legend(fontsize=7, loc="lower right")
     axes[0][0].set_ylabel("true positive rate")
     return _save(fig, path, note)
 

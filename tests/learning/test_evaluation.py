@@ -121,3 +121,14 @@ def test_evaluate_models_scores_members_and_stack_and_skips_unreadable(
     context = json.loads((tmp_path / "out" / "metrics.json").read_text())["context"]
     assert context["weights"] == {"ocr": "real", "clip": "synthetic"} and context["synthetic"] is True
     assert "broken.jpg" in report
+    assert "the stack's probabilities are its forests' votes, uncalibrated" in report
+
+
+def test_evaluate_models_scores_a_set_of_one_class(
+        trained_models: Path, tiny_weights: Path, trained_settings: Settings, tmp_path: Path) -> None:
+    # A batch from one shelf: nothing to learn from, but something to score.
+    records = [r for r in load_dataset(trained_models.parent / "screenshots30.csv").records if r[1] == "camera"][:4]
+    results = evaluation.evaluate_models(trained_models, write_csv(records, tmp_path / "one.csv"), tiny_weights,
+                                         trained_settings, out=tmp_path / "out")
+    assert results["n"] == 4 and results["summary"]["stack"]["roc_auc"] is None
+    assert (tmp_path / "out" / "report.md").exists()
