@@ -11,7 +11,8 @@ from typing import Any
 
 from shared.errors import ArtifactError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest may carry the stack's calibration, which code reading only 1 would drop
+READABLE_FORMATS = (1, 2)  # 1: no calibration (the forests' votes), read as such
 MANIFEST = "manifest.json"
 MANIFEST_SHA = "manifest.sha256"
 
@@ -138,8 +139,9 @@ def _read_manifest_bytes(models_dir: Path) -> bytes:
 
 def _check_versions(manifest: dict, path: Path) -> None:
     found = manifest.get("format_version")
-    if found != FORMAT_VERSION:
-        raise ArtifactError(f"{path} has artifact format version {found}; this code reads version {FORMAT_VERSION}. Retrain.")
+    if found not in READABLE_FORMATS:
+        readable = " and ".join(str(v) for v in READABLE_FORMATS)
+        raise ArtifactError(f"{path} has artifact format version {found}; this code reads versions {readable}. Retrain.")
     trained = manifest.get("versions", {}).get("scikit-learn", "?")
     running = library_versions()["scikit-learn"]
     if _major_minor(trained) != _major_minor(running):

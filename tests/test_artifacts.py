@@ -97,8 +97,14 @@ def test_missing_artifact_is_named(models_dir: Path) -> None:
 
 def test_other_format_version_is_refused(models_dir: Path) -> None:
     resign(models_dir, format_version=artifacts.FORMAT_VERSION + 1)
-    with pytest.raises(ArtifactError, match="format version 2; this code reads version 1"):
+    with pytest.raises(ArtifactError, match="format version 3; this code reads versions 1 and 2"):
         artifacts.load_manifest(models_dir)
+
+
+def test_format_version_1_reads_as_uncalibrated(models_dir: Path) -> None:
+    resign(models_dir, format_version=1)  # written before calibration existed: no "calibration" key
+    manifest = artifacts.load_manifest(models_dir)
+    assert manifest["format_version"] == 1 and manifest.get("calibration") is None
 
 
 def test_other_sklearn_minor_version_is_refused(models_dir: Path) -> None:
