@@ -108,14 +108,15 @@ class Scored:
 
 
 def score_files(models_dir: Path, weights_dir: Path, paths: Sequence[Path], settings: Settings,
-                progress: bool = True) -> Scored:
-    """Run the saved members and stack on image files (features via the cache; weights must match)."""
+                progress: bool = True, manifest: dict | None = None) -> Scored:
+    """Run the saved members and stack on image files (features via the cache; weights must match); `manifest`:
+    the folder's, already verified."""
     from shared.features.cache import FeatureCache
     from shared.features.extract import extract_features
     from shared.learning.learners import load_pipelines
     from shared.learning.meta_model import MetaEnsemble
 
-    manifest = artifacts.load_manifest(models_dir)
+    manifest = manifest or artifacts.load_manifest(models_dir)
     pipelines, meta = load_pipelines(models_dir, manifest), MetaEnsemble.load(models_dir, manifest)
     recorded = manifest["features"]
     table = extract_features(paths, settings, weights_dir, kinds=sorted(recorded), cache=FeatureCache.default(settings),
@@ -140,12 +141,13 @@ def evaluate_models(models_dir: Path, data: Path | Dataset, weights_dir: Path, s
 
     An image folder's classes are named as `labels` says; by default as the training folder's were.
     """
+    manifest = artifacts.load_manifest(models_dir)
     if isinstance(data, Dataset):
         dataset = data
     else:
-        trained = artifacts.load_manifest(models_dir).get("training", {}).get("train", {}).get("labels")
+        trained = manifest.get("training", {}).get("train", {}).get("labels")
         dataset = load_dataset(data, labels or trained, min_classes=1)  # scoring one class is fine
-    scored = score_files(models_dir, weights_dir, dataset.paths, settings)
+    scored = score_files(models_dir, weights_dir, dataset.paths, settings, manifest=manifest)
     classes = scored.manifest["classes"]
     y = _class_ids(dataset, classes)[scored.rows]
     if not scored.rows:

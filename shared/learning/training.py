@@ -94,7 +94,7 @@ def _load_features(data: Path, weights_dir: Path, settings: Settings, test_data:
         calibration_set = _aligned(calibration_set, train_set, "Calibration set")
     log.info("training on %d images, evaluating on %d (%s)", len(train_set.records), len(test_set.records),
              ", ".join(train_set.classes))
-    table, skipped = _extract(train_set, test_set, weights_dir, settings)
+    table, skipped = _extract(train_set.paths + test_set.paths, weights_dir, settings)
     return _Loaded(train_set, test_set, table, skipped, *_sides(table, train_set, test_set), calibration_set)
 
 
@@ -143,11 +143,11 @@ def member_kinds() -> tuple[str, ...]:
     return tuple(dict.fromkeys(member(name).extractor for name in member_names()))
 
 
-def _extract(train_set: Dataset, test_set: Dataset, weights_dir: Path, settings: Settings) -> tuple[Any, list[dict]]:
+def _extract(paths: list[Path], weights_dir: Path, settings: Settings) -> tuple[Any, list[dict]]:
+    """Every member's features of the images (through the cache), and the unreadable ones, logged."""
     from shared.features.cache import FeatureCache
     from shared.features.extract import extract_features
 
-    paths = train_set.paths + test_set.paths
     table = extract_features(paths, settings, weights_dir, kinds=member_kinds(), cache=FeatureCache.default(settings))
     log.info("features: %s%s", table.stats, _synthetic_note(table.config))
     skipped = [{"path": str(paths[i]), "reason": reason} for i, reason in sorted(table.errors.items())]
@@ -159,14 +159,8 @@ def _extract(train_set: Dataset, test_set: Dataset, weights_dir: Path, settings:
 def _calibration_split(loaded: _Loaded, weights_dir: Path, settings: Settings) -> Split:
     """The calibration set with its features (through the cache), its unreadable images left out; refused when it
     shares images with the training or held-out side (a temperature fitted there would not hold on new photos)."""
-    from shared.features.cache import FeatureCache
-    from shared.features.extract import extract_features
-
     dataset = loaded.calibration_set
-    table = extract_features(dataset.paths, settings, weights_dir, kinds=member_kinds(),
-                             cache=FeatureCache.default(settings))
-    for i, reason in sorted(table.errors.items()):
-        log.warning("skipped unreadable image %s: %s", dataset.paths[i], reason)
+    table, _ = _extract(dataset.paths, weights_dir, settings)
     shared_images = set(table.hashes) & set(loaded.table.hashes)
     if shared_images:
         raise DatasetError(f"Calibration set {dataset.source} shares {len(shared_images)} image(s) with the training "
