@@ -121,13 +121,13 @@ def score_files(models_dir: Path, weights_dir: Path, paths: Sequence[Path], sett
     recorded = manifest["features"]
     table = extract_features(paths, settings, weights_dir, kinds=sorted(recorded), cache=FeatureCache.default(settings),
                              progress=progress, recorded=recorded)
-    probas = _member_probas(pipelines, table.values, len(manifest["classes"])) if table.rows else {}
+    probas = member_probas(pipelines, table.values, len(manifest["classes"])) if table.rows else {}
     if table.rows:
         probas[STACK] = meta.predict_proba(probas)
     return Scored(manifest, table.rows, probas, table.errors, table.values.get("clip"), table.stats)
 
 
-def _member_probas(pipelines: Mapping[str, Any], features: Mapping[str, Any], n_classes: int) -> dict[str, np.ndarray]:
+def member_probas(pipelines: Mapping[str, Any], features: Mapping[str, Any], n_classes: int) -> dict[str, np.ndarray]:
     """{member: (n, K)} from each member's pipeline on its extractor's features."""
     from shared.learning.learners import predict_aligned
     from shared.members import member

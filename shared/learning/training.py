@@ -16,7 +16,7 @@ from shared.config import Settings
 from shared.errors import DatasetError
 from shared.learning import evaluation, report
 from shared.learning.data import Dataset, load_dataset
-from shared.learning.learners import build_learner, learner_path, predict_aligned
+from shared.learning.learners import build_learner, learner_path
 from shared.learning.meta_model import (MetaEnsemble, fit_meta_models, make_folds, member_subsets, meta_path,
                                         out_of_fold_proba, subset_name)
 from shared.members import member, member_names
@@ -214,21 +214,17 @@ def member_out_of_fold(name: str, split: Split, folds: int, seed: int) -> np.nda
 def held_out_probas(learners: dict[str, Any], meta_models: dict[str, Any], split: Split,
                     temperatures: dict[str, float] | None = None) -> dict[str, np.ndarray]:
     """{member: (n, K)} for the held-out side, plus the stack's (calibrated when temperatures are given)."""
-    n_classes = len(split.dataset.classes)
-    probas = {name: predict_aligned(p, split.member_input(name), n_classes) for name, p in learners.items()}
+    probas = evaluation.member_probas(learners, split.features, len(split.dataset.classes))
     ensemble = MetaEnsemble(meta_models, split.dataset.classes, list(learners), temperatures)
     return probas | {evaluation.STACK: ensemble.predict_proba(probas)}
 
 
 def calibrate(learners: dict[str, Any], meta_models: dict[str, Any], split: Split) -> dict:
     """A temperature per meta-model, fitted on a labelled batch the models never saw (the manifest's calibration)."""
-    from shared.learning.calibration import fit_temperature
+    from shared.learning.calibration import BOUNDS, fit_temperature
 
-    n_classes = len(split.dataset.classes)
-    probas = {name: predict_aligned(p, split.member_input(name), n_classes) for name, p in learners.items()}
+    probas = evaluation.member_probas(learners, split.features, len(split.dataset.classes))
     ensemble = MetaEnsemble(meta_models, split.dataset.classes, list(learners))
-    from shared.learning.calibration import BOUNDS
-
     temperatures = {subset_name(s): fit_temperature(ensemble.predict_proba({m: probas[m] for m in s}), split.y)
                     for s in member_subsets(learners)}
     log.info("calibrated on %d images of %s: temperatures %s", len(split.y), split.dataset.source, temperatures)
