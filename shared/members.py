@@ -12,11 +12,18 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """A service of the ensemble: its name, local port and fixed address on the compose network."""
+    """A service of the ensemble: its name, local port, fixed address on the compose network and app factory."""
 
     name: str
     port: int
     compose_host: str
+    # `module:function` taking a config mapping and returning the WSGI app (imported only in that service).
+    factory: str = "shared.serving.app:create_app"
+
+    def create_app(self, config: dict[str, Any] | None = None) -> Any:
+        """This service's WSGI app, built by its factory with SERVICE_NAME set."""
+        module, _, function = self.factory.partition(":")
+        return getattr(importlib.import_module(module), function)({"SERVICE_NAME": self.name, **(config or {})})
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class MemberSpec(ServiceSpec):
 
 _MEMBERS: dict[str, MemberSpec] = {}
 GATEWAY = "stacking"
-GATEWAY_SPEC = ServiceSpec(GATEWAY, 5003, "172.16.238.13")
+GATEWAY_SPEC = ServiceSpec(GATEWAY, 5003, "172.16.238.13", factory="shared.gateway.app:create_app")
 
 
 def register_member(spec: MemberSpec) -> MemberSpec:

@@ -1,4 +1,4 @@
-"""WSGI entry of the clip_logreg member: the shared service factory, told which learner to serve."""
-from shared.serving.app import create_app
+"""WSGI entry of the clip_logreg service: the member table's factory for it."""
+from shared.members import service
 
-app = create_app({"SERVICE_NAME": "clip_logreg"})
+app = service("clip_logreg").create_app()

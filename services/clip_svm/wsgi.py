@@ -1,4 +1,4 @@
-"""WSGI entry of the clip_svm member: the shared service factory, told which learner to serve."""
-from shared.serving.app import create_app
+"""WSGI entry of the clip_svm service: the member table's factory for it."""
+from shared.members import service
 
-app = create_app({"SERVICE_NAME": "clip_svm"})
+app = service("clip_svm").create_app()

@@ -1,4 +1,4 @@
-"""WSGI entry of the ocr_nb member: the shared service factory, told which learner to serve."""
-from shared.serving.app import create_app
+"""WSGI entry of the ocr_nb service: the member table's factory for it."""
+from shared.members import service
 
-app = create_app({"SERVICE_NAME": "ocr_nb"})
+app = service("ocr_nb").create_app()

@@ -1,4 +1,4 @@
-"""keep_torch_out(): make `import torch` fail in the gateway process; called first by services/stacking/wsgi.py only."""
+"""keep_torch_out(): make `import torch` fail in the gateway process; called first by shared/gateway/app.py only."""
 from __future__ import annotations
 
 import sys
