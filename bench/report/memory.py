@@ -1,7 +1,7 @@
 """Memory and start-up of every service, alone and together."""
 from __future__ import annotations
 
-from bench.report.format import num, table
+from bench.report.format import num
 from bench.report.markdown import render
 from shared.members import GATEWAY, member_names
 
