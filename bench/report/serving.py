@@ -37,7 +37,8 @@ def gateway_section(r: dict) -> str:
     if not g:
         return ""
     services = [*MEMBERS, GATEWAY]
-    paired = [[name, num(row["p50_ms"]), num(row["p95_ms"]), num(row["p99_ms"])] for name, row in g["paired_c1"].items()]
+    paired = [[name, num(row["p50_ms"]), num(row["p95_ms"]), num(row["p99_ms"])]
+              for name, row in g["paired_c1"].items()]
     fan_out = _degraded_rows(g["fan_out_levels"], list(MEMBERS)) if g.get("fan_out_levels") else []
     together, alone = throughput_ratios(r), throughput_ratios(r, alone=True)
     ideal = [[c, " + ".join(num(v, 3) for v in cpu_cost_fan_out(r, c).values()), num(ideal, 2), num(got, 2),
