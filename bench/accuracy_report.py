@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.report.format import table
 from bench.report.markdown import render
 
 SIZES = Path("bench/results/accuracy/ocr_sizes.json")
@@ -156,8 +155,8 @@ def _sizes(sizes: dict) -> dict:
     rows = [[str(r["side"]), _craft_side(r), str(r["photos"]), f"{r['word_recall']:.3f}", f"{r['cpu_s_median']:.2f}",
              f"{r['boxes_per_photo']:.1f}"] for r in sizes["sides"]]
     big = [[str(r["side"]), f"{r['cpu_s_median']:.2f}", ", ".join(r["words"]) or "(none)"] for r in sizes["big_12mp"]]
-    return {"rows": rows, "big": big, "detect_sides": _detect_sides(sizes["detect_sides"])
-            if "detect_sides" in sizes else None, **_size_choice(sizes)}
+    detect = _detect_sides(sizes["detect_sides"]) if "detect_sides" in sizes else None
+    return {"rows": rows, "big": big, "detect_sides": detect, **_size_choice(sizes)}
 
 
 def _detect_sides(rows: list[dict]) -> list[list[str]]:
