@@ -4,6 +4,8 @@ One module per part of the report, in the order it appears: `header` (machine, s
 ratios against the goals and how to read them), `serving` (members alone, the gateway, batching slack, idle
 threads), `batching`, `ocr`, `training` (feature extraction), `memory` (start-up and RSS), `notes` (what the
 measurements changed, how to reproduce). `ratios` and `format` are the figures and the Markdown they share.
+Each section computes its figures and table rows here and renders a template of bench/report/templates/ (`markdown`):
+the page's prose and layout live in the templates, ACCURACY.md's too (bench/accuracy_report.py).
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Dynamic batching (clip_svm alone): batched against unbatched, round by round."""
 from __future__ import annotations
 
-from bench.report.format import level, num, table
+from bench.report.format import level, num
+from bench.report.markdown import render
 
 
 def batching_rounds(r: dict) -> list[tuple[float, float]]:
@@ -45,12 +46,4 @@ def batching_section(r: dict) -> str:
     gains = ", ".join(f"{num(on / off, 2)}×" for on, off in batching_rounds(r))
     c1 = [(level(rnd["batched"]["levels"], 1), level(rnd["unbatched"]["levels"], 1)) for rnd in r["batching"]["rounds"]]
     c1_diffs = ", ".join(f"{num(on['p50_ms'] - off['p50_ms'])} ms" for on, off in c1 if on and off)
-    return "\n\n".join([
-        "## Dynamic batching (clip_svm alone)",
-        "The service started batched (as shipped) and unbatched (`BATCH_MAX_SIZE=1`) in turn, the order "
-        "alternating between rounds, so that each pair sees the machine in the same state: on this VM a "
-        "service's speed moves by tens of percent between runs minutes apart.",
-        table(["round", "mode", "concurrency", "p50 ms", "p95 ms", "req/s", "CPU-s/request", "mean batch"], rows),
-        f"Throughput at concurrency {b[1]}, batched ÷ unbatched, per round: {gains}; mean **{num(b[0], 2)}×**. "
-        f"At concurrency 1 the batched p50 minus the unbatched one, per round: {c1_diffs}. By design a lone "
-        f"request never waits for company (a unit test checks it); the hard bound on any wait is BATCH_MAX_WAIT_MS."])
+    return render("benchmarks/batching.md.j2", rows=rows, concurrency=b[1], gains=gains, mean=b[0], c1_diffs=c1_diffs)

@@ -1,7 +1,8 @@
 """The gateway's response cache: a repeated photo, and a stream where some photos repeat."""
 from __future__ import annotations
 
-from bench.report.format import num, table, verdict
+from bench.report.format import num, verdict
+from bench.report.markdown import render
 
 HIT_MS_GOAL, STREAM_GAIN_GOAL = 5.0, 1.3
 
@@ -28,9 +29,4 @@ def cache_section(r: dict) -> str:
              verdict(gain, STREAM_GAIN_GOAL, at_most=False)]]
     levels = [[name, num(c[key]["throughput_rps"], 2), num(c[key]["p50_ms"]), num(c[key]["p95_ms"]), c[key]["n"]]
               for key, name in (("no_repeats", "unseen photos"), ("repeats", f"{c['share']:.0%} repeats"))]
-    return "\n".join([
-        "## Gateway response cache", "",
-        "The gateway with `CACHE_MAX_ENTRIES=4096` (off by default), keyed by the image's sha256 and the model "
-        "version. A hit skips the fan-out; it is still recorded in the history, marked as a hit.", "",
-        table(["figure", "result", "goal", ""], rows), "",
-        table(["stream", "req/s", "p50 ms", "p95 ms", "answers"], levels)])
+    return render("benchmarks/cache.md.j2", rows=rows, levels=levels)

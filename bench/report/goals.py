@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from bench.report.batching import batching_ratio, batching_rounds
-from bench.report.format import level, num, table, verdict
+from bench.report.format import level, num, verdict
+from bench.report.markdown import render
 from bench.report.ratios import (
     best_throughput_ratio,
     fan_out_ratio,
@@ -23,7 +24,7 @@ GOALS = {
 
 
 def goals_section(r: dict) -> str:
-    """The table of results against the goals, with the notes on reading it."""
+    """The table of results against the goals, with how to read the gateway ratios (this run's figures)."""
     rows = []
     ratio = fan_out_ratio(r)
     rounds = r.get("gateway", {}).get("paired_c1", {}).get("gateway", {}).get("n", "?")
@@ -61,27 +62,14 @@ def goals_section(r: dict) -> str:
     t = o["read_348"]["median_s"] if o else None
     rows.append(["one 348 px grocery photo (printed text) through OcrReader.read, s", num(t, 2),
                  f"≤ {GOALS['ocr_348_s']}", verdict(t, GOALS["ocr_348_s"], at_most=True)])
-    return "## Results against the goals\n\n" + table(["figure", "measured", "goal", ""], rows) + _reading(r)
+    return render("benchmarks/goals.md.j2", rows=rows, **_reading(r))
 
 
-def _reading(r: dict) -> str:
-    """How to read the two gateway ratios, with this run's own figures."""
+def _reading(r: dict) -> dict:
+    """This run's figures for how to read the gateway ratios; none without the gateway's load levels."""
     g = r.get("gateway")
     if not g or not g.get("levels"):
-        return ""
+        return {"reading": False}
     c1 = level(g["levels"], 1) or g["levels"][0]
-    own_ms = c1["cpu_s_per_request"].get(GATEWAY, 0) * 1000
-    return f"""
-
-**How to read the gateway ratios.** The ideal fan-out is this client sending the image to the three members
-itself; the gateway adds an HTTP hop, its own work after the slowest member answers (the RandomForest combine,
-about 1.5 ms; JSON; the history record, written by a background thread) and {num(own_ms, 0)} ms of CPU per request
-in all, on the same 2 cores the members use. The throughput ideal counts only the members' CPU, so the gateway's
-own CPU and the load client's count against it. Its primary form measures each member's CPU per request while the
-client's own fan-out loads the three together at the same concurrency: sharing 2 cores, each member costs more
-CPU per request than alone (caches, thread wake-ups), and behind a plain fan-out the CLIP members see requests at
-the OCR member's pace, one at a time, so they cannot batch as they do alone under load (the gateway's batching
-slack wins part of that back above concurrency 1, which is how a ratio can pass 1: behind the gateway the CLIP
-members then cost less than behind the plain fan-out). The stricter row charges all of it to the gateway. Each load level is a {g['levels'][0].get('window_s', 12):.0f} s
-closed loop of a few dozen answers on 2 cores that also run the client: repeated runs move the ratios by a few
-hundredths."""
+    return {"reading": True, "own_ms": c1["cpu_s_per_request"].get(GATEWAY, 0) * 1000,
+            "window_s": g["levels"][0].get("window_s", 12)}

@@ -1,7 +1,8 @@
 """Memory and start-up of every service, alone and together."""
 from __future__ import annotations
 
-from bench.report.format import num, table
+from bench.report.format import num
+from bench.report.markdown import render
 from shared.members import GATEWAY, member_names
 
 MEMBERS = member_names()  # the member table's names, in table order
@@ -21,10 +22,4 @@ def memory_and_startup_section(r: dict) -> str:
                          num(g["rss_after_load"][name]["total_mib"], 0)])
     if not rows:
         return ""
-    return "\n\n".join([
-        "## Memory and start-up",
-        "Start-up = from launching gunicorn to the first 200 from `/v2/health/ready` (model loaded and one warm-up "
-        "inference done). RSS from `/proc/<pid>/statm`; the worker is the largest process, the master a small "
-        "fork parent (its pages are partly shared with the worker, so the total double-counts them).",
-        table(["service", "started", "to ready, s", "worker RSS at ready, MiB", "worker RSS after load, MiB",
-               "master + worker RSS after load, MiB"], rows)])
+    return render("benchmarks/memory.md.j2", rows=rows)

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report.format import level, num, table
+from bench.report.format import level, num
+from bench.report.markdown import render
 from bench.report.ratios import busy_share, cpu_cost_fan_out, throughput_ratios
 from shared.members import GATEWAY, member_names
 
 MEMBERS = member_names()  # the member table's names, in table order
-LEVEL_HEADERS = ["concurrency", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "req/s"]
 
 
 def _level_rows(levels: list[dict], services: list[str]) -> list[list[Any]]:
@@ -27,13 +27,8 @@ def members_section(r: dict) -> str:
     """Each member alone: one load table per member."""
     if "members" not in r:
         return ""
-    blocks = ["## Each member alone\n\nEach member started on its own (the other services stopped), warmed up, then "
-              "loaded at each concurrency for a fixed time. CPU-s/request: user+system CPU of the member's "
-              "gunicorn master and worker (from `/proc/<pid>/stat`) over the run ÷ requests answered."]
-    for name, m in r["members"].items():
-        blocks.append(f"### {name}\n\n" + table(LEVEL_HEADERS + ["CPU-s/request", "mean batch"],
-                                                _level_rows(m["levels"], [name])))
-    return "\n\n".join(blocks)
+    tables = {name: _level_rows(m["levels"], [name]) for name, m in r["members"].items()}
+    return render("benchmarks/members.md.j2", tables=tables)
 
 
 def gateway_section(r: dict) -> str:
@@ -41,53 +36,25 @@ def gateway_section(r: dict) -> str:
     g = r.get("gateway")
     if not g:
         return ""
-    paired = g["paired_c1"]
     services = [*MEMBERS, GATEWAY]
-    lines = [
-        "## Gateway (stacking), members started together",
-        f"All four services run together (started one after another, each timed to ready). At concurrency 1 the "
-        f"gateway and the **ideal fan-out** (this client sends the same image to the three members itself, in "
-        f"parallel, and waits for the slowest) alternate request by request on the same images "
-        f"({paired['gateway']['n']} rounds), so both see the same machine state.",
-        table(["path, concurrency 1", "p50 ms", "p95 ms", "p99 ms"],
-              [[name, num(row["p50_ms"]), num(row["p95_ms"]), num(row["p99_ms"])] for name, row in paired.items()]),
-        f"Gateway under load; CPU-s/request for {' / '.join(services)}; mean batch for "
-        f"{' / '.join(m for m in MEMBERS if m != 'ocr_nb')} (ocr_nb does not batch). A *degraded* answer is a 200 "
-        f"that lacks a member (timed out or failed) — counted, never hidden. req/s counts answers completed while "
-        f"every client worker was still sending.",
-        table(LEVEL_HEADERS + ["degraded", "CPU-s/request", "mean batch"],
-              [row[:7] + [lv.get("degraded", 0)] + row[7:] for row, lv in
-               zip(_level_rows(g["levels"], services), g["levels"])]),
-    ]
-    if g.get("fan_out_levels"):
-        lines += [
-            "The client's own fan-out under the same closed loops (no gateway; CPU-s/request for the members):",
-            table(LEVEL_HEADERS + ["degraded", "CPU-s/request", "mean batch"],
-                  [row[:7] + [lv.get("degraded", 0)] + row[7:] for row, lv in
-                   zip(_level_rows(g["fan_out_levels"], list(MEMBERS)), g["fan_out_levels"])]),
-        ]
+    paired = [[name, num(row["p50_ms"]), num(row["p95_ms"]), num(row["p99_ms"])]
+              for name, row in g["paired_c1"].items()]
+    fan_out = _degraded_rows(g["fan_out_levels"], list(MEMBERS)) if g.get("fan_out_levels") else []
     together, alone = throughput_ratios(r), throughput_ratios(r, alone=True)
-    if together:
-        lines.append(
-            f"**CPU-bound ideal throughput** = {r['machine']['nproc']} cores ÷ the sum of the three members' "
-            f"CPU-seconds per request. *Together*: measured in the fan-out run just above, at the same concurrency, "
-            f"the members sharing the cores as they do behind the gateway. *Alone*: each member measured on its own "
-            f"machine-wide at that concurrency (the first section) — stricter, because alone under load the CLIP "
-            f"members batch several requests per forward pass, which behind a plain fan-out they cannot: requests "
-            f"reach them at the OCR member's pace, one by one; the gateway's batching slack wins part of it back "
-            f"(the mean batch columns). The gateway's own CPU and the load "
-            f"client's are in neither ideal, so they count against both ratios.")
-        lines.append(table(
-            ["concurrency", "member CPU-s/request together (ocr_nb + clip_svm + clip_logreg)", "ideal req/s",
-             "gateway complete answers/s", "ratio", "ideal from members alone, req/s", "ratio", "fan-out req/s",
-             "cores busy: gateway run / fan-out run"],
-            [[c, " + ".join(num(v, 3) for v in cpu_cost_fan_out(r, c).values()), num(ideal, 2), num(got, 2),
-              num(ratio, 3), num(alone[c][1] if c in alone else None, 2),
-              num(alone[c][2] if c in alone else None, 3),
+    ideal = [[c, " + ".join(num(v, 3) for v in cpu_cost_fan_out(r, c).values()), num(ideal, 2), num(got, 2),
+              num(ratio, 3), num(alone[c][1] if c in alone else None, 2), num(alone[c][2] if c in alone else None, 3),
               num(level(g["fan_out_levels"], c)["throughput_rps"], 2),
               f"{num(busy_share(r, c) * 100, 0)} % / {num(busy_share(r, c, 'fan_out_levels') * 100, 0)} %"]
-             for c, (got, ideal, ratio) in together.items()]))
-    return "\n\n".join(lines)
+             for c, (got, ideal, ratio) in together.items()]
+    return render("benchmarks/gateway.md.j2", rounds=g["paired_c1"]["gateway"]["n"], paired=paired,
+                  services=services, batching=[m for m in MEMBERS if m != "ocr_nb"],
+                  gateway=_degraded_rows(g["levels"], services), fan_out=fan_out, ideal=ideal,
+                  nproc=r["machine"]["nproc"] if together else None)
+
+
+def _degraded_rows(levels: list[dict], services: list[str]) -> list[list[Any]]:
+    """A load table's rows with the degraded answers after req/s."""
+    return [row[:7] + [lv.get("degraded", 0)] + row[7:] for row, lv in zip(_level_rows(levels, services), levels)]
 
 
 def slack_section(r: dict) -> str:
@@ -103,15 +70,7 @@ def slack_section(r: dict) -> str:
                 rows.append([c, label, num(row["complete_throughput_rps"], 2), num(row["p50_ms"]), num(row["p95_ms"]),
                              " / ".join(num(v, 3) for v in row["cpu_s_per_request"].values()),
                              " / ".join(num(v, 1) for v in row["mean_batch_size"].values() if v is not None) or "–"])
-    return "\n\n".join([
-        "## Batching slack behind the gateway (gateway, members together)",
-        "Under concurrent load the gateway grants the CLIP members a share of the OCR member's latency as "
-        "`X-Batch-Slack-Ms` (README, *The services*), so that requests reaching them one at a time can still share "
-        "a forward pass. The same gateway run granting none (`GATEWAY_SLACK_SHARE=0`, the behaviour before; "
-        "concurrency 1 never gets slack, so it is not repeated):",
-        table(["concurrency", "gateway", "complete req/s", "p50 ms", "p95 ms",
-               "CPU-s/request (ocr_nb / clip_svm / clip_logreg / stacking)", "mean batch (clip_svm / clip_logreg)"],
-              rows)])
+    return render("benchmarks/slack.md.j2", rows=rows)
 
 
 def spin_section(r: dict) -> str:
@@ -127,13 +86,4 @@ def spin_section(r: dict) -> str:
                     + [num(level(g["levels"], c)["complete_throughput_rps"], 2) for c in common]
                     + [" / ".join(num(v, 3) for v in level(g["levels"], common[-1])["cpu_s_per_request"].values())
                        if common else "–"])
-    return "\n\n".join([
-        "## Idle OpenMP threads: sleep or spin (gateway, members together)",
-        "By default torch's OpenMP threads spin for a few milliseconds when idle before they sleep. Four services "
-        "share the cores here, so one service's spinning threads take CPU from another's work. The gunicorn "
-        "config therefore exports OMP_WAIT_POLICY=PASSIVE (Settings.omp_wait_policy). The same gateway run with "
-        "libgomp's default spin count instead (fewer rounds):",
-        table(["idle threads", "gateway p50 ms, c=1", "÷ fan-out"]
-              + [f"complete req/s, c={c}" for c in common]
-              + [f"CPU-s/request at c={common[-1] if common else '?'} (ocr_nb / clip_svm / clip_logreg / stacking)"],
-              rows)])
+    return render("benchmarks/spin.md.j2", rows=rows, common=common)
