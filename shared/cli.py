@@ -97,7 +97,7 @@ typical use (offline: synthetic weights, whose accuracy is NOT CLIP's/EasyOCR's)
   python -m shared predict photo.jpg
   python -m shared serve
 
-Settings come from environment variables (README, "Configuration"), e.g. FEATURE_CACHE_DIR,
+Settings come from environment variables (docs/configuration.md), e.g. FEATURE_CACHE_DIR,
 TORCH_THREADS, OCR_MAX_SIDE, CLIP_BATCH_SIZE, DEVICE, DATASETS_DIR. Paths are relative to
 the current folder. `python -m shared COMMAND --help` describes each command.
 """
