@@ -6,7 +6,7 @@ WEIGHTS   ?= models/weights
 STAMP     := .venv/.installed
 
 .PHONY: setup system-deps weights weights-synthetic train evaluate serve test test-unit test-integration \
-        base-image up down compose-test swarm-up swarm-down swarm-test bench bench-resilience bench-replicas accuracy clean
+        base-image up down compose-test swarm-up swarm-down swarm-test bench bench-resilience bench-replicas accuracy docs clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ test-unit: setup
 
 test-integration: setup system-deps
 	$(PY) -m pytest -q tests/integration
+
+# The docs site into site/ (make test builds it too, --strict: tests/test_docs.py). Browse it over HTTP
+# (python3 -m http.server -d site): the API page fetches the OpenAPI documents, which file:// pages cannot.
+docs: setup
+	$(PY) -m mkdocs build --strict --site-dir site
 
 # docker-compose: v1 (Debian's) or COMPOSE="docker compose". The docker CLI refuses BuildKit without buildx;
 # docker/Dockerfile needs nothing BuildKit-only, so the classic builder is used there.
@@ -127,4 +132,4 @@ accuracy: setup
 	$(PY) -m bench.accuracy
 
 clean:
-	rm -rf .venv .pytest_cache test-artifacts bench/results
+	rm -rf .venv .pytest_cache test-artifacts bench/results site

@@ -1,4 +1,4 @@
-"""`python -m shared <command>`: weights, train, evaluate, predict, serve."""
+"""`python -m shared <command>`: weights, train, evaluate, predict, serve, openapi."""
 from __future__ import annotations
 
 import argparse
@@ -81,6 +81,14 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return serve.serve(args.models, args.weights, settings, synthetic_ok=args.synthetic, demo_data=args.demo_data)
 
 
+def _cmd_openapi(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import openapi_export
+
+    for path in openapi_export.write_documents(args.out):
+        print(f"Wrote {path}")
+    return 0
+
+
 EPILOG = """\
 typical use (offline: synthetic weights, whose accuracy is NOT CLIP's/EasyOCR's):
   python -m shared weights --synthetic
@@ -89,7 +97,7 @@ typical use (offline: synthetic weights, whose accuracy is NOT CLIP's/EasyOCR's)
   python -m shared predict photo.jpg
   python -m shared serve
 
-Settings come from environment variables (README, "Configuration"), e.g. FEATURE_CACHE_DIR,
+Settings come from environment variables (docs/configuration.md), e.g. FEATURE_CACHE_DIR,
 TORCH_THREADS, OCR_MAX_SIDE, CLIP_BATCH_SIZE, DEVICE, DATASETS_DIR. Paths are relative to
 the current folder. `python -m shared COMMAND --help` describes each command.
 """
@@ -181,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo-data", type=Path, default=None,
                    help="dataset for the demo model trained when MODELS has none (default: DATASETS_DIR/screenshots)")
     p.set_defaults(func=_cmd_serve)
+
+    p = _add(sub, "openapi", "write each service's OpenAPI document, as its app serves it, for the docs site",
+             "Builds each service's app (no models needed) and writes what it answers on GET /openapi.json to\n"
+             "OUT/<service>.json. docs/api/ holds the committed ones; a test fails when they differ.")
+    p.add_argument("--out", type=Path, default=Path("docs/api"), help="folder (default: %(default)s)")
+    p.set_defaults(func=_cmd_openapi)
     return parser
 
 

@@ -284,7 +284,7 @@ def _training_notes(training: dict, n_train: int) -> list[str]:
              f"{n_train} images with {training['folds']}-fold out-of-fold stacking, seed {training['seed']}"]
     if training["test_source"] != "given":
         notes.append("a random split scores photos taken alongside the training photos, which new traffic often is "
-                     "not (README, *Train on your own data*): `train --test-data` with a later, separate batch gives "
+                     "not (docs/training.md, step 3): `train --test-data` with a later, separate batch gives "
                      "a figure that predicts new traffic")
     return notes + [_feature_note(training["feature_stats"])]
 
