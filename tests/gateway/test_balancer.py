@@ -253,10 +253,13 @@ def test_a_full_replica_is_asked_elsewhere_and_never_ejected_for_it(two_replicas
     """503 overloaded means busy, not broken: the call goes to the other replica, and the full one stays in."""
     client, (first, second) = two_replicas
     first.state["full"] = True
-    answers = [client.fan_out(b"x", {}, CLASSES)["ocr_nb"] for _ in range(12)]
+    answers = []
+    # Ties go to a random replica: ask until the full one was picked as often as ejection would take.
+    while len(first.expected_timeouts) < 3 and len(answers) < 100:
+        answers.append(client.fan_out(b"x", {}, CLASSES)["ocr_nb"])
+    assert len(first.expected_timeouts) >= 3
     assert all(a.ok for a in answers), [a.error for a in answers]
-    assert not first.served and len(second.served) == 12
-    assert len(first.expected_timeouts) >= 3  # asked (and full) at least as often as ejection would take
+    assert not first.served and len(second.served) == len(answers)
     assert {r["state"] for r in client.replicas()["ocr_nb"]} == {"closed"}
     first.state["full"] = False
     for _ in range(6):
