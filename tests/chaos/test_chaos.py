@@ -26,7 +26,9 @@ from tests.chaos.load import Load, counts
 from tests.integration.conftest import REPO, SERVICES, free_port
 
 DATASETS = Path(os.environ.get("DATASETS_DIR", REPO.parent / "shared" / "datasets"))
-MEMBER_TIMEOUT_S, DEADLINE_S, COOLOFF_S = 3.0, 15.0, 2.0  # the default deadline: a restarted gateway loads within it
+# The member timeout leaves room for a CI machine several times slower than a laptop (a normal answer took 2 s
+# there); the default deadline: a restarted gateway loads within it.
+MEMBER_TIMEOUT_S, DEADLINE_S, COOLOFF_S = 6.0, 15.0, 2.0
 
 
 @dataclass
@@ -172,7 +174,7 @@ def test_a_frozen_member_opens_its_breaker_and_answers_stay_fast(served):
     p50 = median(r.latency_s for r in frozen)
     print(f"member SIGSTOP: p50 {p50:.3f} s with the breaker open vs {normal:.3f} s normal; {counts(frozen)}")
     assert all(r.status == 200 and r.failed_members == ("clip_svm",) for r in frozen)
-    assert p50 < max(3 * normal, normal + 0.5) < MEMBER_TIMEOUT_S  # not the member timeout each time
+    assert p50 < min(MEMBER_TIMEOUT_S, max(1.5 * normal, normal + 0.5))  # not the member timeout each time
     assert re.search(r'classifier_replica_ejections_total\{member="clip_svm",replica="127.0.0.1:\d+"\} [1-9]',
                      metrics)
     resp = requests.post(served.url, data=served.photos[0].read_bytes(), timeout=DEADLINE_S + 2)
