@@ -1,4 +1,4 @@
-"""`python -m shared <command>`: weights, train, evaluate, predict, serve, openapi."""
+"""`python -m shared <command>`: weights, train, evaluate, predict, serve, openapi, settings."""
 from __future__ import annotations
 
 import argparse
@@ -89,6 +89,20 @@ def _cmd_openapi(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import config_docs
+
+    if args.markdown:
+        out = args.out or config_docs.PAGE
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(config_docs.markdown(), encoding="utf-8")
+        print(f"Wrote {out}")
+        return 0
+    for variable, value in settings.to_env().items():
+        print(f"{variable}={value}")
+    return 0
+
+
 EPILOG = """\
 typical use (offline: synthetic weights, whose accuracy is NOT CLIP's/EasyOCR's):
   python -m shared weights --synthetic
@@ -98,8 +112,9 @@ typical use (offline: synthetic weights, whose accuracy is NOT CLIP's/EasyOCR's)
   python -m shared serve
 
 Settings come from environment variables (docs/configuration.md), e.g. FEATURE_CACHE_DIR,
-TORCH_THREADS, OCR_MAX_SIDE, CLIP_BATCH_SIZE, DEVICE, DATASETS_DIR. Paths are relative to
-the current folder. `python -m shared COMMAND --help` describes each command.
+TORCH_THREADS, OCR_MAX_SIDE, CLIP_BATCH_SIZE, DEVICE, DATASETS_DIR; `python -m shared settings`
+prints them. Paths are relative to the current folder. `python -m shared COMMAND --help`
+describes each command.
 """
 TRAIN_HELP = """\
 Extract CLIP embeddings and OCR text of every image, fit the three learners (ocr_nb, clip_svm,
@@ -195,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
              "OUT/<service>.json. docs/api/ holds the committed ones; a test fails when they differ.")
     p.add_argument("--out", type=Path, default=Path("docs/api"), help="folder (default: %(default)s)")
     p.set_defaults(func=_cmd_openapi)
+
+    p = _add(sub, "settings", "print the settings in effect, or write their documentation page",
+             "Prints every setting as VARIABLE=value, read from the environment and checked (a bad value is an\n"
+             "error naming it). --markdown writes the configuration page instead: the runtime settings from\n"
+             "shared/config.py, the deploy-time variables from shared/config_docs.py.")
+    p.add_argument("--markdown", action="store_true", help="write the configuration page (Markdown) to --out")
+    p.add_argument("--out", type=Path, default=None, help="page to write (default: docs/configuration.md of this "
+                                                          "checkout)")
+    p.set_defaults(func=_cmd_settings)
     return parser
 
 
