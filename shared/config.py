@@ -53,18 +53,18 @@ def _var(name: str, default: Any, doc: str, accepts: str | None = None, **bounds
 
 
 def _finite(name: str, default: float, doc: str, **bounds: Any) -> Any:
+    """A float field that refuses inf and nan (a timeout of nan would compare false everywhere)."""
     return _var(name, default, doc, allow_inf_nan=False, **bounds)
 
 
 def _pairs(text: str, what: str) -> list[tuple[str, str]]:
     """'a=x, b=y' as [(a, x), (b, y)]; ValueError naming the first malformed item or a name given twice."""
     pairs: list[tuple[str, str]] = []
-    for item in (part.strip() for part in text.split(",")):
-        name, sep, value = item.partition("=")
-        if item and not (sep and name.strip() and value.strip()):
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = (piece.strip() for piece in item.partition("="))
+        if not (sep and name and value):
             raise ValueError(f"expected comma-separated {what} pairs; {item!r} is not one")
-        if item:
-            pairs.append((name.strip(), value.strip()))
+        pairs.append((name, value))
     names = [name for name, _ in pairs]
     if len(set(names)) < len(names):
         raise ValueError(f"expected each name once; {sorted({n for n in names if names.count(n) > 1})} repeat")
@@ -72,6 +72,7 @@ def _pairs(text: str, what: str) -> list[tuple[str, str]]:
 
 
 def _check_url(url: str) -> str:
+    """The URL of a member: http(s) with a host."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an http:// or https:// URL with a host; {url!r} is not one")
@@ -79,6 +80,7 @@ def _check_url(url: str) -> str:
 
 
 def _check_port(port: str) -> int:
+    """A TCP port number, from its text."""
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"expected a port number 1-65535; {port!r} is not one")
     return int(port)
@@ -313,7 +315,7 @@ class Settings(BaseSettings):
         """SERVICE_PORTS parsed into {name: port}; empty: the ports of the member table."""
         if not self.service_ports.strip():
             return {spec.name: spec.port for spec in members.services()}
-        return {name: int(port) for name, port in _pairs(self.service_ports, "name=port")}
+        return {name: _check_port(port) for name, port in _pairs(self.service_ports, "name=port")}
 
     def ocr_lang_list(self) -> list[str]:
         """OCR_LANGS as a list, blanks dropped."""

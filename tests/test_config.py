@@ -177,7 +177,7 @@ def test_the_settings_command_writes_the_page(tmp_path: Path) -> None:
 
 
 def _reads(text: str, name: str) -> bool:
-    """Whether a compose/stack/shell file (${NAME), a Dockerfile (ARG NAME) or a Makefile ($(NAME), NAME ?=) reads it."""
+    """Whether a compose/stack/shell file (${NAME), Dockerfile (ARG NAME) or Makefile ($(NAME), NAME ?=) reads it."""
     escaped = re.escape(name)
     pattern = rf"\$\{{{escaped}\b|\$\({escaped}\)|^\s*(export\s+)?{escaped}\s*\?=|^ARG {escaped}\b"
     return re.search(pattern, text, re.MULTILINE) is not None
