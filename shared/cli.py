@@ -22,7 +22,7 @@ def _cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
     elif args.synthetic:
         info = offline.write_offline_weights(args.out, settings, tiny=args.tiny)
         print(f"Wrote offline weights to {args.out}: {weights.describe_parts(info)}. "
-              "Predictions made with SYNTHETIC parts are not CLIP's or EasyOCR's accuracy.")
+              f"Predictions made with SYNTHETIC parts are not {weights.part_owners(weights.weight_parts())} accuracy.")
     else:
         weights.fetch_weights(args.out, settings)
         print(f"Downloaded and verified real weights into {args.out}")

@@ -17,7 +17,7 @@ from sklearn.svm import SVC
 from shared import artifacts, members
 from shared.config import Settings
 from shared.errors import ArtifactError
-from shared.features.registry import Extractor, load_extractor
+from shared.features.registry import Extractor, load_extractor, part_label
 from shared.weights import part_kind
 
 # Folds of the SVC's own Platt calibration; training guarantees every class has this many per fold.
@@ -122,7 +122,8 @@ class Member:
         return self.predict_features(self.featurize(images))
 
     def metadata(self) -> dict:
-        """What /v2/models/<name> reports: classes, feature config, artifact hashes, {part: real|synthetic}."""
+        """What /v2/models/<name> reports: classes, feature config, artifact hashes, {part: real|synthetic}, and how
+        the page names that part ({part: label}, from the extractor registry)."""
         files = self.manifest["files"]
         return {
             "name": self.name,
@@ -132,6 +133,7 @@ class Member:
             "artifacts": {rel: files[rel] for rel in (learner_path(self.name),)},
             "trained_at": self.manifest.get("created_at"),
             "weights": dict(self.weights),
+            "part_labels": {kind: part_label(kind) for kind in self.weights},
             "synthetic": self.synthetic,
         }
 

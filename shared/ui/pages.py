@@ -8,12 +8,12 @@ from flask import Blueprint, Flask, current_app, render_template, request
 
 from shared.config import Settings
 from shared.errors import ClassifierError
+from shared.features.registry import part_label, part_labels
 from shared.history import PAGE_SIZE, HistoryStore, member_top_proba, parse_filter
 
 PREDICT_URL = "/"  # the gateway's prediction route (API clients POST raw bytes there too)
 ACCEPTED_TYPES = "image/jpeg,image/png,image/webp,image/bmp,image/gif,image/tiff"
 CANVAS_PX = 280
-PART_LABELS = {"clip": "CLIP", "ocr": "OCR"}  # as classify.js names them
 
 bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static", static_url_path="/ui/static")
 
@@ -43,6 +43,7 @@ def classify_page() -> str:
         max_bytes=settings.max_image_bytes,
         accepted_types=ACCEPTED_TYPES,
         canvas_px=CANVAS_PX,
+        part_labels=part_labels(),  # classify.js names the weights' parts as weights_note does
         history_on=_history() is not None and _history().enabled,
     )
 
@@ -101,7 +102,7 @@ def _display_item(item: dict) -> dict:
 def weights_note(weights: Mapping[str, str]) -> str:
     """'CLIP: synthetic weights · OCR: real' (synthetic parts first), as classify.js's weightsNote writes it."""
     ordered = sorted(weights.items(), key=lambda part: part[1] != "synthetic")
-    return " · ".join(f"{PART_LABELS.get(kind, kind)}: {'synthetic weights' if what == 'synthetic' else 'real'}"
+    return " · ".join(f"{part_label(kind)}: {'synthetic weights' if what == 'synthetic' else 'real'}"
                       for kind, what in ordered)
 
 

@@ -102,6 +102,7 @@ def test_member_metadata_names_classes_features_hashes_and_weights(trained_model
     assert meta["feature"]["kind"] == "clip" and meta["feature"]["synthetic"] is True
     assert meta["artifacts"] == {"learners/clip_logreg.skops": manifest["files"]["learners/clip_logreg.skops"]}
     assert meta["weights"] == {"clip": "synthetic"} and meta["synthetic"] is True
+    assert meta["part_labels"] == {"clip": "CLIP"}  # as the page names the part, from the extractor registry
     ocr = Member.load(trained_models, tiny_weights, "ocr_nb", trained_settings).metadata()
     assert ocr["weights"] == {"ocr": "real"} and ocr["synthetic"] is False  # CLIP's synthetic part is not behind it
     assert len(meta["model_version"]) == 12

@@ -62,6 +62,7 @@ class FakeEchoExtractor:
     """Test double of a feature extractor: an image's mean RGB, no weights, no model to load."""
 
     kind: ClassVar[str] = "echo"
+    label: ClassVar[str] = "Echo (test)"  # how /v2/models and the page name its weights part
     batchable: ClassVar[bool] = False
     synthetic = True
 
@@ -121,3 +122,4 @@ def test_a_registered_fourth_member_is_served_by_the_same_factory(double_member:
     assert set(body["probas"]) == {"red", "blue"}
     meta = client.get(f"/v2/models/{DOUBLE}").get_json()["parameters"]
     assert meta["feature"]["kind"] == "echo" and meta["ready"] is True
+    assert meta["weights"] == {"echo": "synthetic"} and meta["part_labels"] == {"echo": "Echo (test)"}
