@@ -14,6 +14,7 @@ from sklearn.model_selection import train_test_split
 from shared import artifacts, weights
 from shared.config import Settings
 from shared.errors import DatasetError
+from shared.features.registry import extractor_class, extractor_kinds, part_label
 from shared.learning import evaluation, report
 from shared.learning.data import Dataset, load_dataset
 from shared.learning.learners import build_learner, learner_path
@@ -296,23 +297,17 @@ def _feature_note(stats: dict) -> str:
 
 def _common_kinds(*sides: Split) -> list[str]:
     """The extractor kinds every side has features of, in registry order."""
-    from shared.features.registry import extractor_kinds
-
     return [kind for kind in extractor_kinds() if all(kind in side.features for side in sides)]
 
 
 def _feature_notes(*sides: Split) -> list[str]:
     """What each extractor says about its features over both sides (OCR: how many images had text)."""
-    from shared.features.registry import extractor_class
-
     return [note for kind in _common_kinds(*sides)
             for note in extractor_class(kind).feature_notes([side.features[kind] for side in sides])]
 
 
 def _embedding(*sides: Split) -> report.Embedding | None:
     """The mapped vectors (CLIP's) of every readable image, training and held-out, for the report's map."""
-    from shared.features.registry import part_label
-
     kind = report.mapped_kind(_common_kinds(*sides))
     if kind is None:
         return None

@@ -21,7 +21,7 @@ FETCH_HINT = "Run `python -m shared weights` to download them, or offline `pytho
 
 def weight_parts() -> tuple[str, ...]:
     """The parts a weights folder holds: one per registered feature extractor kind ("clip", "ocr")."""
-    from shared.features.registry import extractor_kinds  # the registry reads weights.json too: import on use
+    from shared.features.registry import extractor_kinds  # the extractors read weights/: import on use
 
     return extractor_kinds()
 

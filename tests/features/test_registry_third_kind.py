@@ -39,7 +39,8 @@ class ImageStatsExtractorDouble(VectorCodec):
     @classmethod
     def config_for(cls, weights_dir: Path, settings: Settings, recorded: dict | None = None) -> dict:
         info = weights.read_section(weights_dir, cls.kind)
-        return {"kind": cls.kind, "bins": info["bins"], "weights_sha256": info["sha256"], "synthetic": info["synthetic"]}
+        return {"kind": cls.kind, "bins": info["bins"], "weights_sha256": info["sha256"],
+                "synthetic": info["synthetic"]}
 
     @classmethod
     def load(cls, weights_dir: Path, settings: Settings, recorded: dict | None = None) -> "ImageStatsExtractorDouble":
