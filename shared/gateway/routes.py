@@ -36,7 +36,27 @@ def init_app(app: Flask, settings: Settings) -> MemberClient:
 @bp.post("/")
 @bp.post("/predict")
 def predict() -> Response:
-    """Stack the members' answers for one image; a bad input gets the member's own 4xx."""
+    """Stack the members' answers for one image; a bad input gets the member's own 4xx.
+    ---
+    post:
+      summary: Classify one image (raw bytes or multipart `file`)
+      tags: [predict]
+      requestBody: Image
+      responses:
+        "200":
+          description: The prediction
+          content: {application/json: {schema: Prediction}}
+          headers:
+            X-Cache:
+              description: hit or miss, when the response cache is on (CACHE_MAX_ENTRIES)
+              schema: {type: string, enum: [hit, miss]}
+        "400": BadInput
+        "413": TooLarge
+        "415": NotAnImage
+        "422": Rejected
+        "503": NotReady
+        "504": TimedOut
+    """
     return jsonify(classify(api.read_image_bytes(request)))
 
 

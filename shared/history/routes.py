@@ -30,7 +30,22 @@ def _store() -> HistoryStore:
 
 @bp.get("/v1/history")
 def list_records() -> Response:
-    """One page, newest first, with thumbnail links and the next page's URL; `format=csv` exports instead."""
+    """One page, newest first, with thumbnail links and the next page's URL; `format=csv` exports instead.
+    ---
+    get:
+      summary: Recorded predictions, newest first, paged
+      tags: [history]
+      parameters:
+      - {name: label, in: query, required: false, schema: {type: string}}
+      - {name: since, in: query, required: false, schema: {type: string}}
+      - {name: until, in: query, required: false, schema: {type: string}}
+      - {name: degraded, in: query, required: false, schema: {type: string}}
+      - {name: limit, in: query, required: false, schema: {type: integer}}
+      - {name: cursor, in: query, required: false, schema: {type: string}}
+      responses:
+        "200": {description: A page, content: {application/json: {schema: HistoryPage}}}
+        "400": BadInput
+    """
     if request.args.get("format", "json").lower() == "csv":
         return export_csv()
     flt = parse_filter(request.args)
@@ -48,7 +63,20 @@ def list_records() -> Response:
 
 @bp.get("/v1/history.csv")
 def export_csv() -> Response:
-    """Every matching record as CSV, streamed."""
+    """Every matching record as CSV, streamed.
+    ---
+    get:
+      summary: The matching records as CSV
+      tags: [history]
+      parameters:
+      - {name: label, in: query, required: false, schema: {type: string}}
+      - {name: since, in: query, required: false, schema: {type: string}}
+      - {name: until, in: query, required: false, schema: {type: string}}
+      - {name: degraded, in: query, required: false, schema: {type: string}}
+      responses:
+        "200": {description: CSV, content: {text/csv: {schema: {type: string}}}}
+        "400": BadInput
+    """
     flt = parse_filter(request.args)
     headers = {"Content-Disposition": 'attachment; filename="history.csv"'}
     return Response(_store().iter_csv(flt), mimetype="text/csv", headers=headers)
@@ -56,19 +84,43 @@ def export_csv() -> Response:
 
 @bp.get("/v1/history/<int:record_id>")
 def one_record(record_id: int) -> Response:
-    """One record as JSON."""
+    """One record as JSON.
+    ---
+    get:
+      summary: One record
+      tags: [history]
+      responses:
+        "200": {description: The record, content: {application/json: {schema: {type: object}}}}
+        "404": NotFound
+    """
     return jsonify(_store().get(record_id))
 
 
 @bp.get("/v1/history/<int:record_id>/thumbnail")
 def thumbnail(record_id: int) -> Response:
-    """The record's JPEG thumbnail."""
+    """The record's JPEG thumbnail.
+    ---
+    get:
+      summary: A record's JPEG thumbnail
+      tags: [history]
+      responses:
+        "200": {description: The image, content: {image/*: {schema: {type: string, format: binary}}}}
+        "404": NotFound
+    """
     return _image_response(_store().thumbnail(record_id))
 
 
 @bp.get("/v1/history/<int:record_id>/image")
 def image(record_id: int) -> Response:
-    """The record's full image (only kept with HISTORY_KEEP_IMAGES=1)."""
+    """The record's full image (only kept with HISTORY_KEEP_IMAGES=1).
+    ---
+    get:
+      summary: A record's image (HISTORY_KEEP_IMAGES=1)
+      tags: [history]
+      responses:
+        "200": {description: The image, content: {image/*: {schema: {type: string, format: binary}}}}
+        "404": NotFound
+    """
     return _image_response(_store().image(record_id))
 
 

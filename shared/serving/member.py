@@ -107,7 +107,19 @@ def warmup_image() -> Image.Image:
 @bp.post("/")
 @bp.post("/predict")
 def predict() -> Response:
-    """Classify one image: raw body or the multipart `file` field."""
+    """Classify one image: raw body or the multipart `file` field.
+    ---
+    post:
+      summary: Classify one image (raw bytes or multipart `file`)
+      tags: [predict]
+      requestBody: Image
+      responses:
+        "200": {description: The prediction, content: {application/json: {schema: Prediction}}}
+        "400": BadInput
+        "413": TooLarge
+        "415": NotAnImage
+        "503": NotReady
+    """
     body, waited_s = classify_timed(api.read_image_bytes(request))
     response = jsonify(body)
     if waited_s is not None:

@@ -118,11 +118,28 @@ def init_app(app: Flask, service: str, health: Health) -> None:
 
 @bp.get("/v2/health/live")
 def live() -> Response:
+    """Liveness.
+    ---
+    get:
+      summary: Liveness
+      tags: [health]
+      responses:
+        "200": {description: The process is up}
+    """
     return jsonify({"live": True, "service": current_app.config["SERVICE"]})
 
 
 @bp.get("/v2/health/ready")
 def ready() -> tuple[Response, int]:
+    """Readiness: loaded, warmed up, not draining.
+    ---
+    get:
+      summary: Readiness (loaded, warmed up, not draining)
+      tags: [health]
+      responses:
+        "200": {description: Ready, content: {application/json: {schema: Health}}}
+        "503": {description: Not ready, content: {application/json: {schema: Health}}}
+    """
     health: Health = current_app.extensions["health"]
     body = {"service": current_app.config["SERVICE"], "pid": os.getpid(), **health.status()}
     return jsonify(body), 200 if health.ready else 503
@@ -130,6 +147,14 @@ def ready() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    """Prometheus metrics of every worker.
+    ---
+    get:
+      summary: Prometheus metrics
+      tags: [health]
+      responses:
+        "200": {description: Prometheus text format, content: {text/plain: {schema: {type: string}}}}
+    """
     return Response(generate_latest(metrics_registry()), mimetype=CONTENT_TYPE_LATEST)
 
 

@@ -42,13 +42,30 @@ def is_oip_request() -> bool:
 
 @bp.get("/v2")
 def server_metadata() -> Response:
+    """The inference protocol's server metadata.
+    ---
+    get:
+      summary: Server metadata (Open Inference Protocol)
+      tags: [inference protocol]
+      responses:
+        "200": {description: Metadata, content: {application/json: {schema: ServerMetadata}}}
+    """
     return jsonify(name=_runtime().name, version=shared.__version__, extensions=EXTENSIONS)
 
 
 @bp.get("/v2/models/<name>")
 @bp.get("/v2/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None) -> Response:
-    """OIP model metadata; this service's own metadata (classes, artifacts, ...) under `parameters`."""
+    """OIP model metadata; this service's own metadata (classes, artifacts, ...) under `parameters`.
+    ---
+    get:
+      summary: Model metadata (Open Inference Protocol)
+      tags: [inference protocol]
+      responses:
+        "200": {description: Metadata, content: {application/json: {schema: ModelMetadata}}}
+        "404": OipNotFound
+        "503": OipNotReady
+    """
     runtime = _runtime_for(name, version)
     meta = runtime.metadata()
     k = len(meta["classes"])
@@ -67,6 +84,16 @@ def model_metadata(name: str, version: str | None = None) -> Response:
 @bp.get("/v2/models/<name>/ready")
 @bp.get("/v2/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None) -> tuple[Response, int]:
+    """The model's readiness (200 ready, 503 not).
+    ---
+    get:
+      summary: Model readiness
+      tags: [inference protocol]
+      responses:
+        "200": {description: Ready, content: {application/json: {schema: ModelReady}}}
+        "503": {description: Not ready, content: {application/json: {schema: ModelReady}}}
+        "404": OipNotFound
+    """
     runtime = _runtime(name)
     ready = runtime.ready
     if ready and version is not None:
@@ -77,7 +104,30 @@ def model_ready(name: str, version: str | None = None) -> tuple[Response, int]:
 @bp.post("/v2/models/<name>/infer")
 @bp.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None) -> Response:
-    """Classify the request's images with the raw path's function, and answer with OIP output tensors."""
+    """Classify the request's images with the raw path's function, and answer with OIP output tensors.
+    ---
+    post:
+      summary: Classify one or more images (a BYTES tensor; JSON or Triton's binary tensor extension)
+      tags: [inference protocol]
+      requestBody:
+        required: true
+        content:
+          application/json: {schema: InferRequest}
+          application/octet-stream:
+            schema: {type: string, format: binary}
+            description: JSON header + binary tensors; needs the Inference-Header-Content-Length header
+      responses:
+        "200":
+          description: Output tensors
+          content:
+            application/json: {schema: InferResponse}
+            application/octet-stream: {schema: {type: string, format: binary}}
+        "400": OipBadInput
+        "404": OipNotFound
+        "413": OipTooLarge
+        "415": OipNotAnImage
+        "503": OipNotReady
+    """
     runtime = _runtime_for(name, version)
     # base64 makes an image 4/3 larger: the body may be twice MAX_IMAGE_BYTES; each image is still held to it
     request.max_content_length = BODY_LIMIT_FACTOR * current_app.config["SETTINGS"].max_image_bytes

@@ -35,7 +35,14 @@ def _history() -> HistoryStore | None:
 @bp.get("/")
 @bp.get("/ui")
 def classify_page() -> str:
-    """The page: pick, drop or paste photos, or draw; see each prediction."""
+    """The page: pick, drop or paste photos, or draw; see each prediction.
+    ---
+    get:
+      summary: The page to try photos
+      tags: [pages]
+      responses:
+        "200": Page
+    """
     settings = _settings()
     return render_template(
         "classify.html",
@@ -50,7 +57,21 @@ def classify_page() -> str:
 
 @bp.get("/history")
 def history_page() -> tuple[str, int]:
-    """Newest first, with filters and keyset paging; problems are shown in words on the page."""
+    """Newest first, with filters and keyset paging; problems are shown in words on the page.
+    ---
+    get:
+      summary: The history page
+      tags: [pages]
+      parameters:
+      - {name: label, in: query, required: false, schema: {type: string}}
+      - {name: since, in: query, required: false, schema: {type: string}}
+      - {name: until, in: query, required: false, schema: {type: string}}
+      - {name: degraded, in: query, required: false, schema: {type: string}}
+      - {name: page_size, in: query, required: false, schema: {type: integer}}
+      responses:
+        "200": Page
+        "400": Page
+    """
     store = _history()
     context: dict[str, Any] = {"items": [], "labels": [], "error": None, "next_url": None, "args": request.args,
                                "csv_url": "/v1/history.csv", "recording": store is not None and store.enabled,
