@@ -7,6 +7,8 @@ shells (their scripts ask for the key on a 401); /metrics unless METRICS_REQUIRE
 
 Flask-HTTPAuth reads the key: one `HTTPTokenAuth` per header, a `MultiAuth` picking the one the request uses
 (Bearer first). Which routes are open stays here, checked before every request: the routes live in other modules.
+A key with an `=` inside (not only trailing) can only come as X-API-Key: werkzeug reads such a Bearer value as
+parameters, not a token.
 """
 from __future__ import annotations
 
@@ -90,9 +92,9 @@ def _key_auth(keys: list[bytes]) -> MultiAuth:
     """Bearer, else X-API-Key; both check against `keys` and refuse with the same 401."""
     bearer = HTTPTokenAuth(scheme="Bearer", realm=REALM)
     api_key = HTTPTokenAuth(scheme="Bearer", realm=REALM, header=KEY_HEADER)
-    for scheme in (bearer, api_key):
-        scheme.verify_token(lambda token: _verify(token, keys))
-        scheme.error_handler(_refused)
+    for token_auth in (bearer, api_key):
+        token_auth.verify_token(lambda token: _verify(token, keys))
+        token_auth.error_handler(_refused)
     return MultiAuth(bearer, api_key)
 
 
