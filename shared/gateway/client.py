@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, Mapping, Sequence
 
 import requests
+from flask import Flask, current_app
 from requests.adapters import HTTPAdapter
 
 from shared.config import Settings
@@ -23,6 +24,7 @@ from shared.gateway.balancer import BreakerPolicy, MemberPool, Pick
 from shared.gateway.slack import SlackPlanner
 from shared.serving import api, observability
 
+_EXTENSION = "members"  # this gateway's MemberClient, in app.extensions
 # Member statuses that mean "this input is bad" (passed on to the client); any other error is the member's failure.
 INPUT_REJECTED = (400, 413, 415, 422)
 
@@ -217,6 +219,18 @@ class MemberClient:
         future.cancel()
         return MemberAnswer(name, Outcome.DEADLINE, _ms_since(started),
                             error=f"no answer within the {self.timeouts.deadline:g} s deadline")
+
+
+def init_app(app: Flask, settings: Settings) -> MemberClient:
+    """Give the gateway a client for the members (read back with current_member_client)."""
+    client = MemberClient.from_settings(settings)
+    app.extensions[_EXTENSION] = client
+    return client
+
+
+def current_member_client() -> MemberClient:
+    """The current gateway's client for the members."""
+    return current_app.extensions[_EXTENSION]
 
 
 def make_session(pool_size: int) -> requests.Session:

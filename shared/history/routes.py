@@ -7,25 +7,30 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, url
 
 from shared.config import Settings
 from shared.history.query import parse_filter, parse_limit
-from shared.history.store import HistoryStore
+from shared.history.store import HistoryStore, HistoryUnavailable
 
 IMAGE_MAGIC = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png", b"GIF8": "image/gif", b"RIFF": "image/webp",
                b"BM": "image/bmp", b"II*\x00": "image/tiff", b"MM\x00*": "image/tiff"}
 
+_EXTENSION = "history"  # this app's HistoryStore, in app.extensions
 bp = Blueprint("history_api", __name__)
 
 
 def init_app(app: Flask, settings: Settings) -> HistoryStore:
-    """Attach a HistoryStore as app.extensions["history"] and register the /v1/history endpoints."""
+    """Give the app a HistoryStore (read back with current_history) and register the /v1/history endpoints."""
     store = HistoryStore.from_settings(settings)
-    app.extensions["history"] = store
+    app.extensions[_EXTENSION] = store
     atexit.register(store.close)  # a stopping worker writes what is still queued
     app.register_blueprint(bp)
     return store
 
 
-def _store() -> HistoryStore:
-    return current_app.extensions["history"]
+def current_history() -> HistoryStore:
+    """The current app's history store; HistoryUnavailable (503) where the app has none."""
+    store = current_app.extensions.get(_EXTENSION)
+    if store is None:
+        raise HistoryUnavailable("The prediction history is not set up in this app.")
+    return store
 
 
 @bp.get("/v1/history")
@@ -48,13 +53,13 @@ def list_records() -> Response:
     """
     if request.args.get("format", "json").lower() == "csv":
         return export_csv()
-    flt = parse_filter(request.args)
-    page = _store().query(flt, limit=parse_limit(request.args.get("limit")), cursor=request.args.get("cursor"))
+    flt, store = parse_filter(request.args), current_history()
+    page = store.query(flt, limit=parse_limit(request.args.get("limit")), cursor=request.args.get("cursor"))
     for item in page.items:
         if item["has_thumbnail"]:
             item["thumbnail_url"] = url_for("history_api.thumbnail", record_id=item["id"])
     body = {"items": page.items, "next_cursor": page.next_cursor, "filters": flt.to_query(),
-            "recording": _store().enabled}
+            "recording": store.enabled}
     if page.next_cursor:
         body["next_url"] = url_for("history_api.list_records", cursor=page.next_cursor,
                                    limit=len(page.items), **flt.to_query())
@@ -79,7 +84,7 @@ def export_csv() -> Response:
     """
     flt = parse_filter(request.args)
     headers = {"Content-Disposition": 'attachment; filename="history.csv"'}
-    return Response(_store().iter_csv(flt), mimetype="text/csv", headers=headers)
+    return Response(current_history().iter_csv(flt), mimetype="text/csv", headers=headers)
 
 
 @bp.get("/v1/history/<int:record_id>")
@@ -93,7 +98,7 @@ def one_record(record_id: int) -> Response:
         "200": {description: The record, content: {application/json: {schema: {type: object}}}}
         "404": NotFound
     """
-    return jsonify(_store().get(record_id))
+    return jsonify(current_history().get(record_id))
 
 
 @bp.get("/v1/history/<int:record_id>/thumbnail")
@@ -107,7 +112,7 @@ def thumbnail(record_id: int) -> Response:
         "200": {description: The image, content: {image/*: {schema: {type: string, format: binary}}}}
         "404": NotFound
     """
-    return _image_response(_store().thumbnail(record_id))
+    return _image_response(current_history().thumbnail(record_id))
 
 
 @bp.get("/v1/history/<int:record_id>/image")
@@ -121,7 +126,7 @@ def image(record_id: int) -> Response:
         "200": {description: The image, content: {image/*: {schema: {type: string, format: binary}}}}
         "404": NotFound
     """
-    return _image_response(_store().image(record_id))
+    return _image_response(current_history().image(record_id))
 
 
 def _image_response(data: bytes) -> Response:

@@ -18,7 +18,7 @@ from shared.features.registry import extractor_class
 from shared.images import ImageLimits, decode_image
 from shared.serving import api, observability
 from shared.serving.batching import DynamicBatcher
-from shared.serving.runtime import ModelRuntime
+from shared.serving.runtime import ModelRuntime, current_runtime
 
 # How long a request may wait for its batch before it gives up (the gateway's own timeout is shorter).
 BATCH_TIMEOUT_S = 60.0
@@ -134,7 +134,7 @@ def classify(data: bytes) -> dict:
 
 def classify_timed(data: bytes) -> tuple[dict, float | None]:
     """The prediction body and how long the image waited for its batch (None: unbatched)."""
-    runtime: MemberRuntime = current_app.extensions["runtime"]
+    runtime = current_runtime(MemberRuntime)
     settings: Settings = current_app.config["SETTINGS"]
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
     slack_s = batch_slack_s(request.headers.get(api.SLACK_HEADER), settings.batch_max_slack_ms)

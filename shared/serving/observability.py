@@ -56,6 +56,7 @@ DEADLINE_REFUSED = Counter("classifier_deadline_refused_total",
                            "Gateway: requests refused before any fan-out, their deadline spent waiting", ["service"])
 
 request_log = logging.getLogger("classifier.requests")
+_EXTENSION = "health"  # this app's Health, in app.extensions
 bp = Blueprint("observability", __name__)
 
 
@@ -107,13 +108,18 @@ class Health:
 
 def init_app(app: Flask, service: str, health: Health) -> None:
     """Health endpoints, /metrics, request ids, request metrics and the JSON request log for `service`."""
-    app.extensions["health"] = health
+    app.extensions[_EXTENSION] = health
     app.config["SERVICE"] = service
     _configure_request_log()
     app.before_request(_start_request)
     app.after_request(_finish_request)
     app.teardown_request(_leave_request)
     app.register_blueprint(bp)
+
+
+def current_health() -> Health:
+    """The current app's Health (its readiness flags)."""
+    return current_app.extensions[_EXTENSION]
 
 
 @bp.get("/v2/health/live")
@@ -140,7 +146,7 @@ def ready() -> tuple[Response, int]:
         "200": {description: Ready, content: {application/json: {schema: Health}}}
         "503": {description: Not ready, content: {application/json: {schema: Health}}}
     """
-    health: Health = current_app.extensions["health"]
+    health = current_health()
     body = {"service": current_app.config["SERVICE"], "pid": os.getpid(), **health.status()}
     return jsonify(body), 200 if health.ready else 503
 

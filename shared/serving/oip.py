@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
@@ -17,6 +16,7 @@ import shared
 from shared.errors import NotFound, NotReady
 from shared.serving import observability, oip_codec
 from shared.serving.oip_codec import Tensor
+from shared.serving.runtime import ModelRuntime, current_runtime
 
 BLUEPRINT = "oip"
 # The prediction body's fields that become output tensors; every other field goes to the response's parameters.
@@ -24,6 +24,7 @@ OUTPUT_FIELDS = ("class_id", "proba", "label", "probas", "model", "model_version
 OUTPUTS = ("probas", "class_id", "label")
 EXTENSIONS = ["binary_tensor_data"]
 BODY_LIMIT_FACTOR = 2
+_CLASSIFY = "classify"  # the service's classify(bytes), in app.extensions
 
 bp = Blueprint(BLUEPRINT, __name__)
 Classify = Callable[[bytes], dict]
@@ -31,7 +32,7 @@ Classify = Callable[[bytes], dict]
 
 def init_app(app: Flask, classify: Classify) -> None:
     """Serve the protocol; `classify` turns one image's bytes into the raw path's prediction body."""
-    app.extensions["classify"] = classify
+    app.extensions[_CLASSIFY] = classify
     app.register_blueprint(bp)
 
 
@@ -134,7 +135,7 @@ def infer(name: str, version: str | None = None) -> Response:
     req = oip_codec.decode_request(request.get_data(cache=False, parse_form_data=False), request.mimetype,
                                    request.headers.get(oip_codec.HEADER_LENGTH))
     oip_codec.check_outputs(req, OUTPUTS)
-    bodies = _each(current_app.extensions["classify"], req.images)
+    bodies = _each(_classify(), req.images)
     classes = runtime.metadata()["classes"]
     tensors = [
         Tensor("probas", "FP32", [len(bodies), len(classes)],
@@ -167,14 +168,18 @@ def _each(classify: Classify, images: Sequence[bytes]) -> list[dict]:
         return list(pool.map(one, enumerate(images)))
 
 
-def _runtime(name: str | None = None) -> Any:
-    runtime = current_app.extensions["runtime"]
+def _classify() -> Classify:
+    return current_app.extensions[_CLASSIFY]
+
+
+def _runtime(name: str | None = None) -> ModelRuntime:
+    runtime = current_runtime()
     if name is not None and name != runtime.name:
         raise NotFound(f"This service serves the model {runtime.name!r}, not {name!r}.")
     return runtime
 
 
-def _runtime_for(name: str, version: str | None) -> Any:
+def _runtime_for(name: str, version: str | None) -> ModelRuntime:
     """The runtime serving `name` (and `version`, when given): 404 otherwise, 503 while it loads."""
     runtime = _runtime(name)
     if runtime.model is None:

@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from flask import Flask
 from gunicorn.workers.gthread import ThreadWorker
 
 from shared.config import Settings
@@ -56,10 +57,17 @@ class ServiceWorker(ThreadWorker):
             return
         self.draining = True
         seconds = Settings.from_env().drain_seconds
-        health = getattr(self.flask_app, "extensions", {}).get("health")
-        if health is not None:
-            health.start_draining()
+        self._mark_draining()
         self.log.info("SIGTERM: not ready, answering with Connection: close for %.1f s, then stopping", seconds)
         timer = threading.Timer(seconds, super().handle_exit, args=(sig, None))
         timer.daemon = True
         timer.start()
+
+    def _mark_draining(self) -> None:
+        """The app's readiness says draining from now on."""
+        # Imported here: gunicorn's master imports this module and must not import prometheus_client (gunicorn_conf).
+        from shared.serving.observability import current_health
+
+        if isinstance(self.flask_app, Flask):
+            with self.flask_app.app_context():
+                current_health().start_draining()

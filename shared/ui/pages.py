@@ -9,27 +9,32 @@ from flask import Blueprint, Flask, current_app, render_template, request
 from shared.config import Settings
 from shared.errors import ClassifierError
 from shared.features.registry import part_label, part_labels
-from shared.history import PAGE_SIZE, HistoryStore, member_top_proba, parse_filter
+from shared.history import PAGE_SIZE, HistoryStore, HistoryUnavailable, current_history, member_top_proba, parse_filter
 
 PREDICT_URL = "/"  # the gateway's prediction route (API clients POST raw bytes there too)
 ACCEPTED_TYPES = "image/jpeg,image/png,image/webp,image/bmp,image/gif,image/tiff"
 CANVAS_PX = 280
 
+_SETTINGS = "ui_settings"  # the pages' Settings, in app.extensions
 bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static", static_url_path="/ui/static")
 
 
 def init_app(app: Flask, settings: Settings | None = None) -> None:
     """Register the pages: GET / and /ui (classify), GET /history."""
-    app.extensions["ui_settings"] = settings or app.config.get("SETTINGS") or Settings.from_env()
+    app.extensions[_SETTINGS] = settings or app.config.get("SETTINGS") or Settings.from_env()
     app.register_blueprint(bp)
 
 
 def _settings() -> Settings:
-    return current_app.extensions["ui_settings"]
+    return current_app.extensions[_SETTINGS]
 
 
 def _history() -> HistoryStore | None:
-    return current_app.extensions.get("history")
+    """The app's history store; None where it has none (the pages say so)."""
+    try:
+        return current_history()
+    except HistoryUnavailable:
+        return None
 
 
 @bp.get("/")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import Settings
+from shared.gateway.app import build_app
 from shared.members import MemberSpec
 from shared.serving import auth
 from shared.serving.app import create_app
@@ -66,11 +67,11 @@ def test_metrics_can_need_a_key_and_keys_come_from_a_file(make_client, tmp_path)
 def test_the_gateway_sends_its_member_key(tmp_path):
     settings = {"SERVICE_NAME": "stacking", "MODELS_DIR": tmp_path, "HISTORY_DB": tmp_path / "h.sqlite3",
                 "LOAD_IN_BACKGROUND": False}
-    first = create_app({**settings, "API_KEYS": f"{KEY},{OTHER}"})
+    first = build_app({**settings, "API_KEYS": f"{KEY},{OTHER}"})
     assert first.extensions["members"].session.headers["Authorization"] == f"Bearer {KEY}"
-    chosen = create_app({**settings, "API_KEYS": KEY, "GATEWAY_MEMBER_KEY": OTHER})
+    chosen = build_app({**settings, "API_KEYS": KEY, "GATEWAY_MEMBER_KEY": OTHER})
     assert chosen.extensions["members"].session.headers["Authorization"] == f"Bearer {OTHER}"
-    assert "Authorization" not in create_app(settings).extensions["members"].session.headers
+    assert "Authorization" not in build_app(settings).extensions["members"].session.headers
     page = first.test_client()
     assert page.get("/").status_code == 200  # the page shell; its POST needs the key
     history = page.get("/history", headers={"Accept": "text/html"})

@@ -12,6 +12,7 @@ import pytest
 import schemathesis
 
 import shared
+from shared.gateway.app import build_app
 from shared.members import GATEWAY, member_names
 from shared.serving.app import create_app
 
@@ -21,7 +22,8 @@ IGNORED = {"/static/<path:filename>", "/ui/static/<path:filename>", "/docs/stati
 
 @pytest.fixture(params=["clip_svm", "stacking"])
 def app(request, tmp_path: Path):
-    return create_app({"SERVICE_NAME": request.param, "MODELS_DIR": tmp_path, "HISTORY_DB": tmp_path / "h.sqlite3",
+    factory = build_app if request.param == "stacking" else create_app
+    return factory({"SERVICE_NAME": request.param, "MODELS_DIR": tmp_path, "HISTORY_DB": tmp_path / "h.sqlite3",
                        "LOAD_IN_BACKGROUND": False})
 
 
@@ -81,8 +83,9 @@ def _inline(node, responses: dict):
 
 
 def _document(service: str, tmp_path: Path) -> dict:
-    app = create_app({"SERVICE_NAME": service, "MODELS_DIR": tmp_path, "HISTORY_DB": tmp_path / "h.sqlite3",
-                      "LOAD_IN_BACKGROUND": False})
+    factory = build_app if service == GATEWAY else create_app
+    app = factory({"SERVICE_NAME": service, "MODELS_DIR": tmp_path, "HISTORY_DB": tmp_path / "h.sqlite3",
+                   "LOAD_IN_BACKGROUND": False})
     return app.test_client().get("/openapi.json").get_json()
 
 
