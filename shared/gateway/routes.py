@@ -9,7 +9,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from shared.config import Settings
 from shared.errors import ClassifierError, DeadlineExceeded, MembersUnavailable, Overloaded
-from shared.gateway.cache import mark as cache_mark
+from shared.gateway.cache import current_cache, mark as cache_mark
 from shared.gateway.client import MemberAnswer, Outcome, current_member_client
 from shared.gateway.runtime import GatewayRuntime
 from shared.images import ImageLimits, probe_image, sha256_hex
@@ -77,7 +77,7 @@ def classify(data: bytes) -> dict:
     runtime = current_runtime(GatewayRuntime)
     probe_image(data, ImageLimits(settings.max_image_bytes, settings.max_image_pixels))
     classes = runtime.require_loaded().classes
-    sha, cache = sha256_hex(data), current_app.extensions["cache"]
+    sha, cache = sha256_hex(data), current_cache()
     hit = cache.get(sha, runtime.model_version)
     if hit is not None:  # the stored answer as it was; the history still records this request, as a hit
         cache_mark("hit")
