@@ -1,4 +1,4 @@
-"""`python -m shared <command>`: weights, train, evaluate, predict, serve, openapi, settings."""
+"""`python -m shared <command>`: weights, train, evaluate, predict, serve, openapi, settings, deploy."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,8 @@ from pathlib import Path
 from shared.config import Settings
 from shared.errors import ClassifierError
 from shared.learning.data import LABEL_SOURCES
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
@@ -100,6 +102,22 @@ def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     for variable, value in settings.to_env().items():
         print(f"{variable}={value}")
+    return 0
+
+
+def _cmd_deploy_render(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import deploy
+
+    if args.check:
+        differing = deploy.differences(args.root)
+        for path in differing:
+            print(f"differs from the member table: {path}", file=sys.stderr)
+        if differing:
+            print(f"Regenerate them with `{deploy.COMMAND}`.", file=sys.stderr)
+        return 1 if differing else 0
+    touched = deploy.write(args.root)
+    print(f"Rendered {len(deploy.render())} files from the member table into {args.root}; "
+          f"{len(touched)} changed{': ' + ', '.join(touched) if touched else ''}.")
     return 0
 
 
@@ -219,6 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="page to write (default: docs/configuration.md of this "
                                                           "checkout)")
     p.set_defaults(func=_cmd_settings)
+
+    deploy = _add(sub, "deploy", "files for compose, Swarm and Kubernetes").add_subparsers(
+        dest="deploy_command", required=True, metavar="COMMAND")
+    p = _add(deploy, "render", "write the deploy files from the member table (shared/members.py)",
+             "Renders docker/Dockerfile, docker-compose.yml, deploy/swarm/stack.yml, deploy/k8s/ (a manifest per\n"
+             "service, kustomization.yaml) and services/<name>/ from the templates in shared/deploy/templates/.")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 listing the files that differ from the render")
+    p.add_argument("--root", type=Path, default=REPO, help="repository root to write into (default: %(default)s)")
+    p.set_defaults(func=_cmd_deploy_render)
     return parser
 
 
