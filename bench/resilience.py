@@ -37,11 +37,11 @@ from tqdm import tqdm
 from bench import procs
 from bench.services import ROOT
 from shared.config import Settings
-from shared.members import GATEWAY, member_names
+from shared.members import GATEWAY, member_names, services
 
 MEMBERS = member_names()
 SERVICES = [*MEMBERS, GATEWAY]
-PORTS = {"ocr_nb": 5210, "clip_svm": 5211, "clip_logreg": 5212, "stacking": 5213}  # away from serve/tests/bench
+PORTS = {spec.name: spec.port + 210 for spec in services()}  # the table's + 210 (5210-5213): away from serve/bench
 LEVELS = [1, 2, 4, 8, 24]
 RESULTS = ROOT / "bench" / "results"
 log = logging.getLogger("bench.resilience")
