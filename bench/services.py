@@ -13,12 +13,13 @@ from typing import Iterator, Mapping
 
 import httpx
 
-from shared.members import member_names, services
+from shared import members
+from shared.members import member_names
 
 MEMBERS = member_names()  # the member table's names, in table order
 ROOT = Path(__file__).resolve().parent.parent
 # The table's ports + 100 (5100-5103): a benchmark never meets a `make serve` or a test run.
-BENCH_PORTS = {spec.name: spec.port + 100 for spec in services()}
+BENCH_PORTS = {spec.name: spec.port + 100 for spec in members.services()}
 
 
 @dataclass
