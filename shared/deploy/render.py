@@ -45,9 +45,10 @@ def replicas(spec: ServiceSpec) -> int:
     return SCALED_OUT_REPLICAS if getattr(spec, "scales_out", False) else 1
 
 
-def member_urls(host_of=host) -> str:
-    """The gateway's MEMBER_URLS: each member by its host name and port."""
-    return ",".join(f"{m.name}=http://{host_of(m.name)}:{m.port}" for m in map(members.member, members.member_names()))
+def member_urls(by_service_name: bool = False) -> str:
+    """The gateway's MEMBER_URLS: each member by its host name (Swarm: its service name, underscores and all)."""
+    table = map(members.member, members.member_names())
+    return ",".join(f"{m.name}=http://{m.name if by_service_name else host(m.name)}:{m.port}" for m in table)
 
 
 def _environment() -> jinja2.Environment:
@@ -65,8 +66,8 @@ def _context() -> dict:
     if len(prefixes) != 1:
         raise ValueError(f"Every compose address must be on one /24; the table has {sorted(prefixes)}")
     return {"header": HEADER, "members": table, "gateway": GATEWAY_SPEC, "services": members.services(),
-            "subnet": prefixes.pop(), "member_urls": member_urls(), "swarm_member_urls": member_urls(str),
-            "healthcheck": HEALTHCHECK, "healthcheck_test": json.dumps(["CMD", "python", "-c", HEALTHCHECK])}
+            "subnet": prefixes.pop(), "member_urls": member_urls(),
+            "swarm_member_urls": member_urls(by_service_name=True), "healthcheck": HEALTHCHECK, "healthcheck_test": json.dumps(["CMD", "python", "-c", HEALTHCHECK])}
 
 
 def render() -> dict[str, str]:
@@ -90,29 +91,31 @@ def render() -> dict[str, str]:
 
 def differences(root: Path = REPO) -> list[str]:
     """The generated files missing under root or differing from the render, then the stale ones."""
-    changed = [path for path, text in render().items()
-               if not (root / path).is_file() or (root / path).read_text() != text]
-    return changed + stale(root)
-
-
-def stale(root: Path = REPO) -> list[str]:
-    """Generated files under root that the table no longer gives (a member removed from it)."""
-    expected = set(render())
-    candidates = [*root.glob("services/*/*.py"), *root.glob("deploy/k8s/*.yaml")]
-    return sorted(str(path.relative_to(root)) for path in candidates
-                  if str(path.relative_to(root)) not in expected and _generated(path))
+    files = render()
+    return _changed(root, files) + _stale(root, files)
 
 
 def write(root: Path = REPO) -> list[str]:
     """Write what differs from the render under root, remove stale generated files; returns the paths touched."""
-    touched = differences(root)
-    for path, text in render().items():
-        if path in touched:
-            (root / path).parent.mkdir(parents=True, exist_ok=True)
-            (root / path).write_text(text)
-    for path in stale(root):
+    files = render()
+    changed, stale = _changed(root, files), _stale(root, files)
+    for path in changed:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(files[path])
+    for path in stale:
         (root / path).unlink()
-    return touched
+    return changed + stale
+
+
+def _changed(root: Path, files: dict[str, str]) -> list[str]:
+    return [path for path, text in files.items() if not (root / path).is_file() or (root / path).read_text() != text]
+
+
+def _stale(root: Path, files: dict[str, str]) -> list[str]:
+    """Generated files under root that the table no longer gives (a member removed from it)."""
+    candidates = [*root.glob("services/*/*.py"), *root.glob("deploy/k8s/*.yaml")]
+    return sorted(str(path.relative_to(root)) for path in candidates
+                  if str(path.relative_to(root)) not in files and _generated(path))
 
 
 def _generated(path: Path) -> bool:
