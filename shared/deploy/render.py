@@ -67,7 +67,8 @@ def _context() -> dict:
         raise ValueError(f"Every compose address must be on one /24; the table has {sorted(prefixes)}")
     return {"header": HEADER, "members": table, "gateway": GATEWAY_SPEC, "services": members.services(),
             "subnet": prefixes.pop(), "member_urls": member_urls(),
-            "swarm_member_urls": member_urls(by_service_name=True), "healthcheck": HEALTHCHECK, "healthcheck_test": json.dumps(["CMD", "python", "-c", HEALTHCHECK])}
+            "swarm_member_urls": member_urls(by_service_name=True), "healthcheck": HEALTHCHECK,
+            "healthcheck_test": json.dumps(["CMD", "python", "-c", HEALTHCHECK])}
 
 
 def render() -> dict[str, str]:
