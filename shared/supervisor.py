@@ -150,7 +150,7 @@ class Supervisor:
         self._exits: dict[str, list[float]] = {}
         sockets = [CircusSocket(name=s.name, host=s.host, port=s.port) for s in services]
         for sock in sockets:
-            sock.set_inheritable(False)  # circus makes each inheritable by every child; _OwnSocketProcess passes it to its own
+            sock.set_inheritable(False)  # circus makes each one inheritable by every child; see _OwnSocketProcess
         endpoint = f"ipc://{self._rundir}/control"
         plugins = [{"use": "circus.plugins.flapping.Flapping", **{k: str(v) for k, v in FLAPPING.items()}}]
         self.arbiter = _OrderedArbiter(watchers, endpoint, f"ipc://{self._rundir}/events", check_delay=1.0,
