@@ -1,6 +1,6 @@
 """MemberClient: the gateway's parallel, timed-out HTTP calls to the members, and what each member answered.
 
-Each member is a `MemberPool` of replicas (balancer.py): an attempt goes to the least busy replica, a connection
+Each member is a `ReplicaPool` of replicas (balancer.py): an attempt goes to the least busy replica, a connection
 error or a 503 is retried once on another replica (or on a fresh connection to the only one, unless it said it is
 full: prediction is idempotent), and a member whose replicas are all ejected is skipped at once (its circuit is
 open). A full replica (503 overloaded) is busy, not broken: it counts as alive, never towards ejecting it.
@@ -20,7 +20,7 @@ from requests.adapters import HTTPAdapter
 
 from shared.config import Settings
 from shared.errors import Overloaded
-from shared.gateway.balancer import BreakerPolicy, MemberPool, Pick
+from shared.gateway.balancer import BreakerPolicy, ReplicaPool, Pick
 from shared.gateway.slack import SlackPlanner
 from shared.serving import api, observability
 
@@ -108,7 +108,7 @@ class MemberClient:
                  policy: BreakerPolicy | None = None):
         self.urls = dict(urls)
         self.timeouts = timeouts
-        self.pools = {name: MemberPool(name, url, policy or BreakerPolicy()) for name, url in self.urls.items()}
+        self.pools = {name: ReplicaPool(name, url, policy or BreakerPolicy()) for name, url in self.urls.items()}
         self.session = make_session(pool_size)
         self.pool = ThreadPoolExecutor(max_workers=max(1, pool_size) * max(1, len(self.urls)),
                                        thread_name_prefix="fan-out")

@@ -1,4 +1,4 @@
-"""The base learners as sklearn Pipelines (builders named in the member table), and `Member` for serving."""
+"""The base learners as sklearn Pipelines (builders named in the member table), and `FittedLearner` for serving."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -80,7 +80,7 @@ def predict_aligned(pipeline: Pipeline, X: Any, n_classes: int) -> np.ndarray:
     return align_proba(pipeline.predict_proba(X), pipeline.classes_, n_classes)
 
 
-class Member:
+class FittedLearner:
     """One base learner ready to serve: load once, then featurize + predict many times."""
 
     def __init__(self, name: str, pipeline: Pipeline, extractor: Extractor, manifest: dict, models_dir: Path):
@@ -99,7 +99,7 @@ class Member:
         self.model_version: str = manifest["model_version"]
 
     @classmethod
-    def load(cls, models_dir: Path, weights_dir: Path, name: str, settings: Settings) -> "Member":
+    def load(cls, models_dir: Path, weights_dir: Path, name: str, settings: Settings) -> "FittedLearner":
         """Verify the artifacts, load the pipeline, and its extractor as recorded at training (weights must match)."""
         kind = members.member(name).extractor
         manifest = artifacts.load_manifest(models_dir)

@@ -21,7 +21,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app, settings = base_app(config)
     _require_member(settings.service_name)
-    model = member.MemberRuntime(settings.service_name, settings)
+    model = member.LearnerRuntime(settings.service_name, settings)
     init_service(app, model)
     app.register_blueprint(member.bp)
     oip.init_app(app, member.classify)

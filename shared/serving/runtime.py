@@ -105,7 +105,7 @@ def init_app(app: Flask, runtime: ModelRuntime) -> None:
 
 
 def current_runtime(kind: type[R] = ModelRuntime) -> R:  # type: ignore[assignment]
-    """The current app's runtime, checked to be a `kind` (MemberRuntime, GatewayRuntime, ...)."""
+    """The current app's runtime, checked to be a `kind` (LearnerRuntime, GatewayRuntime, ...)."""
     runtime = current_app.extensions[_EXTENSION]
     if not isinstance(runtime, kind):
         raise TypeError(f"This app serves a {type(runtime).__name__}, not a {kind.__name__}")

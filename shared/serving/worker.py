@@ -4,7 +4,8 @@
   deadlines count the time a request queued for a thread, not only the handler's.
 - Drain: SIGTERM first reports not-ready for DRAIN_SECONDS while still answering, each answer with
   `Connection: close` so keep-alive clients reconnect (to another replica, or to this socket's next owner); then
-  gthread's own graceful stop: no new connections, in-flight requests finished, kept-alive ones closed.
+  gthread's own graceful stop: no new connections (the listener let go at once), in-flight requests finished,
+  kept-alive ones closed.
 """
 from __future__ import annotations
 
@@ -50,6 +51,15 @@ class ServiceWorker(ThreadWorker):
             return body
 
         self.wsgi = wsgi
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            # Stopping for good: let go of the listener now, not after the in-flight requests. Where the master and
+            # the supervisor have closed theirs (Ctrl-C), connects are refused at once instead of queueing on a
+            # socket nobody accepts from, then reset; on a restart the supervisor's copy keeps them queued.
+            for listener in self.sockets:
+                listener.close()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         """SIGTERM: not ready (answers closing their connections) for DRAIN_SECONDS, then gthread's graceful stop."""

@@ -91,9 +91,6 @@ def keep_sending(url: str, body: bytes | None, stop: threading.Event, out: list[
                 out.append(Outcome(started, f"{type(exc).__name__}: {exc}"))
 
 
-@pytest.mark.xfail(reason="gthread's graceful stop stops accepting but keeps its listener open until its in-flight "
-                          "requests are done, so connects meanwhile queue and are reset when it closes; needs "
-                          "shared/serving/worker.py to close its listeners when it stops accepting for good")
 def test_ctrl_c_under_keep_alive_load_answers_or_refuses_every_request(served):
     """Two clients post photos to the gateway and one asks each member's /v2/health/live, all through the stop."""
     photos = sorted((DATASETS / "screenshots").glob("*/*.jpg"))[:2]

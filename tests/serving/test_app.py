@@ -19,7 +19,7 @@ from shared.features import register_extractor, unregister_extractor
 from shared.learning.learners import learner_path
 from shared.members import MemberSpec, register_member, unregister_member
 from shared.serving.app import create_app
-from shared.serving.member import MemberRuntime
+from shared.serving.member import LearnerRuntime
 from tests.conftest import image_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def test_unknown_service_name_is_refused_naming_the_known_ones():
 
 def test_a_member_name_builds_the_member_runtime_and_routes_only(tmp_path):
     app = create_app({"SERVICE_NAME": "ocr_nb", "MODELS_DIR": tmp_path, "LOAD_IN_BACKGROUND": False})
-    assert isinstance(app.extensions["runtime"], MemberRuntime) and app.extensions["runtime"].name == "ocr_nb"
+    assert isinstance(app.extensions["runtime"], LearnerRuntime) and app.extensions["runtime"].name == "ocr_nb"
     assert {"/", "/predict", "/v2/models/<name>", "/v2/health/ready", "/metrics"} <= _rules(app)
     assert not {"/v1/history", "/history", "/ui"} & _rules(app)
 
