@@ -72,7 +72,7 @@ def history_page() -> tuple[str, int]:
       - {name: since, in: query, required: false, schema: {type: string}}
       - {name: until, in: query, required: false, schema: {type: string}}
       - {name: degraded, in: query, required: false, schema: {type: string}}
-      - {name: page_size, in: query, required: false, schema: {type: integer}}
+      - {name: limit, in: query, required: false, schema: {type: integer}}
       responses:
         "200": Page
         "400": Page
