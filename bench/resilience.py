@@ -37,11 +37,11 @@ from tqdm import tqdm
 from bench import procs
 from bench.services import ROOT
 from shared.config import Settings
-from shared.members import GATEWAY, member_names
+from shared.members import GATEWAY, member_names, services
 
 MEMBERS = member_names()
 SERVICES = [*MEMBERS, GATEWAY]
-PORTS = {"ocr_nb": 5210, "clip_svm": 5211, "clip_logreg": 5212, "stacking": 5213}  # away from serve/tests/bench
+PORTS = {spec.name: spec.port + 210 for spec in services()}  # the table's + 210 (5210-5213): away from serve/bench
 LEVELS = [1, 2, 4, 8, 24]
 RESULTS = ROOT / "bench" / "results"
 log = logging.getLogger("bench.resilience")
@@ -422,11 +422,11 @@ def main(argv: list[str] | None = None) -> int:
 def running_slots(settings: Settings) -> dict[str, int]:
     """Predictions each service runs at once with these settings, as the services themselves work it out."""
     from shared.gateway.runtime import GatewayRuntime
-    from shared.serving.member import MemberRuntime
+    from shared.serving.member import LearnerRuntime
 
     return {"stacking": GatewayRuntime(settings).running_slots(),
-            "ocr_nb": MemberRuntime("ocr_nb", settings).running_slots(),
-            "clip": MemberRuntime("clip_svm", settings).running_slots()}
+            "ocr_nb": LearnerRuntime("ocr_nb", settings).running_slots(),
+            "clip": LearnerRuntime("clip_svm", settings).running_slots()}
 
 
 def before_levels(record: dict, label: str) -> dict:

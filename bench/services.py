@@ -13,12 +13,13 @@ from typing import Iterator, Mapping
 
 import httpx
 
+from shared import members
 from shared.members import member_names
 
 MEMBERS = member_names()  # the member table's names, in table order
 ROOT = Path(__file__).resolve().parent.parent
-# Away from 5000-5003 so a benchmark never meets a `make serve` or a test run.
-BENCH_PORTS = {"ocr_nb": 5100, "clip_svm": 5101, "clip_logreg": 5102, "stacking": 5103}
+# The table's ports + 100 (5100-5103): a benchmark never meets a `make serve` or a test run.
+BENCH_PORTS = {spec.name: spec.port + 100 for spec in members.services()}
 
 
 @dataclass

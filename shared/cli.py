@@ -1,4 +1,4 @@
-"""`python -m shared <command>`: weights, train, evaluate, predict, serve, openapi."""
+"""`python -m shared <command>`: weights, train, evaluate, predict, serve, openapi, settings, deploy."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,8 @@ from shared.config import Settings
 from shared.errors import ClassifierError
 from shared.learning.data import LABEL_SOURCES
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
     from shared import weights
@@ -22,7 +24,7 @@ def _cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
     elif args.synthetic:
         info = offline.write_offline_weights(args.out, settings, tiny=args.tiny)
         print(f"Wrote offline weights to {args.out}: {weights.describe_parts(info)}. "
-              "Predictions made with SYNTHETIC parts are not CLIP's or EasyOCR's accuracy.")
+              f"Predictions made with SYNTHETIC parts are not {weights.part_owners(weights.weight_parts())} accuracy.")
     else:
         weights.fetch_weights(args.out, settings)
         print(f"Downloaded and verified real weights into {args.out}")
@@ -89,6 +91,36 @@ def _cmd_openapi(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import config_docs
+
+    if args.markdown:
+        out = args.out or config_docs.PAGE
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(config_docs.markdown(), encoding="utf-8")
+        print(f"Wrote {out}")
+        return 0
+    for variable, value in settings.to_env().items():
+        print(f"{variable}={value}")
+    return 0
+
+
+def _cmd_deploy_render(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import deploy
+
+    if args.check:
+        differing = deploy.differences(args.root)
+        for path in differing:
+            print(f"differs from the member table: {path}", file=sys.stderr)
+        if differing:
+            print(f"Regenerate them with `{deploy.COMMAND}`.", file=sys.stderr)
+        return 1 if differing else 0
+    touched = deploy.write(args.root)
+    print(f"Rendered {len(deploy.render())} files from the member table into {args.root}; "
+          f"{len(touched)} changed{': ' + ', '.join(touched) if touched else ''}.")
+    return 0
+
+
 EPILOG = """\
 typical use (offline: synthetic weights, whose accuracy is NOT CLIP's/EasyOCR's):
   python -m shared weights --synthetic
@@ -98,8 +130,9 @@ typical use (offline: synthetic weights, whose accuracy is NOT CLIP's/EasyOCR's)
   python -m shared serve
 
 Settings come from environment variables (docs/configuration.md), e.g. FEATURE_CACHE_DIR,
-TORCH_THREADS, OCR_MAX_SIDE, CLIP_BATCH_SIZE, DEVICE, DATASETS_DIR. Paths are relative to
-the current folder. `python -m shared COMMAND --help` describes each command.
+TORCH_THREADS, OCR_MAX_SIDE, CLIP_BATCH_SIZE, DEVICE, DATASETS_DIR; `python -m shared settings`
+prints them. Paths are relative to the current folder. `python -m shared COMMAND --help`
+describes each command.
 """
 TRAIN_HELP = """\
 Extract CLIP embeddings and OCR text of every image, fit the three learners (ocr_nb, clip_svm,
@@ -195,6 +228,25 @@ def build_parser() -> argparse.ArgumentParser:
              "OUT/<service>.json. docs/api/ holds the committed ones; a test fails when they differ.")
     p.add_argument("--out", type=Path, default=Path("docs/api"), help="folder (default: %(default)s)")
     p.set_defaults(func=_cmd_openapi)
+
+    p = _add(sub, "settings", "print the settings in effect, or write their documentation page",
+             "Prints every setting as VARIABLE=value, read from the environment and checked (a bad value is an\n"
+             "error naming it). --markdown writes the configuration page instead: the runtime settings from\n"
+             "shared/config.py, the deploy-time variables from shared/config_docs.py.")
+    p.add_argument("--markdown", action="store_true", help="write the configuration page (Markdown) to --out")
+    p.add_argument("--out", type=Path, default=None, help="page to write (default: docs/configuration.md of this "
+                                                          "checkout)")
+    p.set_defaults(func=_cmd_settings)
+
+    deploy = _add(sub, "deploy", "files for compose, Swarm and Kubernetes").add_subparsers(
+        dest="deploy_command", required=True, metavar="COMMAND")
+    p = _add(deploy, "render", "write the deploy files from the member table (shared/members.py)",
+             "Renders docker/Dockerfile, docker-compose.yml, deploy/swarm/stack.yml, deploy/k8s/ (a manifest per\n"
+             "service, kustomization.yaml) and services/<name>/ from the templates in shared/deploy/templates/.")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 listing the files that differ from the render")
+    p.add_argument("--root", type=Path, default=REPO, help="repository root to write into (default: %(default)s)")
+    p.set_defaults(func=_cmd_deploy_render)
     return parser
 
 

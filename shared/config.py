@@ -1,210 +1,345 @@
-"""Settings: one typed object, read from the environment. Nothing else reads os.environ."""
+"""Settings: one typed object, read from the environment. Nothing else reads os.environ.
+
+Built on pydantic-settings: each field names its variable (its validation alias), its default, its bounds and what
+it means; the docs table is generated from them (`python -m shared settings --markdown`). `Settings(...)` takes
+only what it is given; `Settings.from_env()` reads the environment. Any bad value, from either, raises one
+SettingsError naming every bad variable, the value received and what was expected.
+"""
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
+from urllib.parse import urlsplit
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 from shared import members
+from shared.errors import SettingsError
 
 # Where the member table's services are found when MEMBER_URLS is empty: all on this host (`python -m shared serve`).
 LOCAL_HOST = "127.0.0.1"
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+FLAG_WORDS = "1/0/true/false/yes/no/on/off"
 
 
-def _env(name: str, default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"env": name, "doc": doc})
+def _flag(value: Any) -> Any:
+    """A boolean variable: exactly 1/0/true/false/yes/no/on/off (any case); pydantic alone also takes t/f/y/n."""
+    if not isinstance(value, str):
+        return value
+    if value.strip().lower() in TRUE_WORDS:
+        return True
+    if value.strip().lower() in FALSE_WORDS:
+        return False
+    raise ValueError(f"expected one of {FLAG_WORDS}")
 
 
-@dataclass(frozen=True)
-class Settings:
+def _wait_policy(value: Any) -> Any:
+    """OpenMP reads OMP_WAIT_POLICY in any case; anything else stays as given, for the error message."""
+    return value.strip().upper() if isinstance(value, str) and value.strip().upper() in ("PASSIVE", "ACTIVE") else value
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+OmpWaitPolicy = Annotated[Literal["PASSIVE", "ACTIVE"], BeforeValidator(_wait_policy)]
+
+
+def _var(name: str, default: Any, doc: str, accepts: str | None = None, **bounds: Any) -> Any:
+    """A field read from the environment variable `name`; bounds are pydantic's (ge, gt, le, allow_inf_nan);
+    `accepts` words the values for the docs where the type alone does not (a list, pairs)."""
+    extra = {"accepts": accepts} if accepts else None
+    return Field(default, validation_alias=name, description=doc, json_schema_extra=extra, **bounds)
+
+
+def _finite(name: str, default: float, doc: str, **bounds: Any) -> Any:
+    """A float field that refuses inf and nan (a timeout of nan would compare false everywhere)."""
+    return _var(name, default, doc, allow_inf_nan=False, **bounds)
+
+
+def _pairs(text: str, what: str) -> list[tuple[str, str]]:
+    """'a=x, b=y' as [(a, x), (b, y)]; ValueError naming the first malformed item or a name given twice."""
+    pairs: list[tuple[str, str]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = (piece.strip() for piece in item.partition("="))
+        if not (sep and name and value):
+            raise ValueError(f"expected comma-separated {what} pairs; {item!r} is not one")
+        pairs.append((name, value))
+    names = [name for name, _ in pairs]
+    if len(set(names)) < len(names):
+        raise ValueError(f"expected each name once; {sorted({n for n in names if names.count(n) > 1})} repeat")
+    return pairs
+
+
+def _check_url(url: str) -> str:
+    """The URL of a member: http(s) with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL with a host; {url!r} is not one")
+    return url
+
+
+def _check_port(port: str) -> int:
+    """A TCP port number, from its text."""
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"expected a port number 1-65535; {port!r} is not one")
+    return int(port)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
+        self._mapping = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._mapping, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class Settings(BaseSettings):
     """Every tunable, with its environment variable and documented default."""
 
-    datasets_dir: Path = _env("DATASETS_DIR", Path("../shared/datasets"), "Read-only datasets folder")
-    models_dir: Path = _env("MODELS_DIR", Path("models"), "Trained artifacts")
-    weights_dir: Path = _env("WEIGHTS_DIR", Path("models/weights"), "CLIP and EasyOCR weights")
-    cache_dir: Path = _env("FEATURE_CACHE_DIR", Path("models/cache"), "Feature cache")
+    # Immutable and hashable; variables exactly as spelled; an empty variable means its default; keyword
+    # arguments by field name (Settings(workers=2)); an unknown one is an error.
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True,
+                                      validate_by_name=True, validate_by_alias=True, extra="forbid")
+
+    datasets_dir: Path = _var("DATASETS_DIR", Path("../shared/datasets"), "Read-only datasets folder")
+    models_dir: Path = _var("MODELS_DIR", Path("models"), "Trained artifacts")
+    weights_dir: Path = _var("WEIGHTS_DIR", Path("models/weights"), "CLIP and EasyOCR weights")
+    cache_dir: Path = _var("FEATURE_CACHE_DIR", Path("models/cache"), "Feature cache")
 
     # image limits (shared by training and serving)
-    max_image_bytes: int = _env("MAX_IMAGE_BYTES", 20 * 1024 * 1024, "Largest accepted body, bytes")
-    max_image_pixels: int = _env("MAX_IMAGE_PIXELS", 40_000_000, "Largest accepted width*height")
+    max_image_bytes: int = _var("MAX_IMAGE_BYTES", 20 * 1024 * 1024, "Largest accepted body, bytes", gt=0)
+    max_image_pixels: int = _var("MAX_IMAGE_PIXELS", 40_000_000, "Largest accepted width*height", gt=0)
 
     # feature extraction
-    clip_model: str = _env("CLIP_MODEL", "ViT-B-32", "open_clip model name")
-    clip_pretrained: str = _env("CLIP_PRETRAINED", "openai", "open_clip pretrained tag")
-    clip_batch_size: int = _env("CLIP_BATCH_SIZE", 32, "Images per CLIP forward pass in training")
-    ocr_langs: str = _env(
+    clip_model: str = _var("CLIP_MODEL", "ViT-B-32", "open_clip model name")
+    clip_pretrained: str = _var("CLIP_PRETRAINED", "openai", "open_clip pretrained tag")
+    clip_batch_size: int = _var("CLIP_BATCH_SIZE", 32, "Images per CLIP forward pass in training", ge=1)
+    ocr_langs: str = _var(
         "OCR_LANGS", "",
         "EasyOCR languages, comma-separated; empty = those of the weights folder's recogniser (ru,en when writing weights)",
+        accepts="language codes, comma-separated",
     )
-    ocr_max_side: int = _env(
+    ocr_max_side: int = _var(
         "OCR_MAX_SIDE", 640,
         "Longest side an image is downscaled to before OCR (never enlarged); also caps OCR_DETECT_SIDE. Part of the "
-        "feature config",
+        "feature config", ge=1,
     )
-    ocr_max_boxes: int = _env(
+    ocr_max_boxes: int = _var(
         "OCR_MAX_BOXES", 32,
         "Most text boxes recognised per image, the largest first (~0.1 CPU-s each); 0 = all. Part of the feature config",
+        ge=0,
     )
-    ocr_detect_side: int = _env(
+    ocr_detect_side: int = _var(
         "OCR_DETECT_SIDE", 512,
         "CRAFT sees an image whose longest side is shorter than this enlarged to it (at most to OCR_MAX_SIDE); the "
-        "recogniser still reads the image's own pixels; 0 = never enlarge. Part of the feature config",
+        "recogniser still reads the image's own pixels; 0 = never enlarge. Part of the feature config", ge=0,
     )
-    ocr_detector: str = _env(
+    ocr_detector: Literal["auto", "int8", "fp32"] = _var(
         "OCR_DETECTOR", "auto",
         "CRAFT text detector: auto (int8 on CPU, fp32 on CUDA), int8 (static int8 on ONNX Runtime, calibrated on "
         "rendered text scenes, cached next to the weights; ~2.4-2.8x less CPU per read for <= 1 point of word recall: "
         "ACCURACY.md) or fp32. Part of the feature config",
     )
-    ocr_backend: str = _env(
+    ocr_backend: Literal["onnx", "torch"] = _var(
         "OCR_BACKEND", "onnx",
         "Runtime of the fp32 CRAFT detector on CPU (OCR_DETECTOR=fp32): onnx (ONNX Runtime, export cached next to "
         "the weights) or torch; onnx falls back to torch when it cannot run",
     )
-    device: str = _env("DEVICE", "auto", "auto, cpu or cuda")
-    torch_threads: int = _env("TORCH_THREADS", 0, "torch intra-op threads per worker; 0 = torch default")
-    omp_wait_policy: str = _env(
+    device: Literal["auto", "cpu", "cuda"] = _var("DEVICE", "auto", "auto (CUDA when available), cpu or cuda")
+    torch_threads: int = _var("TORCH_THREADS", 0, "torch intra-op threads per worker; 0 = torch default", ge=0)
+    omp_wait_policy: OmpWaitPolicy = _var(
         "OMP_WAIT_POLICY", "PASSIVE",
         "Services: idle OpenMP threads sleep (PASSIVE) rather than spin (ACTIVE); the services share the cores",
     )
-    weights_mirror: str = _env(
+    weights_mirror: str = _var(
         "WEIGHTS_MIRROR", "", "Base URL serving the weight files by file name, instead of their origin hosts"
     )
 
     # dynamic batching in the CLIP services
-    batch_max_size: int = _env("BATCH_MAX_SIZE", 16, "Largest dynamic batch")
-    batch_max_wait_ms: float = _env(
+    batch_max_size: int = _var("BATCH_MAX_SIZE", 16, "Largest dynamic batch", ge=1)
+    batch_max_wait_ms: float = _finite(
         "BATCH_MAX_WAIT_MS", 20.0,
-        "Longest a batch waits for requests known to be coming; never at concurrency 1 (BENCHMARKS.md)",
+        "Longest a batch waits for requests known to be coming; never at concurrency 1 (BENCHMARKS.md)", ge=0,
     )
-    batch_max_slack_ms: float = _env(
+    batch_max_slack_ms: float = _finite(
         "BATCH_MAX_SLACK_MS", 2000.0,
         "Most a request may wait for batch company when its caller grants slack (X-Batch-Slack-Ms); 0 = ignore it",
+        ge=0,
     )
-    gateway_slack_share: float = _env(
+    gateway_slack_share: float = _finite(
         "GATEWAY_SLACK_SHARE", 0.5,
         "Gateway, under concurrent load: the share of the slowest member's latency granted to clearly faster "
-        "members as batching slack; 0 = never",
+        "members as batching slack; 0 = never", ge=0, le=1,
     )
 
     # serving
-    service_name: str = _env("SERVICE_NAME", "", "Which service this process is")
-    drain_seconds: float = _env("DRAIN_SECONDS", 2.0, "After SIGTERM, report not-ready this long before stopping")
-    member_urls: str = _env(
+    service_name: str = _var("SERVICE_NAME", "", "Which service this process is")
+    drain_seconds: float = _finite(
+        "DRAIN_SECONDS", 2.0,
+        "After SIGTERM, report not-ready this long (still answering, each answer with `Connection: close`) before "
+        "stopping", ge=0,
+    )
+    member_urls: str = _var(
         "MEMBER_URLS", "",
         "Gateway: name=url pairs of the members; empty = from the member table (http://127.0.0.1:<port>)",
+        accepts="`name=url` pairs (http or https), comma-separated",
     )
-    bind_host: str = _env("BIND_HOST", "0.0.0.0", "Address the gunicorns listen on (serve uses 127.0.0.1)")
-    service_ports: str = _env(
+    bind_host: str = _var("BIND_HOST", "0.0.0.0", "Address the gunicorns listen on (serve uses 127.0.0.1)")
+    service_ports: str = _var(
         "SERVICE_PORTS", "",
         "name=port pairs the four services listen on; empty = from the member table (ocr_nb=5000 ... stacking=5003)",
+        accepts="`name=port` pairs (1-65535), comma-separated",
     )
-    workers: int = _env("WEB_CONCURRENCY", 1, "gunicorn worker processes per service")
-    threads: int = _env(
+    workers: int = _var("WEB_CONCURRENCY", 1, "gunicorn worker processes per service", ge=1)
+    threads: int = _var(
         "GUNICORN_THREADS", 8, "Predictions running at once per worker in a batching member (CLIP: they share a "
-        "batch), and the most UNBATCHED_RUNNING and GATEWAY_RUNNING may be; the worker has more threads than this, "
-        "for the admission queue and health",
+        "batch), and the most `UNBATCHED_RUNNING` and `GATEWAY_RUNNING` may be; the worker has this + "
+        "`ADMISSION_QUEUE` + 4 threads, the last 4 never taken by predictions (health, metrics)", ge=1,
     )
-    admission_queue: int = _env(
-        "ADMISSION_QUEUE", 4, "Predictions that may wait for a running slot, per worker; past it 503 + Retry-After",
+    admission_queue: int = _var(
+        "ADMISSION_QUEUE", 4,
+        "Predictions that may wait for a running slot, per worker; past it 503 + `Retry-After` at once", ge=0,
     )
-    admission_wait_predictions: float = _env(
+    admission_wait_predictions: float = _finite(
         "ADMISSION_WAIT_PREDICTIONS", 1.0, "How long a queued prediction may wait for a slot, in typical predictions "
         "(at least 1 s): an admitted answer takes at most about twice a prediction's time; 0 = until its deadline",
+        ge=0,
     )
-    unbatched_running: int = _env(
+    unbatched_running: int = _var(
         "UNBATCHED_RUNNING", 2, "A member that reads one image at a time (OCR): predictions running at once per "
-        "worker (at most GUNICORN_THREADS); each already uses the cores, more at once only slow each other down",
+        "worker (at most `GUNICORN_THREADS`); each read already uses the cores, more at once only slow each other "
+        "down", ge=1,
     )
-    gateway_running: int = _env(
-        "GATEWAY_RUNNING", 0, "Gateway: predictions fanned out at once per worker (at most GUNICORN_THREADS), about "
+    gateway_running: int = _var(
+        "GATEWAY_RUNNING", 0, "Gateway: predictions fanned out at once per worker (at most `GUNICORN_THREADS`), about "
         "what the members can compute at once: more only queue inside them (BENCHMARKS.md, Resilience); 0 = this "
-        "host's cores (one host: the members share them); set it where members run elsewhere or in replicas",
+        "host's cores (right when the members share the host); set it where members run elsewhere or in replicas",
+        ge=0,
     )
-    metrics_dir: str = _env(
+    metrics_dir: str = _var(
         "PROMETHEUS_MULTIPROC_DIR", "", "Folder for multi-process Prometheus metrics; empty = a fresh temp folder"
     )
-    ready_timeout_s: float = _env("SERVE_READY_TIMEOUT_S", 600.0, "serve: how long to wait for all four to be ready")
-    member_timeout_s: float = _env("MEMBER_TIMEOUT_S", 10.0, "Gateway: per-member timeout")
-    deadline_s: float = _env(
-        "GATEWAY_DEADLINE_S", 15.0, "Gateway: overall deadline per request, from its arrival (queue time counts)",
+    ready_timeout_s: float = _finite(
+        "SERVE_READY_TIMEOUT_S", 600.0, "serve: how long to wait for all four to be ready", gt=0,
     )
-    breaker_failures: int = _env(
-        "BREAKER_FAILURES", 3, "Gateway: consecutive failures that eject a member replica (all ejected = breaker open)",
+    member_timeout_s: float = _finite("MEMBER_TIMEOUT_S", 10.0, "Gateway: per-member timeout", gt=0)
+    deadline_s: float = _finite(
+        "GATEWAY_DEADLINE_S", 15.0, "Every service: overall deadline per request, from its arrival in the worker "
+        "(queue time counts); also the longest a prediction waits for a slot or a restarting model", gt=0,
     )
-    breaker_cooloff_s: float = _env(
+    breaker_failures: int = _var(
+        "BREAKER_FAILURES", 3,
+        "Gateway: consecutive failures that eject a member replica (all ejected = the member's breaker open)", ge=1,
+    )
+    breaker_cooloff_s: float = _finite(
         "BREAKER_COOLOFF_S", 5.0, "Gateway: an ejected replica's first cool-off before its readiness probe; doubles "
-        "while it keeps failing (up to 60 s)",
+        "while it keeps failing (up to 60 s)", gt=0,
     )
-    resolve_every_s: float = _env(
-        "RESOLVE_EVERY_S", 5.0, "Gateway: how often member host names are resolved to their replicas' addresses",
+    resolve_every_s: float = _finite(
+        "RESOLVE_EVERY_S", 5.0, "Gateway: how often member host names are resolved to their replicas' addresses", gt=0,
     )
 
     # API keys (off unless a key is set)
-    api_keys: str = _env(
+    api_keys: str = _var(
         "API_KEYS", "",
-        "Comma-separated API keys; when set (or API_KEY_FILE), predict, infer, model metadata, history and its page "
-        "need `Authorization: Bearer <key>` or `X-API-Key`; empty = no keys",
+        "Comma-separated API keys; when set (or `API_KEY_FILE`), predict, infer, model metadata, history and its page "
+        "need `Authorization: Bearer <key>` or `X-API-Key: <key>`; empty = no keys",
+        accepts="keys, comma-separated",
     )
-    api_key_file: str = _env("API_KEY_FILE", "", "File of API keys, one a line (# comments); adds to API_KEYS")
-    metrics_require_key: bool = _env("METRICS_REQUIRE_KEY", False, "/metrics also needs a key (when keys are on)")
-    gateway_member_key: str = _env(
+    api_key_file: str = _var("API_KEY_FILE", "", "File of API keys, one a line (# comments); adds to `API_KEYS`")
+    metrics_require_key: Flag = _var("METRICS_REQUIRE_KEY", False, "`/metrics` also needs a key (when keys are on)")
+    gateway_member_key: str = _var(
         "GATEWAY_MEMBER_KEY", "", "Gateway: the key it sends to the members; empty = the first of its own keys",
     )
 
     # response cache (gateway)
-    cache_max_entries: int = _env(
-        "CACHE_MAX_ENTRIES", 0, "Gateway response cache: most answers kept per worker; 0 = off (the default)",
+    cache_max_entries: int = _var(
+        "CACHE_MAX_ENTRIES", 0, "Gateway response cache: most answers kept per worker; 0 = off (the default)", ge=0,
     )
-    cache_max_bytes: int = _env(
-        "CACHE_MAX_BYTES", 16 * 1024 * 1024, "Gateway response cache: most bytes (of JSON) kept per worker",
+    cache_max_bytes: int = _var(
+        "CACHE_MAX_BYTES", 16 * 1024 * 1024, "Gateway response cache: most bytes (of JSON) kept per worker", ge=0,
     )
-    cache_ttl_s: float = _env("CACHE_TTL_S", 600.0, "Gateway response cache: seconds an answer is kept; 0 = off")
+    cache_ttl_s: float = _finite(
+        "CACHE_TTL_S", 600.0, "Gateway response cache: seconds an answer is kept; 0 = off", ge=0,
+    )
 
     # prediction history (gateway)
-    history_enabled: bool = _env("HISTORY_ENABLED", True, "Record every gateway prediction")
-    history_db: Path = _env("HISTORY_DB", Path("models/history.sqlite3"), "SQLite file of the history")
-    history_keep_images: bool = _env("HISTORY_KEEP_IMAGES", False, "Also store the full image")
-    history_retention_days: int = _env("HISTORY_RETENTION_DAYS", 90, "Delete records older than this; 0 = keep")
-    history_max_rows: int = _env("HISTORY_MAX_ROWS", 100_000, "Keep at most this many records; 0 = no cap")
+    history_enabled: Flag = _var("HISTORY_ENABLED", True, "Record every gateway prediction")
+    history_db: Path = _var("HISTORY_DB", Path("models/history.sqlite3"), "SQLite file of the history")
+    history_keep_images: Flag = _var("HISTORY_KEEP_IMAGES", False, "Also store the full image")
+    history_retention_days: int = _var(
+        "HISTORY_RETENTION_DAYS", 90, "Delete records older than this; 0 = keep", ge=0,
+    )
+    history_max_rows: int = _var("HISTORY_MAX_ROWS", 100_000, "Keep at most this many records; 0 = no cap", ge=0)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc, type(self).env_names())) from None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the keyword arguments: Settings() never reads the environment by itself (from_env does)."""
+        return (init_settings,)
+
+    @field_validator("member_urls")
+    @classmethod
+    def _member_urls_are_pairs(cls, text: str) -> str:
+        for _, url in _pairs(text, "name=url"):
+            _check_url(url)
+        return text
+
+    @field_validator("service_ports")
+    @classmethod
+    def _service_ports_are_pairs(cls, text: str) -> str:
+        for _, port in _pairs(text, "name=port"):
+            _check_port(port)
+        return text
 
     def member_url_map(self) -> dict[str, str]:
         """MEMBER_URLS parsed into {name: base_url}; empty: each member of the table at 127.0.0.1:<its port>."""
         if not self.member_urls.strip():
             return {name: f"http://{LOCAL_HOST}:{members.service(name).port}" for name in members.member_names()}
-        pairs = (item.split("=", 1) for item in self.member_urls.split(",") if item.strip())
-        return {name.strip(): url.strip().rstrip("/") for name, url in pairs}
+        return {name: url.rstrip("/") for name, url in _pairs(self.member_urls, "name=url")}
 
     def port_map(self) -> dict[str, int]:
         """SERVICE_PORTS parsed into {name: port}; empty: the ports of the member table."""
         if not self.service_ports.strip():
             return {spec.name: spec.port for spec in members.services()}
-        pairs = (item.split("=", 1) for item in self.service_ports.split(",") if item.strip())
-        return {name.strip(): int(port) for name, port in pairs}
+        return {name: _check_port(port) for name, port in _pairs(self.service_ports, "name=port")}
 
     def ocr_lang_list(self) -> list[str]:
+        """OCR_LANGS as a list, blanks dropped."""
         return [lang.strip() for lang in self.ocr_langs.split(",") if lang.strip()]
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """{field name: its environment variable}, in declaration order."""
+        return {name: str(info.validation_alias) for name, info in cls.model_fields.items()}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Build from the environment (default os.environ), then apply keyword overrides."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(f.metadata["env"])
-            if raw is not None and raw != "":
-                values[f.name] = _coerce(raw, type(f.default), f.metadata["env"])
-        values.update(overrides)
-        return cls(**values)
+        read = _MappingEnvSource(cls, os.environ if env is None else env)()
+        fields = {variable: name for name, variable in cls.env_names().items()}
+        return cls(**{**{fields[variable]: value for variable, value in read.items()}, **overrides})
 
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, for child processes (the inverse of from_env)."""
-        return {f.metadata["env"]: _to_text(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {variable: _to_text(getattr(self, name)) for name, variable in self.env_names().items()}
 
     def replace(self, **changes: Any) -> "Settings":
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed, validated like a new one."""
+        return type(self)(**{**{name: getattr(self, name) for name in self.env_names()}, **changes})
 
 
 def _to_text(value: Any) -> str:
@@ -213,14 +348,11 @@ def _to_text(value: Any) -> str:
     return str(value)
 
 
-def _coerce(raw: str, kind: type, name: str) -> Any:
-    if kind is bool:
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{name} must be one of 1/0/true/false/yes/no/on/off, got {raw!r}")
-    try:
-        return kind(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a {kind.__name__}, got {raw!r}") from exc
+def _describe(exc: ValidationError, env_names: Mapping[str, str]) -> str:
+    """One line per bad variable: its name, the value received and what was expected."""
+    lines = []
+    for error in exc.errors():
+        key = str(error["loc"][0]) if error["loc"] else ""
+        expected = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {env_names.get(key, key)}={error['input']!r}: {expected}")
+    return "invalid settings (environment variables; docs/configuration.md lists them):\n" + "\n".join(lines)

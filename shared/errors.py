@@ -105,3 +105,9 @@ class ArtifactError(ClassifierError):
 
 class DatasetError(ClassifierError):
     status, code = 400, "dataset_invalid"
+
+
+class SettingsError(ClassifierError, ValueError):
+    """Settings that do not parse: the message names every bad variable, its value and what was expected."""
+
+    code = "settings_invalid"

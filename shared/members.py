@@ -1,7 +1,9 @@
 """The services of the ensemble, in one table: each member's extractor, learner, port and compose address.
 
-Adding a member is one `MemberSpec` here (or `register_member` at run time) plus its compose service. Kept free of
-heavy imports: the Docker healthcheck reads ports from it every few seconds.
+Adding a member is one `MemberSpec` here (or `register_member` at run time), plus its learner builder if new; then
+`python -m shared deploy render` writes its services/<name>/, Dockerfile target, compose, Swarm and k8s entries from
+this table. Kept free of heavy imports: the images' healthcheck reads the service's port through it (the settings'
+defaults) every few seconds.
 """
 from __future__ import annotations
 
@@ -32,6 +34,10 @@ class MemberSpec(ServiceSpec):
 
     extractor: str = ""
     learner: str = ""
+    # What it computes, in one line: the comment on its Dockerfile target and k8s manifest.
+    summary: str = ""
+    # The member that scales out (the slowest): 2 Swarm tasks by default, a k8s autoscaler on CPU instead of 1 pod.
+    scales_out: bool = False
 
     def build_learner(self, seed: int = 0) -> Any:
         """A fresh, unfitted sklearn Pipeline with predict_proba."""
@@ -80,8 +86,11 @@ def service(name: str) -> ServiceSpec:
 
 
 register_member(MemberSpec("ocr_nb", 5000, "172.16.238.10", extractor="ocr",
-                           learner="shared.learning.learners:naive_bayes_on_text"))
+                           learner="shared.learning.learners:naive_bayes_on_text",
+                           summary="EasyOCR text -> char n-grams -> Naive Bayes", scales_out=True))
 register_member(MemberSpec("clip_svm", 5001, "172.16.238.11", extractor="clip",
-                           learner="shared.learning.learners:svm_on_embeddings"))
+                           learner="shared.learning.learners:svm_on_embeddings",
+                           summary="open_clip CLIP image embedding -> SVC"))
 register_member(MemberSpec("clip_logreg", 5002, "172.16.238.12", extractor="clip",
-                           learner="shared.learning.learners:logreg_on_embeddings"))
+                           learner="shared.learning.learners:logreg_on_embeddings",
+                           summary="CLIP image embedding -> LogisticRegression"))

@@ -1,13 +1,18 @@
 """Supervisor: the local stack's process manager, circus (https://circus.readthedocs.io) in this process.
 
-- circus owns each service's listening socket and hands it to gunicorn (`--bind fd://N`). A service that exits
-  is respawned on the same socket: connections that arrive meanwhile wait in its backlog instead of being
-  refused, so a restart drops nothing.
+- circus owns each service's listening socket and hands it to gunicorn (`--bind fd://N`), to that service only:
+  the sockets are not inheritable, and a service's process is started with its own made inheritable for just that
+  spawn, so "who listens on 5001?" names clip_svm's master and workers and this process, no other service.
+  A service that exits is respawned on the same socket: connections that arrive meanwhile wait in its backlog
+  instead of being refused, so a restart drops nothing.
 - Restarts are throttled by circus's flapping plugin (FLAPPING: so many exits within a window pause the service
   before the next try); a service that exits GIVE_UP times within its window stops the stack, with a line naming
   it and its last exit code, rather than crash-looping unseen.
 - Stop (Ctrl-C, SIGTERM): the gateway first, then the members together, each with SIGTERM and a grace period
   longer than its drain plus its longest request, so the gateway's last fan-outs still find the members.
+  As each is told to stop, this process closes its copy of the service's socket: the service's own processes still
+  hold it and answer what they accept during their drain, and once they let it go the port refuses new
+  connections (a clean connect error, safe to retry elsewhere) instead of queuing them for a reset at exit.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from typing import Callable
 
 from circus.arbiter import Arbiter
 from circus.exc import ConflictError
+from circus.process import Process
 from circus.sockets import CircusSocket
 from circus.watcher import Watcher
 from tornado import gen
@@ -60,8 +66,27 @@ def stop_grace_s(settings: Settings) -> int:
     return math.ceil(settings.drain_seconds) + 30 + STOP_MARGIN_S
 
 
+class _OwnSocketProcess(Process):
+    """A service's process that inherits its own service's socket only (circus passes every socket it has)."""
+
+    def spawn(self):  # noqa: ANN201 - circus's API
+        own = (self.watcher.sockets or {}).get(self.name) if self.watcher is not None else None
+        if own is None:
+            return super().spawn()
+        own.set_inheritable(True)  # circus spawns from its one loop thread, so no other child sees it meanwhile
+        try:
+            return super().spawn()
+        finally:
+            own.set_inheritable(False)
+
+
 class _ServiceWatcher(Watcher):
-    """A circus watcher that says when its service starts and exits, with the pid and exit code."""
+    """A circus watcher that says when its service starts and exits, with the pid and exit code; its processes
+    inherit only its own socket."""
+
+    @property
+    def _process_class(self):  # noqa: ANN202 - circus's API
+        return _OwnSocketProcess
 
     on_exit: Callable[[str, int | None], None] = staticmethod(lambda name, code: None)
 
@@ -85,7 +110,17 @@ class _OrderedArbiter(Arbiter):
     def _stop_watchers(self, close_output_streams=False, watcher_iter_func=None):  # noqa: ANN001 - circus's API
         ranks = sorted({w.priority for w in self.watchers}, reverse=True)
         for rank in ranks:
-            yield gen.multi([w._stop(close_output_streams) for w in self.watchers if w.priority == rank])
+            stopping = [w for w in self.watchers if w.priority == rank]
+            if self._stopping:  # for good: the port refuses once the service's own processes let it go
+                for watcher in stopping:
+                    self._close_socket(watcher.name)
+            yield gen.multi([w._stop(close_output_streams) for w in stopping])
+
+    def _close_socket(self, name: str) -> None:
+        """Close this process's copy of a service's socket (its processes keep theirs until they stop accepting)."""
+        sock = self.sockets.get(name)
+        if sock is not None:
+            sock.close()
 
     def manage_watchers(self):  # noqa: ANN201 - circus's API
         # Its periodic check would otherwise collide with the (longer, ordered) stop and log a ConflictError.
@@ -114,6 +149,8 @@ class Supervisor:
             watcher.on_exit = self._exited
         self._exits: dict[str, list[float]] = {}
         sockets = [CircusSocket(name=s.name, host=s.host, port=s.port) for s in services]
+        for sock in sockets:
+            sock.set_inheritable(False)  # circus makes each one inheritable by every child; see _OwnSocketProcess
         endpoint = f"ipc://{self._rundir}/control"
         plugins = [{"use": "circus.plugins.flapping.Flapping", **{k: str(v) for k, v in FLAPPING.items()}}]
         self.arbiter = _OrderedArbiter(watchers, endpoint, f"ipc://{self._rundir}/events", check_delay=1.0,

@@ -20,7 +20,7 @@ PATH = re.compile(r"[\w-][\w.-]*(?:/[\w.-]+)*/?")
 SOURCE = (".py", ".yml", ".yaml")
 FILE_SUFFIXES = {"md", "json", "txt", "py", "yml", "yaml", "html", "js", "csv", "png", "skops", "sqlite3", "pth",
                  "onnx"}
-# A dotted name at the start of a span: `learners.Member.load(...)`, `ClipEmbedder.config`.
+# A dotted name at the start of a span: `learners.FittedLearner.load(...)`, `ClipEmbedder.config`.
 DOTTED = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)(\()?")
 # models/ is what training writes (not in git): the docs describe its layout, not files of the repository.
 NOT_IN_REPO = ("models/", "MODELS/")
@@ -151,6 +151,6 @@ def test_named_code_exists(doc: Path) -> None:
 
 def test_the_check_sees_a_moved_name() -> None:
     assert resolves("meta_model.MetaEnsemble") is None
-    assert resolves("learners.Member.load") is None
+    assert resolves("learners.FittedLearner.load") is None
     assert resolves("stacking.MetaEnsemble") == "no module stacking in shared/"
     assert resolves("meta_model.NoSuchThing") is not None

@@ -20,7 +20,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240)
                           timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
-@pytest.mark.parametrize("command, option", [("train", "--folds"), ("predict", "--json"), ("evaluate", "--models")])
+@pytest.mark.parametrize("command, option", [("train", "--folds"), ("predict", "--json"), ("evaluate", "--models"),
+                                             ("deploy", "render")])
 def test_help(command: str, option: str) -> None:
     done = run_cli(command, "--help")
     assert done.returncode == 0, done.stderr

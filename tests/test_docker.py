@@ -1,6 +1,7 @@
 """The container files agree with each other and with the seed (no docker needed; `make compose-test` runs them)."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -40,6 +41,12 @@ def target(name: str) -> str:
         chain.insert(0, block)
         name = parent
     return "".join([instructions(DOCKERFILE.read_text()).split("FROM ")[0], *chain])
+
+
+def image_healthcheck() -> list[str]:
+    """The HEALTHCHECK command of docker/Dockerfile, as compose writes a healthcheck's test."""
+    text = instructions(DOCKERFILE.read_text()).replace("\\\n", "")
+    return ["CMD", *json.loads(re.search(r"^HEALTHCHECK .*? CMD (\[.*\])$", text, re.M)[1])]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +107,9 @@ def test_compose_keeps_the_seed_addresses_and_ports(compose: dict, service: str)
     host = members.service(service).compose_host.replace("172.16.238", "${SUBNET_PREFIX:-172.16.238}")
     assert spec["networks"]["classifier"]["ipv4_address"] == host
     assert spec["ports"] == [f"${{PUBLISH_ADDR:-0.0.0.0}}:${{HOST_PORT_{service.upper()}:-{port}}}:{port}"]
-    assert f"127.0.0.1:{port}/v2/health/ready" in " ".join(spec["healthcheck"]["test"])
+    # The image's own healthcheck: the port from the settings (the member table), never written in the file.
+    assert spec["healthcheck"]["test"] == image_healthcheck()
+    assert "s.port_map()[s.service_name]}/v2/health/ready" in image_healthcheck()[-1]
     assert spec["user"] == "10001:10001" and spec["restart"] == "unless-stopped"
     assert "cpus" in spec and "mem_limit" in spec
     assert "${MODELS_PATH:-./models}:/models:ro" in spec["volumes"]

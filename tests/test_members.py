@@ -1,13 +1,16 @@
 """The member table: names, ports and addresses in one place; members added at run time; Settings defaults from it."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
+import yaml
 
-from shared import members
+from shared import deploy, members
 from shared.config import Settings
 from shared.members import GATEWAY, MemberSpec
 
@@ -65,6 +68,32 @@ def test_settings_default_to_the_table_and_explicit_values_win() -> None:
 
 
 def test_the_table_imports_nothing_heavy() -> None:
-    # The Docker healthcheck reads ports through it every few seconds.
+    # The images' healthcheck reads the service's port through it every few seconds.
     code = "import sys, shared.members, shared.config; sys.exit(bool({'numpy', 'sklearn', 'torch'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_registered_member_gets_its_deploy_files(extra_member: MemberSpec, tmp_path: Path) -> None:
+    deploy.write(tmp_path)
+    name, port, host = extra_member.name, extra_member.port, "clip-knn-double"
+    compose = yaml.safe_load((tmp_path / "docker-compose.yml").read_text())["services"]
+    assert compose[name]["build"]["target"] == name and compose[name]["ports"][0].endswith(f":{port}")
+    assert compose[name]["networks"]["classifier"]["ipv4_address"] == "${SUBNET_PREFIX:-172.16.238}.20"
+    assert compose[GATEWAY]["depends_on"][name] == {"condition": "service_healthy"}
+    swarm = yaml.safe_load((tmp_path / "deploy/swarm/stack.yml").read_text())["services"]
+    assert swarm[name]["image"] == f"classifier/{name}:${{IMAGE_TAG:-latest}}"
+    k8s = list(yaml.safe_load_all((tmp_path / f"deploy/k8s/{host}.yaml").read_text()))
+    assert {doc["kind"] for doc in k8s} == {"Deployment", "Service", "PodDisruptionBudget"}
+    assert f"{host}.yaml" in yaml.safe_load((tmp_path / "deploy/k8s/kustomization.yaml").read_text())["resources"]
+    gateway = yaml.safe_load_all((tmp_path / "deploy/k8s/stacking.yaml").read_text())
+    k8s_env = {e["name"]: e["value"] for e in next(gateway)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    dockerfile = (tmp_path / "docker/Dockerfile").read_text()
+    assert f"FROM member AS {name}\nENV SERVICE_NAME={name}\nEXPOSE {port}\n" in dockerfile
+    urls = {"compose": compose[GATEWAY]["environment"]["MEMBER_URLS"], "k8s": k8s_env["MEMBER_URLS"],
+            "swarm": swarm[GATEWAY]["environment"]["MEMBER_URLS"],
+            "Dockerfile": re.search(r"MEMBER_URLS=(\S+)", dockerfile)[1]}
+    for where, value in urls.items():
+        expected = f"http://{name if where == 'swarm' else host}:{port}"
+        assert dict(pair.split("=", 1) for pair in value.split(","))[name] == expected, where
+    assert f'service("{name}").create_app()' in (tmp_path / f"services/{name}/wsgi.py").read_text()
+    assert (tmp_path / f"services/{name}/gunicorn.conf.py").is_file()

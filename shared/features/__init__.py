@@ -3,16 +3,22 @@ from shared.features.cache import FeatureCache
 from shared.features.extract import FeatureTable, extract_features
 from shared.features.registry import (
     Extractor,
+    ExtractorEntry,
     check_feature_config,
     expected_config,
     extractor_class,
+    extractor_entry,
     extractor_kinds,
     load_extractor,
+    part_label,
+    part_labels,
+    part_upstream,
     register_extractor,
     unregister_extractor,
 )
 
 __all__ = [
-    "Extractor", "FeatureCache", "FeatureTable", "check_feature_config", "expected_config", "extract_features",
-    "extractor_class", "extractor_kinds", "load_extractor", "register_extractor", "unregister_extractor",
+    "Extractor", "ExtractorEntry", "FeatureCache", "FeatureTable", "check_feature_config", "expected_config",
+    "extract_features", "extractor_class", "extractor_entry", "extractor_kinds", "load_extractor", "part_label",
+    "part_labels", "part_upstream", "register_extractor", "unregister_extractor",
 ]

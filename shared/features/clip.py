@@ -32,6 +32,7 @@ class ClipEmbedder(VectorCodec):
 
     kind = "clip"
     batchable = True  # one forward pass over a batch costs far less than one per image
+    embedding_map = True  # the report draws the embeddings, PCA 2-D
 
     def __init__(self, image_tower: Any, preprocess: Any, device: str, info: dict, settings: Settings):
         self.image_tower = image_tower
@@ -90,6 +91,40 @@ class ClipEmbedder(VectorCodec):
     def describe(config: dict) -> str:
         """'ViT-B-32 / openai'."""
         return f"{config.get('model')} / {config.get('pretrained')}"
+
+    @staticmethod
+    def feature_notes(values: Sequence[np.ndarray]) -> list[str]:
+        """None: the embedding map shows CLIP's features."""
+        return []
+
+    @staticmethod
+    def write_synthetic(out: Path, settings: Settings, tiny: bool = False) -> dict:
+        """CLIP_MODEL (tiny: the test-size model) randomly initialised; its weights.json section."""
+        return weights.write_synthetic_clip(out, settings, tiny)
+
+    @staticmethod
+    def fetch_weights(out: Path, settings: Settings, timeout_s: float) -> dict:
+        """open_clip's checkpoint for CLIP_MODEL/CLIP_PRETRAINED, verified; its section."""
+        return weights.fetch_clip_weights(out, settings, timeout_s)
+
+    @staticmethod
+    def find_weights(found: dict[str, Path], settings: Settings) -> Path | None:
+        """The checkpoint open_clip downloads for CLIP_MODEL/CLIP_PRETRAINED among found, verified."""
+        from shared.weights import offline
+
+        return offline.find_clip_checkpoint(found, settings)
+
+    @staticmethod
+    def store_weights(part: Path, out: Path, settings: Settings) -> dict:
+        """The checkpoint kept as a plain state_dict in out/clip; its section."""
+        return weights.store_clip_checkpoint(part, out, settings)
+
+    @staticmethod
+    def wanted_files(settings: Settings) -> str:
+        """'the CLIP checkpoint for ViT-B-32/openai'."""
+        from shared.weights import offline
+
+        return offline.wanted_clip_checkpoint(settings)
 
     def extract(self, images: list[Image.Image]) -> np.ndarray:
         """(n, dim) float32 unit vectors, in batches of settings.clip_batch_size."""

@@ -159,6 +159,7 @@ class OcrReader:
 
     kind = "ocr"
     batchable = False  # EasyOCR reads one image at a time: batching requests would only make them wait
+    embedding_map = False
 
     def __init__(self, reader: Any, info: dict, settings: Settings, backend: str = "torch",
                  recorded: dict | None = None):
@@ -232,6 +233,49 @@ class OcrReader:
     def describe(config: dict) -> str:
         """'EasyOCR ru,en'."""
         return f"EasyOCR {','.join(config.get('langs', []))}"
+
+    @classmethod
+    def feature_notes(cls, values: Sequence[Sequence[str]]) -> list[str]:
+        """How many images OCR found text in: without it, an OCR member at chance level looks like a bug."""
+        from shared.members import member, member_names
+
+        texts = [text for side in values for text in side]
+        found = sum(1 for text in texts if text)
+        readers = " and ".join(name for name in member_names() if member(name).extractor == cls.kind)
+        # Synthetic CRAFT finds no text at all.
+        return [f"OCR found text in {found} of {len(texts)} images"
+                + (f"; {readers} can only answer the class priors" if found == 0 else "")]
+
+    @staticmethod
+    def write_synthetic(out: Path, settings: Settings, tiny: bool = False) -> dict:
+        """CRAFT and the recogniser for OCR_LANGS randomly initialised; its weights.json section."""
+        return weights.write_synthetic_ocr(out, settings)
+
+    @staticmethod
+    def fetch_weights(out: Path, settings: Settings, timeout_s: float) -> dict:
+        """EasyOCR's CRAFT and the recogniser for OCR_LANGS, verified by their MD5s; its section."""
+        return weights.fetch_ocr_weights(out, settings, timeout_s)
+
+    @staticmethod
+    def find_weights(found: dict[str, Path], settings: Settings) -> dict | None:
+        """CRAFT and the wanted recogniser among found, verified by their MD5s."""
+        from shared.weights import offline
+
+        return offline.find_ocr_files(found, settings)
+
+    @staticmethod
+    def store_weights(part: dict, out: Path, settings: Settings) -> dict:
+        """The found files copied into out/easyocr; its section."""
+        from shared.weights import offline
+
+        return offline.store_ocr_files(part, out, settings)
+
+    @staticmethod
+    def wanted_files(settings: Settings) -> str:
+        """'EasyOCR craft_mlt_25k.pth + a recogniser (...)'."""
+        from shared.weights import offline
+
+        return offline.wanted_ocr_files(settings)
 
     def extract(self, images: list[Image.Image]) -> list[str]:
         """read() for each image, in order."""

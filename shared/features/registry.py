@@ -2,10 +2,13 @@
 
 In the spirit of open_clip's model registry: a kind is a name in a table, and the table entry may be a lazy
 `"module:Class"` string, so that importing this module (and the torch-free gateway) never imports a model library.
+An entry also carries the names reports and pages give the kind's weights part, readable without that import.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence
 
@@ -23,7 +26,9 @@ class Extractor(Protocol):
     """A feature extractor: load once from a weights folder, then one value per image, many times."""
 
     kind: ClassVar[str]  # its registry name, also the "kind" of its config
+    # `label` and `upstream` (see ExtractorEntry) are read from the class too when it is registered directly.
     batchable: ClassVar[bool]  # whether concurrent requests gain from one forward pass (dynamic batching)
+    embedding_map: ClassVar[bool]  # whether its values are vectors the report draws as a 2-D map
     config: dict  # what a model trained on its features records, and must be served with
     synthetic: bool
 
@@ -55,24 +60,59 @@ class Extractor(Protocol):
     def describe(config: dict) -> str:
         """A short name of the weights behind a config, for reports."""
 
-    def extract(self, images: list["Image.Image"]) -> Any:
-        """One value per image, in order, stacked as `stack` does."""
+    @staticmethod
+    def feature_notes(values: Sequence[Any]) -> list[str]:
+        """What the training report should say about these features (each item: one split's stacked values)."""
+
+    # --- its part of the weights folder (weights.json[kind]); the weights commands call these ---
+    @staticmethod
+    def write_synthetic(out: Path, settings: Settings, tiny: bool = False) -> dict:
+        """Write randomly initialised weights into out (torch's RNG already seeded); returns its section."""
+
+    @staticmethod
+    def fetch_weights(out: Path, settings: Settings, timeout_s: float) -> dict:
+        """Download and verify the real weights into out; returns its section."""
+
+    @staticmethod
+    def find_weights(found: dict[str, Path], settings: Settings) -> Any | None:
+        """Its real files among `weights --from`'s {file name: path}, verified; None if not all there."""
+
+    @staticmethod
+    def store_weights(part: Any, out: Path, settings: Settings) -> dict:
+        """Copy what find_weights found into out; returns its section (marked real)."""
+
+    @staticmethod
+    def wanted_files(settings: Settings) -> str:
+        """What `weights --from` looks for, in words: 'the CLIP checkpoint for ViT-B-32/openai'."""
 
 
-_REGISTRY: dict[str, str | type] = {
-    "clip": "shared.features.clip:ClipEmbedder",
-    "ocr": "shared.features.ocr:OcrReader",
+@dataclass(frozen=True)
+class ExtractorEntry:
+    """A kind's row in the registry: what reports and pages need without importing the class (and torch)."""
+
+    kind: str
+    target: str | type  # the class, or "module:Class" imported on first use
+    label: str  # its weights part as reports and pages name it: "CLIP", "OCR"
+    upstream: str  # whose pretrained weights the real part is: "CLIP", "EasyOCR"
+
+
+_REGISTRY: dict[str, ExtractorEntry] = {
+    "clip": ExtractorEntry("clip", "shared.features.clip:ClipEmbedder", label="CLIP", upstream="CLIP"),
+    "ocr": ExtractorEntry("ocr", "shared.features.ocr:OcrReader", label="OCR", upstream="EasyOCR"),
 }
 
 
-def register_extractor(extractor: type | str, kind: str | None = None) -> type | str:
-    """Add an extractor class (or a lazy "module:Class" string with its kind); usable as a class decorator."""
+def register_extractor(extractor: type | str, kind: str | None = None, label: str | None = None,
+                       upstream: str | None = None) -> type | str:
+    """Add an extractor class (or a lazy "module:Class" string with its kind and label); usable as a decorator."""
     kind = kind or getattr(extractor, "kind", None)
     if not kind:
         raise ValueError("register_extractor needs the extractor's kind (a class's `kind`, or kind=...)")
     if kind in _REGISTRY:
         raise ValueError(f"A feature extractor of kind {kind!r} is already registered")
-    _REGISTRY[kind] = extractor
+    label = label or getattr(extractor, "label", None) or kind
+    upstream = upstream or getattr(extractor, "upstream", None) or label
+    _REGISTRY[kind] = ExtractorEntry(kind, extractor, label, upstream)
     return extractor
 
 
@@ -86,15 +126,35 @@ def extractor_kinds() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def extractor_class(kind: str) -> type[Extractor]:
-    """The class registered under kind, imported on first use; an unknown kind names the known ones."""
+def extractor_entry(kind: str) -> ExtractorEntry:
+    """kind's registry row (nothing imported); an unknown kind names the known ones."""
     if kind not in _REGISTRY:
         raise ValueError(f"Unknown feature extractor kind {kind!r}; known kinds: {', '.join(_REGISTRY)}")
-    target = _REGISTRY[kind]
-    if isinstance(target, str):
-        module, _, name = target.partition(":")
-        target = _REGISTRY[kind] = getattr(importlib.import_module(module), name)
-    return target
+    return _REGISTRY[kind]
+
+
+def part_label(kind: str) -> str:
+    """How reports and pages name kind's weights part ("CLIP"); an unregistered kind stays as it is."""
+    return _REGISTRY[kind].label if kind in _REGISTRY else kind
+
+
+def part_labels() -> dict[str, str]:
+    """{kind: label} of every registered kind, e.g. {"clip": "CLIP", "ocr": "OCR"} (the page hands it to its JS)."""
+    return {kind: entry.label for kind, entry in _REGISTRY.items()}
+
+
+def part_upstream(kind: str) -> str:
+    """Whose accuracy a synthetic part of kind lacks ("EasyOCR"); an unregistered kind stays as it is."""
+    return _REGISTRY[kind].upstream if kind in _REGISTRY else kind
+
+
+def extractor_class(kind: str) -> type[Extractor]:
+    """The class registered under kind, imported on first use; an unknown kind names the known ones."""
+    entry = extractor_entry(kind)
+    if isinstance(entry.target, str):
+        module, _, name = entry.target.partition(":")
+        entry = _REGISTRY[kind] = dataclasses.replace(entry, target=getattr(importlib.import_module(module), name))
+    return entry.target
 
 
 def expected_config(kind: str, weights_dir: Path, settings: Settings, recorded: dict | None = None) -> dict:

@@ -1,1 +1,1 @@
-"""The stacking gateway: member client, batching slack, the meta-model runtime, routes. Never imports torch."""
+"""The stacking gateway: app factory, member client, batching slack, meta-model runtime, routes. Never imports torch."""

@@ -64,14 +64,14 @@ class Replica:
 
 @dataclass
 class Pick:
-    """A replica chosen for one attempt; hand it back with `MemberPool.release`."""
+    """A replica chosen for one attempt; hand it back with `ReplicaPool.release`."""
 
     replica: Replica
     trial: bool = False
 
 
 @dataclass
-class MemberPool:
+class ReplicaPool:
     """The replicas of one member URL, kept fresh from DNS, picked by least outstanding requests."""
 
     member: str

@@ -4,6 +4,13 @@ Per gunicorn worker, in memory: an LRU bounded by entries and by bytes (of the J
 a TTL. Only complete answers are kept: a degraded one (a member failed) is never cached. A hit answers with the
 stored body as it was (its request_id and latency_ms are the first request's), `X-Cache: hit`; the history still
 records it, marked `cached`. Counted in Prometheus: classifier_cache_{hits,misses,evictions}_total.
+
+The store is cachetools' `TTLCache` (LRU order, one TTL for every entry) with `maxsize` in bytes: `getsizeof` is an
+entry's JSON length, so cachetools itself evicts the least recently used entries until a new one fits. cachetools
+bounds one size only; the bound on entries is the second, enforced after each insert by the same LRU `popitem`.
+Both bounds evict from the same end of the same order, so the entries left are those the two bounds together allow,
+whichever bound is hit first (a `TLRUCache` would only add per-entry TTLs, which nothing here needs). cachetools is
+not thread-safe: one lock guards every call.
 """
 from __future__ import annotations
 
@@ -11,11 +18,10 @@ import copy
 import json
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from flask import Flask, Response, g
+from cachetools import TTLCache
+from flask import Flask, Response, current_app, g
 from prometheus_client import Counter
 
 from shared.config import Settings
@@ -25,13 +31,43 @@ HITS = Counter("classifier_cache_hits_total", "Gateway response cache: answers s
 MISSES = Counter("classifier_cache_misses_total", "Gateway response cache: answers computed (not in the cache)")
 EVICTIONS = Counter("classifier_cache_evictions_total", "Gateway response cache: entries dropped, by reason",
                     ["reason"])
+_EXTENSION = "cache"  # app.extensions key; read through current_cache()
+
+Key = tuple[str, str]
 
 
-@dataclass
-class _Entry:
-    body: dict
-    size: int
-    expires: float
+def json_size(body: dict) -> int:
+    """The body's size as the cache counts it: its compact JSON length."""
+    return len(json.dumps(body, separators=(",", ":")))
+
+
+class _Store(TTLCache):
+    """A TTLCache bounded by bytes (its maxsize) and by entries; counts each eviction by reason."""
+
+    def __init__(self, max_entries: int, max_bytes: int, ttl_s: float, clock: Callable[[], float]):
+        super().__init__(max_bytes, ttl_s, timer=clock, getsizeof=json_size)
+        self.max_entries = max_entries
+        self._evicting_for = "bytes"  # cachetools evicts inside __setitem__ only to make room in bytes
+
+    def __setitem__(self, key: Key, value: dict) -> None:
+        super().__setitem__(key, value)
+        self._evicting_for = "entries"
+        try:
+            while len(self) > self.max_entries:
+                self.popitem()
+        finally:
+            self._evicting_for = "bytes"
+
+    def popitem(self) -> tuple[Key, dict]:
+        item = super().popitem()
+        EVICTIONS.labels(self._evicting_for).inc()
+        return item
+
+    def expire(self, time: float | None = None) -> list[tuple[Key, dict]]:
+        expired = super().expire(time)
+        if expired:
+            EVICTIONS.labels("expired").inc(len(expired))
+        return expired
 
 
 class ResponseCache:
@@ -40,8 +76,7 @@ class ResponseCache:
     def __init__(self, max_entries: int, max_bytes: int, ttl_s: float, clock: Callable[[], float] = time.monotonic):
         self.max_entries, self.max_bytes, self.ttl_s = max_entries, max_bytes, ttl_s
         self.clock = clock
-        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
-        self._bytes = 0
+        self._store = _Store(max_entries, max_bytes, ttl_s, clock)
         self._lock = threading.Lock()
 
     @classmethod
@@ -56,54 +91,40 @@ class ResponseCache:
         """A copy of the stored body, or None (counted as a hit or a miss)."""
         if not self.enabled:
             return None
-        key = (sha256, model_version)
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry.expires <= self.clock():
-                self._drop(key, "expired")
-                entry = None
-            if entry is None:
+            self._store.expire()  # drops (and counts) what has expired, this entry included
+            body = self._store.get((sha256, model_version))
+            if body is None:
                 MISSES.inc()
                 return None
-            self._entries.move_to_end(key)
             HITS.inc()
-            return copy.deepcopy(entry.body)
+            return copy.deepcopy(body)
 
     def put(self, sha256: str, model_version: str, body: dict) -> None:
         """Keep a complete answer; a degraded one, or one larger than the whole cache, is not kept."""
         if not self.enabled or body.get("degraded"):
             return
-        size = len(json.dumps(body, separators=(",", ":")))
-        if size > self.max_bytes:
-            return
-        key = (sha256, model_version)
+        kept = copy.deepcopy(body)
         with self._lock:
-            if key in self._entries:
-                self._drop(key, None)
-            self._entries[key] = _Entry(copy.deepcopy(body), size, self.clock() + self.ttl_s)
-            self._bytes += size
-            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
-                oldest = next(iter(self._entries))
-                self._drop(oldest, "entries" if len(self._entries) > self.max_entries else "bytes")
+            try:
+                self._store[(sha256, model_version)] = kept
+            except ValueError:  # cachetools: larger than maxsize, i.e. than the whole cache
+                return
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._lock:
+            return len(self._store)
 
     @property
     def size_bytes(self) -> int:
-        return self._bytes
-
-    def _drop(self, key: tuple[str, str], reason: str | None) -> None:
-        entry = self._entries.pop(key)
-        self._bytes -= entry.size
-        if reason:
-            EVICTIONS.labels(reason).inc()
+        with self._lock:
+            return int(self._store.currsize)
 
 
 def init_app(app: Flask, settings: Settings) -> ResponseCache:
-    """The gateway's cache as app.extensions["cache"]; responses say X-Cache: hit|miss when it was asked."""
+    """Keep the gateway's cache on the app (current_cache()); responses say X-Cache: hit|miss when it was asked."""
     cache = ResponseCache.from_settings(settings)
-    app.extensions["cache"] = cache
+    app.extensions[_EXTENSION] = cache
 
     @app.after_request
     def _cache_header(response: Response) -> Response:
@@ -113,6 +134,11 @@ def init_app(app: Flask, settings: Settings) -> ResponseCache:
         return response
 
     return cache
+
+
+def current_cache() -> ResponseCache:
+    """The current app's response cache."""
+    return current_app.extensions[_EXTENSION]
 
 
 def mark(status: str) -> None:

@@ -1,6 +1,6 @@
 """MemberClient: the gateway's parallel, timed-out HTTP calls to the members, and what each member answered.
 
-Each member is a `MemberPool` of replicas (balancer.py): an attempt goes to the least busy replica, a connection
+Each member is a `ReplicaPool` of replicas (balancer.py): an attempt goes to the least busy replica, a connection
 error or a 503 is retried once on another replica (or on a fresh connection to the only one, unless it said it is
 full: prediction is idempotent), and a member whose replicas are all ejected is skipped at once (its circuit is
 open). A full replica (503 overloaded) is busy, not broken: it counts as alive, never towards ejecting it.
@@ -15,14 +15,16 @@ from enum import StrEnum
 from typing import Any, Mapping, Sequence
 
 import requests
+from flask import Flask, current_app
 from requests.adapters import HTTPAdapter
 
 from shared.config import Settings
 from shared.errors import Overloaded
-from shared.gateway.balancer import BreakerPolicy, MemberPool, Pick
+from shared.gateway.balancer import BreakerPolicy, ReplicaPool, Pick
 from shared.gateway.slack import SlackPlanner
 from shared.serving import api, observability
 
+_EXTENSION = "members"  # this gateway's MemberClient, in app.extensions
 # Member statuses that mean "this input is bad" (passed on to the client); any other error is the member's failure.
 INPUT_REJECTED = (400, 413, 415, 422)
 
@@ -106,7 +108,7 @@ class MemberClient:
                  policy: BreakerPolicy | None = None):
         self.urls = dict(urls)
         self.timeouts = timeouts
-        self.pools = {name: MemberPool(name, url, policy or BreakerPolicy()) for name, url in self.urls.items()}
+        self.pools = {name: ReplicaPool(name, url, policy or BreakerPolicy()) for name, url in self.urls.items()}
         self.session = make_session(pool_size)
         self.pool = ThreadPoolExecutor(max_workers=max(1, pool_size) * max(1, len(self.urls)),
                                        thread_name_prefix="fan-out")
@@ -217,6 +219,18 @@ class MemberClient:
         future.cancel()
         return MemberAnswer(name, Outcome.DEADLINE, _ms_since(started),
                             error=f"no answer within the {self.timeouts.deadline:g} s deadline")
+
+
+def init_app(app: Flask, settings: Settings) -> MemberClient:
+    """Give the gateway a client for the members (read back with current_member_client)."""
+    client = MemberClient.from_settings(settings)
+    app.extensions[_EXTENSION] = client
+    return client
+
+
+def current_member_client() -> MemberClient:
+    """The current gateway's client for the members."""
+    return current_app.extensions[_EXTENSION]
 
 
 def make_session(pool_size: int) -> requests.Session:

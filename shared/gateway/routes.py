@@ -9,12 +9,14 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from shared.config import Settings
 from shared.errors import ClassifierError, DeadlineExceeded, MembersUnavailable, Overloaded
-from shared.gateway.cache import mark as cache_mark
-from shared.gateway.client import MemberAnswer, MemberClient, Outcome
+from shared.gateway.cache import current_cache, mark as cache_mark
+from shared.gateway.client import MemberAnswer, Outcome, current_member_client
 from shared.gateway.runtime import GatewayRuntime
 from shared.images import ImageLimits, probe_image, sha256_hex
 from shared.members import GATEWAY
+from shared.history import current_history
 from shared.serving import admission, api, observability
+from shared.serving.runtime import current_runtime
 from shared.weights import combine_parts
 
 log = logging.getLogger(__name__)
@@ -25,18 +27,35 @@ SOURCES = ("api", "ui")
 bp = Blueprint("gateway", __name__)
 
 
-def init_app(app: Flask, settings: Settings) -> MemberClient:
-    """Register the prediction and metadata routes, with a client for the members as app.extensions["members"]."""
-    client = MemberClient.from_settings(settings)
-    app.extensions["members"] = client
+def init_app(app: Flask) -> None:
+    """Register the prediction routes (the members' client is client.init_app's)."""
     app.register_blueprint(bp)
-    return client
 
 
 @bp.post("/")
 @bp.post("/predict")
 def predict() -> Response:
-    """Stack the members' answers for one image; a bad input gets the member's own 4xx."""
+    """Stack the members' answers for one image; a bad input gets the member's own 4xx.
+    ---
+    post:
+      summary: Classify one image (raw bytes or multipart `file`)
+      tags: [predict]
+      requestBody: Image
+      responses:
+        "200":
+          description: The prediction
+          content: {application/json: {schema: Prediction}}
+          headers:
+            X-Cache:
+              description: hit or miss, when the response cache is on (CACHE_MAX_ENTRIES)
+              schema: {type: string, enum: [hit, miss]}
+        "400": BadInput
+        "413": TooLarge
+        "415": NotAnImage
+        "422": Rejected
+        "503": NotReady
+        "504": TimedOut
+    """
     return jsonify(classify(api.read_image_bytes(request)))
 
 
@@ -55,10 +74,10 @@ def classify(data: bytes) -> dict:
     """One image's bytes -> the stacked prediction body (the raw POST's and the inference protocol's one path)."""
     started = time.perf_counter()
     settings: Settings = current_app.config["SETTINGS"]
-    runtime: GatewayRuntime = current_app.extensions["runtime"]
+    runtime = current_runtime(GatewayRuntime)
     probe_image(data, ImageLimits(settings.max_image_bytes, settings.max_image_pixels))
     classes = runtime.require_loaded().classes
-    sha, cache = sha256_hex(data), current_app.extensions["cache"]
+    sha, cache = sha256_hex(data), current_cache()
     hit = cache.get(sha, runtime.model_version)
     if hit is not None:  # the stored answer as it was; the history still records this request, as a hit
         cache_mark("hit")
@@ -69,8 +88,8 @@ def classify(data: bytes) -> dict:
         cache_mark("miss")
     deadline_at = _deadline_or_refuse()
     # The members get the deadline less a margin for stacking, recording and sending the answer.
-    answers = current_app.extensions["members"].fan_out(data, _member_headers(), classes,
-                                                        deadline_at - ANSWER_MARGIN_S)
+    answers = current_member_client().fan_out(data, _member_headers(), classes,
+                                             deadline_at - ANSWER_MARGIN_S)
     _log_members(answers)
     rejected = [a for a in answers.values() if a.rejected]
     if rejected:  # the input is bad: the client gets the member's own 4xx and error body
@@ -89,7 +108,7 @@ def _deadline_or_refuse() -> float:
     than a typical prediction takes: it would only come back late, after using the members."""
     deadline_at = admission.deadline_at()
     remaining = deadline_at - time.monotonic()
-    typical = current_app.extensions["admission"].typical_s
+    typical = admission.current_admission().typical_s
     if remaining < max(typical, 0.05):
         observability.DEADLINE_REFUSED.labels(GATEWAY).inc()
         raise Overloaded(f"Refused before asking the members: {remaining:.2f} s of the "
@@ -149,7 +168,7 @@ def _record_history(data: bytes, body: dict, cached: bool = False) -> None:
     """Hand the prediction to the history store, which writes it in the background; never fails the request."""
     source = request.headers.get(SOURCE_HEADER, "api").lower()
     try:
-        current_app.extensions["history"].record({
+        current_history().record({
             "ts": time.time(), "request_id": body["request_id"], "sha256": sha256_hex(data),
             "size_bytes": len(data), "image": data, "class_id": body["class_id"][0], "label": body["label"],
             "proba": body["proba"], "members": body["members"],

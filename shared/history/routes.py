@@ -7,39 +7,59 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, url
 
 from shared.config import Settings
 from shared.history.query import parse_filter, parse_limit
-from shared.history.store import HistoryStore
+from shared.history.store import HistoryStore, HistoryUnavailable
 
 IMAGE_MAGIC = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png", b"GIF8": "image/gif", b"RIFF": "image/webp",
                b"BM": "image/bmp", b"II*\x00": "image/tiff", b"MM\x00*": "image/tiff"}
 
+_EXTENSION = "history"  # this app's HistoryStore, in app.extensions
 bp = Blueprint("history_api", __name__)
 
 
 def init_app(app: Flask, settings: Settings) -> HistoryStore:
-    """Attach a HistoryStore as app.extensions["history"] and register the /v1/history endpoints."""
+    """Give the app a HistoryStore (read back with current_history) and register the /v1/history endpoints."""
     store = HistoryStore.from_settings(settings)
-    app.extensions["history"] = store
+    app.extensions[_EXTENSION] = store
     atexit.register(store.close)  # a stopping worker writes what is still queued
     app.register_blueprint(bp)
     return store
 
 
-def _store() -> HistoryStore:
-    return current_app.extensions["history"]
+def current_history() -> HistoryStore:
+    """The current app's history store; HistoryUnavailable (503) where the app has none."""
+    store = current_app.extensions.get(_EXTENSION)
+    if store is None:
+        raise HistoryUnavailable("The prediction history is not set up in this app.")
+    return store
 
 
 @bp.get("/v1/history")
 def list_records() -> Response:
-    """One page, newest first, with thumbnail links and the next page's URL; `format=csv` exports instead."""
+    """One page, newest first, with thumbnail links and the next page's URL; `format=csv` exports instead.
+    ---
+    get:
+      summary: Recorded predictions, newest first, paged
+      tags: [history]
+      parameters:
+      - {name: label, in: query, required: false, schema: {type: string}}
+      - {name: since, in: query, required: false, schema: {type: string}}
+      - {name: until, in: query, required: false, schema: {type: string}}
+      - {name: degraded, in: query, required: false, schema: {type: string}}
+      - {name: limit, in: query, required: false, schema: {type: integer}}
+      - {name: cursor, in: query, required: false, schema: {type: string}}
+      responses:
+        "200": {description: A page, content: {application/json: {schema: HistoryPage}}}
+        "400": BadInput
+    """
     if request.args.get("format", "json").lower() == "csv":
         return export_csv()
-    flt = parse_filter(request.args)
-    page = _store().query(flt, limit=parse_limit(request.args.get("limit")), cursor=request.args.get("cursor"))
+    flt, store = parse_filter(request.args), current_history()
+    page = store.query(flt, limit=parse_limit(request.args.get("limit")), cursor=request.args.get("cursor"))
     for item in page.items:
         if item["has_thumbnail"]:
             item["thumbnail_url"] = url_for("history_api.thumbnail", record_id=item["id"])
     body = {"items": page.items, "next_cursor": page.next_cursor, "filters": flt.to_query(),
-            "recording": _store().enabled}
+            "recording": store.enabled}
     if page.next_cursor:
         body["next_url"] = url_for("history_api.list_records", cursor=page.next_cursor,
                                    limit=len(page.items), **flt.to_query())
@@ -48,28 +68,65 @@ def list_records() -> Response:
 
 @bp.get("/v1/history.csv")
 def export_csv() -> Response:
-    """Every matching record as CSV, streamed."""
+    """Every matching record as CSV, streamed.
+    ---
+    get:
+      summary: The matching records as CSV
+      tags: [history]
+      parameters:
+      - {name: label, in: query, required: false, schema: {type: string}}
+      - {name: since, in: query, required: false, schema: {type: string}}
+      - {name: until, in: query, required: false, schema: {type: string}}
+      - {name: degraded, in: query, required: false, schema: {type: string}}
+      responses:
+        "200": {description: CSV, content: {text/csv: {schema: {type: string}}}}
+        "400": BadInput
+    """
     flt = parse_filter(request.args)
     headers = {"Content-Disposition": 'attachment; filename="history.csv"'}
-    return Response(_store().iter_csv(flt), mimetype="text/csv", headers=headers)
+    return Response(current_history().iter_csv(flt), mimetype="text/csv", headers=headers)
 
 
 @bp.get("/v1/history/<int:record_id>")
 def one_record(record_id: int) -> Response:
-    """One record as JSON."""
-    return jsonify(_store().get(record_id))
+    """One record as JSON.
+    ---
+    get:
+      summary: One record
+      tags: [history]
+      responses:
+        "200": {description: The record, content: {application/json: {schema: {type: object}}}}
+        "404": NotFound
+    """
+    return jsonify(current_history().get(record_id))
 
 
 @bp.get("/v1/history/<int:record_id>/thumbnail")
 def thumbnail(record_id: int) -> Response:
-    """The record's JPEG thumbnail."""
-    return _image_response(_store().thumbnail(record_id))
+    """The record's JPEG thumbnail.
+    ---
+    get:
+      summary: A record's JPEG thumbnail
+      tags: [history]
+      responses:
+        "200": {description: The image, content: {image/*: {schema: {type: string, format: binary}}}}
+        "404": NotFound
+    """
+    return _image_response(current_history().thumbnail(record_id))
 
 
 @bp.get("/v1/history/<int:record_id>/image")
 def image(record_id: int) -> Response:
-    """The record's full image (only kept with HISTORY_KEEP_IMAGES=1)."""
-    return _image_response(_store().image(record_id))
+    """The record's full image (only kept with HISTORY_KEEP_IMAGES=1).
+    ---
+    get:
+      summary: A record's image (HISTORY_KEEP_IMAGES=1)
+      tags: [history]
+      responses:
+        "200": {description: The image, content: {image/*: {schema: {type: string, format: binary}}}}
+        "404": NotFound
+    """
+    return _image_response(current_history().image(record_id))
 
 
 def _image_response(data: bytes) -> Response:

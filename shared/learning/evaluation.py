@@ -12,6 +12,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 from shared import artifacts
 from shared.config import Settings
 from shared.errors import DatasetError
+from shared.features.registry import part_label
 from shared.learning import report
 from shared.learning.data import Dataset, load_dataset
 from shared.learning.meta_model import STACK
@@ -103,7 +104,7 @@ class Scored:
     rows: list[int]
     probas: dict[str, np.ndarray]
     errors: dict[int, str]
-    clip: np.ndarray | None = None
+    features: dict[str, Any] = field(default_factory=dict)  # {kind: the learners' input}, rows as probas
     feature_stats: dict = field(default_factory=dict)
 
 
@@ -124,7 +125,7 @@ def score_files(models_dir: Path, weights_dir: Path, paths: Sequence[Path], sett
     probas = member_probas(pipelines, table.values, len(manifest["classes"])) if table.rows else {}
     if table.rows:
         probas[STACK] = meta.predict_proba(probas)
-    return Scored(manifest, table.rows, probas, table.errors, table.values.get("clip"), table.stats)
+    return Scored(manifest, table.rows, probas, table.errors, dict(table.values), table.stats)
 
 
 def member_probas(pipelines: Mapping[str, Any], features: Mapping[str, Any], n_classes: int) -> dict[str, np.ndarray]:
@@ -154,7 +155,8 @@ def evaluate_models(models_dir: Path, data: Path | Dataset, weights_dir: Path, s
         raise DatasetError(f"None of the {len(dataset.paths)} images in {dataset.source} could be read.")
     results = evaluate_probas(y, scored.probas, classes)
     context = report.report_context(scored.manifest, dataset, scored.errors, title="Evaluation")
-    embedding = (scored.clip, y) if scored.clip is not None else None
+    kind = report.mapped_kind(scored.features)
+    embedding = report.Embedding(scored.features[kind], y, part_label(kind)) if kind else None
     report.write_report(Path(out) if out else Path(models_dir) / "evaluation", results, context, y, scored.probas, embedding)
     return results
 

@@ -1,4 +1,4 @@
-"""The base learners as sklearn Pipelines (builders named in the member table), and `Member` for serving."""
+"""The base learners as sklearn Pipelines (builders named in the member table), and `FittedLearner` for serving."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +17,7 @@ from sklearn.svm import SVC
 from shared import artifacts, members
 from shared.config import Settings
 from shared.errors import ArtifactError
-from shared.features.registry import Extractor, load_extractor
+from shared.features.registry import Extractor, load_extractor, part_label
 from shared.weights import part_kind
 
 # Folds of the SVC's own Platt calibration; training guarantees every class has this many per fold.
@@ -80,7 +80,7 @@ def predict_aligned(pipeline: Pipeline, X: Any, n_classes: int) -> np.ndarray:
     return align_proba(pipeline.predict_proba(X), pipeline.classes_, n_classes)
 
 
-class Member:
+class FittedLearner:
     """One base learner ready to serve: load once, then featurize + predict many times."""
 
     def __init__(self, name: str, pipeline: Pipeline, extractor: Extractor, manifest: dict, models_dir: Path):
@@ -99,7 +99,7 @@ class Member:
         self.model_version: str = manifest["model_version"]
 
     @classmethod
-    def load(cls, models_dir: Path, weights_dir: Path, name: str, settings: Settings) -> "Member":
+    def load(cls, models_dir: Path, weights_dir: Path, name: str, settings: Settings) -> "FittedLearner":
         """Verify the artifacts, load the pipeline, and its extractor as recorded at training (weights must match)."""
         kind = members.member(name).extractor
         manifest = artifacts.load_manifest(models_dir)
@@ -122,7 +122,8 @@ class Member:
         return self.predict_features(self.featurize(images))
 
     def metadata(self) -> dict:
-        """What /v2/models/<name> reports: classes, feature config, artifact hashes, {part: real|synthetic}."""
+        """What /v2/models/<name> reports: classes, feature config, artifact hashes, {part: real|synthetic}, and how
+        the page names that part ({part: label}, from the extractor registry)."""
         files = self.manifest["files"]
         return {
             "name": self.name,
@@ -132,6 +133,7 @@ class Member:
             "artifacts": {rel: files[rel] for rel in (learner_path(self.name),)},
             "trained_at": self.manifest.get("created_at"),
             "weights": dict(self.weights),
+            "part_labels": {kind: part_label(kind) for kind in self.weights},
             "synthetic": self.synthetic,
         }
 

@@ -3,18 +3,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from sklearn.metrics import roc_curve
 
 from shared import artifacts, weights
+from shared.features.registry import extractor_class, extractor_kinds, part_label
 from shared.learning.data import Dataset
 from shared.learning.meta_model import STACK, subset_name
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "roc_auc", "log_loss", "ece")
 MAP_MAX_POINTS = 2000
-PART_LABELS = {"clip": "CLIP", "ocr": "OCR"}
+
+
+class Embedding(NamedTuple):
+    """Feature vectors of the scored images and their class ids: the report's 2-D map."""
+
+    vectors: np.ndarray
+    y: np.ndarray
+    label: str  # whose vectors, as the extractor registry names its part: "CLIP"
+
+
+def mapped_kind(kinds: Collection[str]) -> str | None:
+    """The first of these extractor kinds (registry order) whose values the report draws as a map: "clip"."""
+    return next((kind for kind in extractor_kinds() if kind in kinds and extractor_class(kind).embedding_map), None)
 
 
 def synthetic_warning(parts: Mapping[str, str]) -> str:
@@ -35,12 +48,12 @@ def plot_note(parts: Mapping[str, str]) -> str:
 
 
 def _labels(kinds: Iterable[str]) -> str:
-    return " and ".join(PART_LABELS.get(kind, kind) for kind in kinds)
+    return " and ".join(part_label(kind) for kind in kinds)
 
 
 def _owners(parts: Mapping[str, str]) -> str:
     """Whose accuracy the synthetic parts do not have: CLIP's, or EasyOCR's or CLIP's."""
-    return " or ".join(f"{weights.PART_NAMES.get(kind, kind)}'s" for kind in weights.synthetic_parts(parts))
+    return weights.part_owners(weights.synthetic_parts(parts))
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -66,8 +79,8 @@ def calibration_notes(manifest: dict) -> list[str]:
 
 
 def write_report(out: Path, results: dict, context: dict, y: np.ndarray, probas: Mapping[str, np.ndarray],
-                 embedding: tuple[np.ndarray, np.ndarray] | None = None) -> list[Path]:
-    """metrics.json, report.md, confusion.png, roc.png and, given (CLIP vectors, class ids), embedding_map.png."""
+                 embedding: Embedding | None = None) -> list[Path]:
+    """metrics.json, report.md, confusion.png, roc.png and, given an embedding (CLIP's), embedding_map.png."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [_write_json(out / "metrics.json", {**results, "context": context})]
@@ -102,13 +115,11 @@ def _write_markdown(path: Path, results: dict, context: dict, images: list[str])
 
 def _weights_lines(features: Mapping[str, dict]) -> list[str]:
     lines = ["## Weights", ""]
-    from shared.features.registry import extractor_class
-
     for kind, cfg in sorted(features.items(), key=lambda item: bool(item[1].get("synthetic"))):
         synthetic = f"SYNTHETIC (randomly initialised; not {_owners({kind: 'synthetic'})} accuracy)"
         what = synthetic if cfg.get("synthetic") else "real weights"
         name = extractor_class(kind).describe(cfg)
-        lines.append(f"- **{PART_LABELS.get(kind, kind)}**: {name} — {what}; "
+        lines.append(f"- **{part_label(kind)}**: {name} — {what}; "
                      f"weights sha256 `{str(cfg.get('weights_sha256'))[:16]}…`")
     return lines
 
@@ -158,12 +169,12 @@ def _pyplot() -> Any:
 
 
 def _write_plots(out: Path, results: dict, y: np.ndarray, probas: Mapping[str, np.ndarray],
-                 embedding: tuple[np.ndarray, np.ndarray] | None, note: str) -> list[Path]:
+                 embedding: Embedding | None, note: str) -> list[Path]:
     # A plot travels alone (slides, chats): it carries the synthetic warning (`note`) itself.
     paths = [_plot_confusions(out / "confusion.png", results, note),
              _plot_rocs(out / "roc.png", results, y, probas, note)]
-    if embedding is not None and len(embedding[0]) >= 3:
-        paths.append(_plot_embedding_map(out / "embedding_map.png", *embedding, results["classes"], note))
+    if embedding is not None and len(embedding.vectors) >= 3:
+        paths.append(_plot_embedding_map(out / "embedding_map.png", embedding, results["classes"], note))
     return paths
 
 
@@ -209,10 +220,10 @@ def _roc_classes(n_classes: int) -> list[int]:
     return [1] if n_classes == 2 else list(range(n_classes))
 
 
-def _plot_embedding_map(path: Path, clip: np.ndarray, y: np.ndarray, classes: Sequence[str], note: str) -> Path:
+def _plot_embedding_map(path: Path, embedding: Embedding, classes: Sequence[str], note: str) -> Path:
     from sklearn.decomposition import PCA
 
-    plt = _pyplot()
+    plt, (clip, y, label) = _pyplot(), embedding
     keep = np.random.default_rng(0).permutation(len(clip))[:MAP_MAX_POINTS]
     points = PCA(n_components=2, random_state=0).fit_transform(clip[keep])
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
@@ -220,7 +231,7 @@ def _plot_embedding_map(path: Path, clip: np.ndarray, y: np.ndarray, classes: Se
         mask = y[keep] == k
         ax.scatter(points[mask, 0], points[mask, 1], s=10, alpha=0.7, label=f"{name} ({mask.sum()})")
     shown = f"{len(keep)} images" if len(keep) == len(clip) else f"random {len(keep)} of {len(clip)} images"
-    ax.set_title(f"CLIP embeddings, PCA 2D ({shown})", fontsize=10)
+    ax.set_title(f"{label} embeddings, PCA 2D ({shown})", fontsize=10)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.legend(fontsize=8)

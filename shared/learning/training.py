@@ -14,6 +14,7 @@ from sklearn.model_selection import train_test_split
 from shared import artifacts, weights
 from shared.config import Settings
 from shared.errors import DatasetError
+from shared.features.registry import extractor_class, extractor_kinds, part_label
 from shared.learning import evaluation, report
 from shared.learning.data import Dataset, load_dataset
 from shared.learning.learners import build_learner, learner_path
@@ -274,7 +275,7 @@ def _write_training_report(out: Path, results: dict, probas: dict[str, np.ndarra
                "data": test_split.dataset.summary(), "skipped": manifest["training"]["skipped"],
                "notes": _training_notes(manifest["training"], len(train_split.y))
                + report.calibration_notes(manifest)
-               + _ocr_notes(train_split, test_split)}
+               + _feature_notes(train_split, test_split)}
     embedding = _embedding(train_split, test_split)
     report.write_report(out / REPORT_DIR, results, context, test_split.y, probas, embedding)
 
@@ -294,21 +295,24 @@ def _feature_note(stats: dict) -> str:
     return f"features: {'; '.join(parts)} ({stats.get('seconds', 0):.0f} s)"
 
 
-def _ocr_notes(*sides: Split) -> list[str]:
-    # Without this, ocr_nb at chance level looks like a bug; synthetic CRAFT finds no text at all.
-    if not all("ocr" in side.features for side in sides):
-        return []
-    texts = [text for side in sides for text in side.features["ocr"]]
-    found = sum(1 for text in texts if text)
-    note = f"OCR found text in {found} of {len(texts)} images"
-    return [note + ("; ocr_nb can only answer the class priors" if found == 0 else "")]
+def _common_kinds(*sides: Split) -> list[str]:
+    """The extractor kinds every side has features of, in registry order."""
+    return [kind for kind in extractor_kinds() if all(kind in side.features for side in sides)]
 
 
-def _embedding(*sides: Split) -> tuple[np.ndarray, np.ndarray] | None:
-    """(CLIP vectors, class ids) of every readable image, training and held-out, for the report's map."""
-    if not all("clip" in side.features for side in sides):
+def _feature_notes(*sides: Split) -> list[str]:
+    """What each extractor says about its features over both sides (OCR: how many images had text)."""
+    return [note for kind in _common_kinds(*sides)
+            for note in extractor_class(kind).feature_notes([side.features[kind] for side in sides])]
+
+
+def _embedding(*sides: Split) -> report.Embedding | None:
+    """The mapped vectors (CLIP's) of every readable image, training and held-out, for the report's map."""
+    kind = report.mapped_kind(_common_kinds(*sides))
+    if kind is None:
         return None
-    return np.vstack([side.features["clip"] for side in sides]), np.concatenate([side.y for side in sides])
+    return report.Embedding(np.vstack([side.features[kind] for side in sides]),
+                            np.concatenate([side.y for side in sides]), part_label(kind))
 
 
 def _artifact_files(out: Path) -> list[str]:

@@ -1,1 +1,1 @@
-"""Serving: the runtime base, the app factory, batching, the HTTP contract, observability."""
+"""Serving: the runtime base, the members' app factory and every service's base, batching, HTTP, observability."""

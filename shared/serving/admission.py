@@ -21,6 +21,7 @@ from shared.serving import observability
 from shared.serving.api import EXPECTED_TIMEOUT_HEADER
 from shared.serving.worker import ARRIVED_AT
 
+_EXTENSION = "admission"  # this app's Admission, in app.extensions
 PREDICTION_ENDPOINTS = ("gateway.predict", "member.predict", "oip.infer")
 
 
@@ -110,8 +111,9 @@ def caller_timeout_s(header: str | None) -> float:
 
 
 def init_app(app: Flask, settings: Settings, running: int) -> Admission:
+    """Admit predictions through an Admission of `running` slots (read back with current_admission)."""
     admission = Admission(running, settings.admission_queue, settings.admission_wait_predictions)
-    app.extensions["admission"] = admission
+    app.extensions[_EXTENSION] = admission
 
     @app.before_request
     def _admit() -> None:
@@ -120,7 +122,7 @@ def init_app(app: Flask, settings: Settings, running: int) -> Admission:
             return
         # A restarted service gets requests from its socket's backlog before its model is loaded: they wait for
         # it (within their deadline) instead of being turned away.
-        current_app.extensions["health"].wait_settled(deadline_at() - time.monotonic())
+        observability.current_health().wait_settled(deadline_at() - time.monotonic())
         try:
             admission.enter(deadline_at())
         except Overloaded:
@@ -140,3 +142,8 @@ def init_app(app: Flask, settings: Settings, running: int) -> Admission:
             admission.leave(time.monotonic() - started if g.pop("answered", False) else None)
 
     return admission
+
+
+def current_admission() -> Admission:
+    """The current app's Admission (its slots, queue and typical prediction time)."""
+    return current_app.extensions[_EXTENSION]

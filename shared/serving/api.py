@@ -27,7 +27,7 @@ def settings_from_config(config: Mapping[str, Any] | None) -> Settings:
     """Settings from the environment; a config dict overrides any field by its upper-case name (or "SETTINGS")."""
     config = dict(config or {})
     base = config.get("SETTINGS") or Settings.from_env()
-    names = {name.upper(): name for name in base.__dataclass_fields__}
+    names = {name.upper(): name for name in Settings.env_names()}
     return base.replace(**{names[key]: value for key, value in config.items() if key in names})
 
 

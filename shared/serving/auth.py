@@ -4,6 +4,11 @@ A key comes as `Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in 
 a missing or wrong one is a JSON 401 with `WWW-Authenticate: Bearer`. Open: health and readiness, the inference
 protocol's server metadata and model readiness, the OpenAPI document and docs page, static files and the page
 shells (their scripts ask for the key on a 401); /metrics unless METRICS_REQUIRE_KEY. No key is ever logged.
+
+Flask-HTTPAuth reads the key: one `HTTPTokenAuth` per header, a `MultiAuth` picking the one the request uses
+(Bearer first). Which routes are open stays here, checked before every request: the routes live in other modules.
+A key with an `=` inside (not only trailing) can only come as X-API-Key: werkzeug reads such a Bearer value as
+parameters, not a token.
 """
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ import hmac
 import logging
 from pathlib import Path
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
+from flask_httpauth import HTTPTokenAuth, MultiAuth
 
 from shared.config import Settings
 from shared.serving import api
@@ -19,7 +25,9 @@ from shared.serving import api
 log = logging.getLogger(__name__)
 
 KEY_HEADER = "X-API-Key"
-CHALLENGE = 'Bearer realm="classifier"'
+REALM = "classifier"
+CHALLENGE = f'Bearer realm="{REALM}"'
+_EXTENSION = "api_keys_on"  # app.extensions key; read through keys_on()
 OPEN_RULES = frozenset({
     "/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/<name>/ready",
     "/v2/models/<name>/versions/<version>/ready", "/openapi.json", "/docs", "/docs/static/<path:filename>",
@@ -56,40 +64,57 @@ def outgoing_headers(settings: Settings) -> dict[str, str]:
 def init_app(app: Flask, settings: Settings) -> None:
     """Require a key on the closed routes when keys are configured; otherwise do nothing."""
     keys = [k.encode() for k in load_keys(settings)]
-    app.extensions["api_keys_on"] = bool(keys)
+    app.extensions[_EXTENSION] = bool(keys)
     if not keys:
         return
     log.info("API keys required (%d key(s) configured)", len(keys))
     open_rules = OPEN_RULES if settings.metrics_require_key else OPEN_RULES | {"/metrics"}
+    checked = _key_auth(keys).login_required(_granted)
 
     @app.before_request
     def _require_key() -> Response | None:
         rule = request.url_rule.rule if request.url_rule else None
         if rule is None or rule in open_rules or (rule in OPEN_PAGES and request.method in ("GET", "HEAD")):
             return None  # unknown routes 404 as before
-        if request.method == "OPTIONS":
-            return None
-        given = presented_key(request.headers)
-        if given is not None and matches(given.encode(), keys):
-            return None
-        message = "An API key is needed: send `Authorization: Bearer <key>` or `X-API-Key: <key>`." if given is None \
-            else "The API key is not valid."
-        if rule in HTML_PAGES and request.accept_mimetypes.accept_html:
-            response = Response(_KEY_PAGE, status=401, mimetype="text/html")
-        else:
-            response = jsonify(api.error_body({"error": {"code": "unauthorized", "message": message}}))
-            response.status_code = 401
-        response.headers["WWW-Authenticate"] = CHALLENGE
-        return response
+        return checked()  # None when granted (OPTIONS too), else the 401
 
 
-def presented_key(headers) -> str | None:
-    auth = headers.get("Authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    key = headers.get(KEY_HEADER, "").strip()
-    return key or None
+def keys_on() -> bool:
+    """Whether the current app requires API keys."""
+    return current_app.extensions[_EXTENSION]
+
+
+def _granted() -> None:
+    return None  # the request goes on to its view
+
+
+def _key_auth(keys: list[bytes]) -> MultiAuth:
+    """Bearer, else X-API-Key; both check against `keys` and refuse with the same 401."""
+    bearer = HTTPTokenAuth(scheme="Bearer", realm=REALM)
+    api_key = HTTPTokenAuth(scheme="Bearer", realm=REALM, header=KEY_HEADER)
+    for token_auth in (bearer, api_key):
+        token_auth.verify_token(lambda token: _verify(token, keys))
+        token_auth.error_handler(_refused)
+    return MultiAuth(bearer, api_key)
+
+
+def _verify(token: str, keys: list[bytes]) -> bool:
+    given = token.strip()
+    g.api_key_given = bool(given)  # the 401 says "missing" or "not valid"
+    return bool(given) and matches(given.encode(), keys)
+
+
+def _refused(status: int) -> Response:
+    """The 401: JSON (the protocol's flat shape on its routes), or the page that asks for the key on HTML pages."""
+    if request.url_rule.rule in HTML_PAGES and request.accept_mimetypes.accept_html:
+        response = Response(_KEY_PAGE, status=status, mimetype="text/html")
+    else:
+        message = "The API key is not valid." if g.get("api_key_given") else \
+            "An API key is needed: send `Authorization: Bearer <key>` or `X-API-Key: <key>`."
+        response = jsonify(api.error_body({"error": {"code": "unauthorized", "message": message}}))
+        response.status_code = status
+    response.headers["WWW-Authenticate"] = CHALLENGE
+    return response
 
 
 def matches(given: bytes, keys: list[bytes]) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import Settings
+from shared.errors import SettingsError
 
 # What a services/<name>/gunicorn.conf.py takes with `import *`: gunicorn settings and hooks only.
 __all__ = ["worker_class", "workers", "threads", "timeout", "graceful_timeout", "keepalive", "accesslog",
@@ -27,7 +28,10 @@ __all__ = ["worker_class", "workers", "threads", "timeout", "graceful_timeout", 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-_settings = Settings.from_env()
+try:
+    _settings = Settings.from_env()
+except SettingsError as exc:  # SystemExit passes gunicorn's "Failed to read config file" traceback: the message alone
+    sys.exit(f"error: {exc.message}")
 _own_metrics_dir = not _settings.metrics_dir
 METRICS_DIR = _settings.metrics_dir or tempfile.mkdtemp(prefix="classifier-metrics-")
 

@@ -1,4 +1,4 @@
-"""A member service: MemberRuntime (one learner + its extractor) and its routes: image bytes in, probabilities out."""
+"""A member service: LearnerRuntime (one learner + its extractor) and its routes: image bytes in, probabilities out."""
 from __future__ import annotations
 
 import ctypes
@@ -18,7 +18,7 @@ from shared.features.registry import extractor_class
 from shared.images import ImageLimits, decode_image
 from shared.serving import api, observability
 from shared.serving.batching import DynamicBatcher
-from shared.serving.runtime import ModelRuntime
+from shared.serving.runtime import ModelRuntime, current_runtime
 
 # How long a request may wait for its batch before it gives up (the gateway's own timeout is shorter).
 BATCH_TIMEOUT_S = 60.0
@@ -26,7 +26,7 @@ BATCH_TIMEOUT_S = 60.0
 bp = Blueprint("member", __name__)
 
 
-class MemberRuntime(ModelRuntime):
+class LearnerRuntime(ModelRuntime):
     """One base learner: its fitted pipeline and feature extractor, batched when its extractor gains from it."""
 
     def __init__(self, name: str, settings: Settings):
@@ -42,9 +42,9 @@ class MemberRuntime(ModelRuntime):
 
     def load(self) -> Any:
         """The learner and its extractor, checked against the manifest (imports torch)."""
-        from shared.learning.learners import Member
+        from shared.learning.learners import FittedLearner
 
-        member = Member.load(self.settings.models_dir, self.settings.weights_dir, self.name, self.settings)
+        member = FittedLearner.load(self.settings.models_dir, self.settings.weights_dir, self.name, self.settings)
         self.batcher = self._make_batcher(member)
         return member
 
@@ -107,7 +107,19 @@ def warmup_image() -> Image.Image:
 @bp.post("/")
 @bp.post("/predict")
 def predict() -> Response:
-    """Classify one image: raw body or the multipart `file` field."""
+    """Classify one image: raw body or the multipart `file` field.
+    ---
+    post:
+      summary: Classify one image (raw bytes or multipart `file`)
+      tags: [predict]
+      requestBody: Image
+      responses:
+        "200": {description: The prediction, content: {application/json: {schema: Prediction}}}
+        "400": BadInput
+        "413": TooLarge
+        "415": NotAnImage
+        "503": NotReady
+    """
     body, waited_s = classify_timed(api.read_image_bytes(request))
     response = jsonify(body)
     if waited_s is not None:
@@ -122,7 +134,7 @@ def classify(data: bytes) -> dict:
 
 def classify_timed(data: bytes) -> tuple[dict, float | None]:
     """The prediction body and how long the image waited for its batch (None: unbatched)."""
-    runtime: MemberRuntime = current_app.extensions["runtime"]
+    runtime = current_runtime(LearnerRuntime)
     settings: Settings = current_app.config["SETTINGS"]
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
     slack_s = batch_slack_s(request.headers.get(api.SLACK_HEADER), settings.batch_max_slack_ms)

@@ -56,6 +56,7 @@ DEADLINE_REFUSED = Counter("classifier_deadline_refused_total",
                            "Gateway: requests refused before any fan-out, their deadline spent waiting", ["service"])
 
 request_log = logging.getLogger("classifier.requests")
+_EXTENSION = "health"  # this app's Health, in app.extensions
 bp = Blueprint("observability", __name__)
 
 
@@ -107,7 +108,7 @@ class Health:
 
 def init_app(app: Flask, service: str, health: Health) -> None:
     """Health endpoints, /metrics, request ids, request metrics and the JSON request log for `service`."""
-    app.extensions["health"] = health
+    app.extensions[_EXTENSION] = health
     app.config["SERVICE"] = service
     _configure_request_log()
     app.before_request(_start_request)
@@ -116,20 +117,50 @@ def init_app(app: Flask, service: str, health: Health) -> None:
     app.register_blueprint(bp)
 
 
+def current_health() -> Health:
+    """The current app's Health (its readiness flags)."""
+    return current_app.extensions[_EXTENSION]
+
+
 @bp.get("/v2/health/live")
 def live() -> Response:
+    """Liveness.
+    ---
+    get:
+      summary: Liveness
+      tags: [health]
+      responses:
+        "200": {description: The process is up}
+    """
     return jsonify({"live": True, "service": current_app.config["SERVICE"]})
 
 
 @bp.get("/v2/health/ready")
 def ready() -> tuple[Response, int]:
-    health: Health = current_app.extensions["health"]
+    """Readiness: loaded, warmed up, not draining.
+    ---
+    get:
+      summary: Readiness (loaded, warmed up, not draining)
+      tags: [health]
+      responses:
+        "200": {description: Ready, content: {application/json: {schema: Health}}}
+        "503": {description: Not ready, content: {application/json: {schema: Health}}}
+    """
+    health = current_health()
     body = {"service": current_app.config["SERVICE"], "pid": os.getpid(), **health.status()}
     return jsonify(body), 200 if health.ready else 503
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    """Prometheus metrics of every worker.
+    ---
+    get:
+      summary: Prometheus metrics
+      tags: [health]
+      responses:
+        "200": {description: Prometheus text format, content: {text/plain: {schema: {type: string}}}}
+    """
     return Response(generate_latest(metrics_registry()), mimetype=CONTENT_TYPE_LATEST)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
@@ -17,6 +16,7 @@ import shared
 from shared.errors import NotFound, NotReady
 from shared.serving import observability, oip_codec
 from shared.serving.oip_codec import Tensor
+from shared.serving.runtime import ModelRuntime, current_runtime
 
 BLUEPRINT = "oip"
 # The prediction body's fields that become output tensors; every other field goes to the response's parameters.
@@ -24,6 +24,7 @@ OUTPUT_FIELDS = ("class_id", "proba", "label", "probas", "model", "model_version
 OUTPUTS = ("probas", "class_id", "label")
 EXTENSIONS = ["binary_tensor_data"]
 BODY_LIMIT_FACTOR = 2
+_CLASSIFY = "classify"  # the service's classify(bytes), in app.extensions
 
 bp = Blueprint(BLUEPRINT, __name__)
 Classify = Callable[[bytes], dict]
@@ -31,7 +32,7 @@ Classify = Callable[[bytes], dict]
 
 def init_app(app: Flask, classify: Classify) -> None:
     """Serve the protocol; `classify` turns one image's bytes into the raw path's prediction body."""
-    app.extensions["classify"] = classify
+    app.extensions[_CLASSIFY] = classify
     app.register_blueprint(bp)
 
 
@@ -42,13 +43,30 @@ def is_oip_request() -> bool:
 
 @bp.get("/v2")
 def server_metadata() -> Response:
+    """The inference protocol's server metadata.
+    ---
+    get:
+      summary: Server metadata (Open Inference Protocol)
+      tags: [inference protocol]
+      responses:
+        "200": {description: Metadata, content: {application/json: {schema: ServerMetadata}}}
+    """
     return jsonify(name=_runtime().name, version=shared.__version__, extensions=EXTENSIONS)
 
 
 @bp.get("/v2/models/<name>")
 @bp.get("/v2/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None) -> Response:
-    """OIP model metadata; this service's own metadata (classes, artifacts, ...) under `parameters`."""
+    """OIP model metadata; this service's own metadata (classes, artifacts, ...) under `parameters`.
+    ---
+    get:
+      summary: Model metadata (Open Inference Protocol)
+      tags: [inference protocol]
+      responses:
+        "200": {description: Metadata, content: {application/json: {schema: ModelMetadata}}}
+        "404": OipNotFound
+        "503": OipNotReady
+    """
     runtime = _runtime_for(name, version)
     meta = runtime.metadata()
     k = len(meta["classes"])
@@ -67,6 +85,16 @@ def model_metadata(name: str, version: str | None = None) -> Response:
 @bp.get("/v2/models/<name>/ready")
 @bp.get("/v2/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None) -> tuple[Response, int]:
+    """The model's readiness (200 ready, 503 not).
+    ---
+    get:
+      summary: Model readiness
+      tags: [inference protocol]
+      responses:
+        "200": {description: Ready, content: {application/json: {schema: ModelReady}}}
+        "503": {description: Not ready, content: {application/json: {schema: ModelReady}}}
+        "404": OipNotFound
+    """
     runtime = _runtime(name)
     ready = runtime.ready
     if ready and version is not None:
@@ -77,14 +105,37 @@ def model_ready(name: str, version: str | None = None) -> tuple[Response, int]:
 @bp.post("/v2/models/<name>/infer")
 @bp.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None) -> Response:
-    """Classify the request's images with the raw path's function, and answer with OIP output tensors."""
+    """Classify the request's images with the raw path's function, and answer with OIP output tensors.
+    ---
+    post:
+      summary: Classify one or more images (a BYTES tensor; JSON or Triton's binary tensor extension)
+      tags: [inference protocol]
+      requestBody:
+        required: true
+        content:
+          application/json: {schema: InferRequest}
+          application/octet-stream:
+            schema: {type: string, format: binary}
+            description: JSON header + binary tensors; needs the Inference-Header-Content-Length header
+      responses:
+        "200":
+          description: Output tensors
+          content:
+            application/json: {schema: InferResponse}
+            application/octet-stream: {schema: {type: string, format: binary}}
+        "400": OipBadInput
+        "404": OipNotFound
+        "413": OipTooLarge
+        "415": OipNotAnImage
+        "503": OipNotReady
+    """
     runtime = _runtime_for(name, version)
     # base64 makes an image 4/3 larger: the body may be twice MAX_IMAGE_BYTES; each image is still held to it
     request.max_content_length = BODY_LIMIT_FACTOR * current_app.config["SETTINGS"].max_image_bytes
     req = oip_codec.decode_request(request.get_data(cache=False, parse_form_data=False), request.mimetype,
                                    request.headers.get(oip_codec.HEADER_LENGTH))
     oip_codec.check_outputs(req, OUTPUTS)
-    bodies = _each(current_app.extensions["classify"], req.images)
+    bodies = _each(_classify(), req.images)
     classes = runtime.metadata()["classes"]
     tensors = [
         Tensor("probas", "FP32", [len(bodies), len(classes)],
@@ -117,14 +168,18 @@ def _each(classify: Classify, images: Sequence[bytes]) -> list[dict]:
         return list(pool.map(one, enumerate(images)))
 
 
-def _runtime(name: str | None = None) -> Any:
-    runtime = current_app.extensions["runtime"]
+def _classify() -> Classify:
+    return current_app.extensions[_CLASSIFY]
+
+
+def _runtime(name: str | None = None) -> ModelRuntime:
+    runtime = current_runtime()
     if name is not None and name != runtime.name:
         raise NotFound(f"This service serves the model {runtime.name!r}, not {name!r}.")
     return runtime
 
 
-def _runtime_for(name: str, version: str | None) -> Any:
+def _runtime_for(name: str, version: str | None) -> ModelRuntime:
     """The runtime serving `name` (and `version`, when given): 404 otherwise, 503 while it loads."""
     runtime = _runtime(name)
     if runtime.model is None:

@@ -1,14 +1,23 @@
-"""The OpenAPI 3.0 document of each service, written once as data, and the interactive docs page.
+"""The OpenAPI 3.0 document of each service, generated from its routes, and the interactive docs page.
 
-`GET /openapi.json`: the document (the members' operations; the gateway adds its pages and history). `GET /docs`:
+Each view function documents its operations as YAML after `---` in its docstring; apispec's FlaskPlugin reads them
+for every rule of the app (path parameters come from the rule itself). What several operations share is registered
+here once: the schemas, the error responses and the image body. Two things are added from elsewhere: which routes
+need a key (auth's open routes) and the gateway's 504 on the inference protocol's infer (its members time out).
+
+`GET /openapi.json`: the document, built on first use (the routes are all registered by then). `GET /docs`:
 Swagger UI, served from the `swagger-ui-bundle` wheel's own files (never a CDN).
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
+from functools import cached_property
 from typing import Any
 
+from apispec import APISpec
+from apispec_webframeworks.flask import FlaskPlugin
 from flask import (
     Blueprint,
     Flask,
@@ -18,6 +27,7 @@ from flask import (
     jsonify,
     send_from_directory,
 )
+from werkzeug.routing import Rule
 
 import shared
 from shared.members import GATEWAY
@@ -26,6 +36,7 @@ bp = Blueprint("openapi", __name__)
 
 JSON = "application/json"
 _ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "favicon-32x32.png")
+_EXTENSION = "openapi"  # app.extensions key; read through current_document()
 
 
 def _ref(name: str) -> dict:
@@ -34,14 +45,6 @@ def _ref(name: str) -> dict:
 
 def _json(schema: dict, description: str) -> dict:
     return {"description": description, "content": {JSON: {"schema": schema}}}
-
-
-def _errors(*statuses: int, schema: str = "Error") -> dict:
-    why = {400: "Bad input (empty or corrupt image, malformed request)", 401: "A key is needed",
-           404: "Not found", 413: "Body or pixel count over the limit", 415: "Not an image / unsupported type",
-           422: "A member rejected the input", 503: "Not ready (loading, draining) or no member answered",
-           504: "No member answered in time"}
-    return {str(s): _json(_ref(schema), why[s]) for s in statuses}
 
 
 SCHEMAS: dict[str, Any] = {
@@ -114,98 +117,92 @@ SCHEMAS: dict[str, Any] = {
         "next_url": {"type": "string"}, "filters": {"type": "object"}, "recording": {"type": "boolean"}}},
 }
 
-_IMAGE_BODY = {"required": True, "description": "One image: the raw bytes (any Content-Type) or a multipart `file`.",
-               "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                           "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                               "file": {"type": "string", "format": "binary"}}}}}}
-_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
-_RECORD = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
-_HTML = {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+# Error responses, by name: the operations' docstrings refer to them ("400": BadInput); each also in the inference
+# protocol's flat error shape, named with an Oip prefix.
+ERRORS = {400: ("BadInput", "Bad input (empty or corrupt image, malformed request)"),
+          404: ("NotFound", "Not found"), 413: ("TooLarge", "Body or pixel count over the limit"),
+          415: ("NotAnImage", "Not an image / unsupported type"), 422: ("Rejected", "A member rejected the input"),
+          503: ("NotReady", "Not ready (loading, draining) or no member answered"),
+          504: ("TimedOut", "No member answered in time")}
+
+RESPONSES = {"Page": {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}}
+
+REQUEST_BODIES = {"Image": {
+    "required": True, "description": "One image: the raw bytes (any Content-Type) or a multipart `file`.",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                    "file": {"type": "string", "format": "binary"}}}}}}}
+
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "API_KEYS / API_KEY_FILE, when set"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
 
 
-def _predict(gateway: bool) -> dict:
-    errors = (400, 413, 415, 422, 503, 504) if gateway else (400, 413, 415, 503)
-    return {"post": {"summary": "Classify one image (raw bytes or multipart `file`)", "tags": ["predict"],
-                     "requestBody": _IMAGE_BODY,
-                     "responses": {"200": _ok_prediction(gateway), **_errors(*errors)}}}
+def document(app: Flask, service: str) -> dict:
+    """The OpenAPI document of `app`'s routes, as `service` (a member's name or the gateway's) serves them."""
+    spec = APISpec(title=f"{service}: review-photo classifier", version=shared.__version__, openapi_version="3.0.3",
+                   plugins=[_RulesPlugin()],
+                   info={"description": "POST an image's bytes; or speak the Open Inference Protocol v2 at /v2."})
+    _register_components(spec)
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        if "---" in (view.__doc__ or ""):  # documented; the rest (static files, docs assets) is not the API
+            spec.path(view=view, app=app, rule=rule)
+    doc = spec.to_dict()
+    _document_keys(doc["paths"])
+    if service == GATEWAY:
+        _gateway_timeouts(doc["paths"])
+    return doc
 
 
-def _ok_prediction(gateway: bool) -> dict:
-    ok = _json(_ref("Prediction"), "The prediction")
-    if gateway:
-        ok["headers"] = {"X-Cache": {"description": "hit or miss, when the response cache is on (CACHE_MAX_ENTRIES)",
-                                     "schema": {"type": "string", "enum": ["hit", "miss"]}}}
-    return ok
+def _register_components(spec: APISpec) -> None:
+    for name, schema in SCHEMAS.items():
+        spec.components.schema(name, schema)
+    for name, why in ERRORS.values():
+        spec.components.response(name, _json(_ref("Error"), why))
+        spec.components.response("Oip" + name, _json(_ref("OipError"), why))
+    for name, response in RESPONSES.items():
+        spec.components.response(name, response)
+    for name, scheme in SECURITY_SCHEMES.items():
+        spec.components.security_scheme(name, scheme)
 
 
-def _oip(gateway: bool, versioned: bool) -> dict[str, dict]:
-    base = "/v2/models/{name}" + ("/versions/{version}" if versioned else "")
-    params = [_NAME, _VERSION] if versioned else [_NAME]
-    infer_errors = (400, 404, 413, 415, 503, 504) if gateway else (400, 404, 413, 415, 503)
-    return {
-        base: {"get": {"summary": "Model metadata (Open Inference Protocol)", "tags": ["inference protocol"],
-                       "parameters": params, "responses": {"200": _json(_ref("ModelMetadata"), "Metadata"),
-                                                           **_errors(404, 503, schema="OipError")}}},
-        base + "/ready": {"get": {"summary": "Model readiness", "tags": ["inference protocol"], "parameters": params,
-                                  "responses": {"200": _json(_ref("ModelReady"), "Ready"),
-                                                "503": _json(_ref("ModelReady"), "Not ready"),
-                                                **_errors(404, schema="OipError")}}},
-        base + "/infer": {"post": {
-            "summary": "Classify one or more images (a BYTES tensor; JSON or Triton's binary tensor extension)",
-            "tags": ["inference protocol"], "parameters": params,
-            "requestBody": {"required": True, "content": {
-                JSON: {"schema": _ref("InferRequest")},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"},
-                                             "description": "JSON header + binary tensors; needs the "
-                                                            "Inference-Header-Content-Length header"}}},
-            "responses": {"200": {"description": "Output tensors", "content": {
-                JSON: {"schema": _ref("InferResponse")},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
-                **_errors(*infer_errors, schema="OipError")}}},
-    }
+class _RulesPlugin(FlaskPlugin):
+    """FlaskPlugin for one rule at a time: a view may have several (`/` and `/predict`), FlaskPlugin takes its first.
+
+    Each operation's path parameters come from the rule (`<int:...>` an integer >= 0), ahead of the docstring's own;
+    `requestBody: <name>` is one of REQUEST_BODIES.
+    """
+
+    def path_helper(self, path: str | None = None, operations: dict | None = None, parameters: list | None = None,
+                    *, rule: Rule, **kwargs: Any) -> str | None:
+        self._rule = rule  # for _rule_for_view, which FlaskPlugin's path_helper asks
+        path = super().path_helper(path, operations, parameters, **kwargs)
+        for operation in (operations or {}).values():
+            if isinstance(operation.get("requestBody"), str):  # a shared body by name; apispec registers none
+                operation["requestBody"] = copy.deepcopy(REQUEST_BODIES[operation["requestBody"]])
+            parameters = [*_path_parameters(rule), *operation.get("parameters", [])]
+            if parameters:
+                operation["parameters"] = parameters
+        return path
+
+    def _rule_for_view(self, view: Any, app: Flask | None = None) -> Rule:
+        return self._rule
 
 
-def document(service: str) -> dict:
-    """The OpenAPI document of `service` (a member's name or the gateway's)."""
-    gateway = service == GATEWAY
-    paths: dict[str, Any] = {
-        "/predict": _predict(gateway),
-        "/v2/health/live": {"get": {"summary": "Liveness", "tags": ["health"],
-                                    "responses": {"200": {"description": "The process is up"}}}},
-        "/v2/health/ready": {"get": {"summary": "Readiness (loaded, warmed up, not draining)", "tags": ["health"],
-                                     "responses": {"200": _json(_ref("Health"), "Ready"),
-                                                   "503": _json(_ref("Health"), "Not ready")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["health"], "responses": {"200": {
-            "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        "/v2": {"get": {"summary": "Server metadata (Open Inference Protocol)", "tags": ["inference protocol"],
-                        "responses": {"200": _json(_ref("ServerMetadata"), "Metadata")}}},
-        **_oip(gateway, versioned=False), **_oip(gateway, versioned=True),
-        "/openapi.json": {"get": {"summary": "This document", "tags": ["docs"],
-                                  "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0")}}},
-        "/docs": {"get": {"summary": "Interactive docs (Swagger UI)", "tags": ["docs"], "responses": {"200": _HTML}}},
-    }
-    paths["/"] = dict(_predict(gateway))
-    if gateway:
-        paths["/"]["get"] = {"summary": "The page to try photos", "tags": ["pages"], "responses": {"200": _HTML}}
-        paths.update(_gateway_paths())
-    _document_keys(paths)
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": f"{service}: review-photo classifier", "version": shared.__version__,
-                 "description": "POST an image's bytes; or speak the Open Inference Protocol v2 at /v2."},
-        "paths": paths,
-        "components": {"schemas": SCHEMAS, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "API_KEYS / API_KEY_FILE, when set"},
-            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
-    }
+def _path_parameters(rule: Rule) -> list[dict]:
+    params = []
+    for converter, name in re.findall(r"<(?:(\w+):)?(\w+)>", rule.rule):
+        schema = {"type": "integer", "minimum": 0} if converter == "int" else {"type": "string"}
+        params.append({"name": name, "in": "path", "required": True, "schema": schema})
+    return params
 
 
 def _document_keys(paths: dict) -> None:
     """The routes that need a key when keys are on: 401 documented, the key optional (keys are off by default)."""
     from shared.serving import auth
 
-    open_paths = {re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule) for rule in auth.OPEN_RULES}
+    open_paths = {FlaskPlugin.flaskpath2openapi(rule) for rule in auth.OPEN_RULES}
     for path, ops in paths.items():
         for method, op in ops.items():
             if path in open_paths or (path in auth.OPEN_PAGES and method == "get"):
@@ -217,50 +214,64 @@ def _document_keys(paths: dict) -> None:
                 op["responses"]["401"]["content"]["text/html"] = {"schema": {"type": "string"}}
 
 
-def _gateway_paths() -> dict[str, Any]:
-    filters = [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-               for n in ("label", "since", "until", "degraded")]
-    page = [*filters, {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer"}},
-            {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}}]
-    csv = {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}}
-    image = {"description": "The image", "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}
-    return {
-        "/ui": {"get": {"summary": "The page to try photos", "tags": ["pages"], "responses": {"200": _HTML}}},
-        "/history": {"get": {"summary": "The history page", "tags": ["pages"],
-                             "parameters": [*filters, {"name": "page_size", "in": "query", "required": False,
-                                                       "schema": {"type": "integer"}}],
-                             "responses": {"200": _HTML, "400": _HTML}}},
-        "/v1/history": {"get": {"summary": "Recorded predictions, newest first, paged", "tags": ["history"],
-                                "parameters": page, "responses": {"200": _json(_ref("HistoryPage"), "A page"),
-                                                                  **_errors(400)}}},
-        "/v1/history.csv": {"get": {"summary": "The matching records as CSV", "tags": ["history"],
-                                    "parameters": filters, "responses": {"200": csv, **_errors(400)}}},
-        "/v1/history/{record_id}": {"get": {"summary": "One record", "tags": ["history"], "parameters": [_RECORD],
-                                            "responses": {"200": _json({"type": "object"}, "The record"),
-                                                          **_errors(404)}}},
-        "/v1/history/{record_id}/thumbnail": {"get": {"summary": "A record's JPEG thumbnail", "tags": ["history"],
-                                                      "parameters": [_RECORD],
-                                                      "responses": {"200": image, **_errors(404)}}},
-        "/v1/history/{record_id}/image": {"get": {"summary": "A record's image (HISTORY_KEEP_IMAGES=1)",
-                                                  "tags": ["history"], "parameters": [_RECORD],
-                                                  "responses": {"200": image, **_errors(404)}}},
-    }
+def _gateway_timeouts(paths: dict) -> None:
+    """The gateway's infer also answers 504 (no member in time); the view is every service's, so it is added here."""
+    for path, ops in paths.items():
+        if path.endswith("/infer"):
+            ops["post"]["responses"]["504"] = {"$ref": "#/components/responses/OipTimedOut"}
+
+
+class _Document:
+    """The app's document, built on first use: init_app runs before the other components register their routes.
+
+    (Two threads asking first may both build it; the result is the same.)
+    """
+
+    def __init__(self, app: Flask, service: str):
+        self.app, self.service = app, service
+
+    @cached_property
+    def value(self) -> dict:
+        return document(self.app, self.service)
 
 
 def init_app(app: Flask, service: str) -> None:
     """Serve /openapi.json and /docs for `service`."""
-    app.extensions["openapi"] = document(service)
+    app.extensions[_EXTENSION] = _Document(app, service)
     app.register_blueprint(bp)
+
+
+def current_document() -> dict:
+    """The current app's OpenAPI document."""
+    return current_app.extensions[_EXTENSION].value
 
 
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
-    return jsonify(current_app.extensions["openapi"])
+    """This document.
+    ---
+    get:
+      summary: This document
+      tags: [docs]
+      responses:
+        "200":
+          description: OpenAPI 3.0
+          content: {application/json: {schema: {type: object}}}
+    """
+    return jsonify(current_document())
 
 
 @bp.get("/docs")
 def docs() -> Response:
-    title = current_app.extensions["openapi"]["info"]["title"]
+    """Swagger UI over this document.
+    ---
+    get:
+      summary: Interactive docs (Swagger UI)
+      tags: [docs]
+      responses:
+        "200": Page
+    """
+    title = current_document()["info"]["title"]
     page = _PAGE.replace("{title}", title).replace("{url}", json.dumps("/openapi.json"))
     return Response(page, mimetype="text/html")
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, TypeVar
+
+from flask import Flask, current_app
 
 from shared.config import Settings
 from shared.errors import NotReady
@@ -12,6 +14,9 @@ from shared.serving import observability
 from shared.weights import parts_note
 
 log = logging.getLogger(__name__)
+
+_EXTENSION = "runtime"  # this app's ModelRuntime, in app.extensions
+R = TypeVar("R", bound="ModelRuntime")
 
 
 class ModelRuntime(ABC):
@@ -92,3 +97,16 @@ class ModelRuntime(ABC):
     @abstractmethod
     def model_version(self) -> str:
         """The loaded model's version (from the manifest)."""
+
+
+def init_app(app: Flask, runtime: ModelRuntime) -> None:
+    """Make `runtime` this app's model (read back with current_runtime)."""
+    app.extensions[_EXTENSION] = runtime
+
+
+def current_runtime(kind: type[R] = ModelRuntime) -> R:  # type: ignore[assignment]
+    """The current app's runtime, checked to be a `kind` (LearnerRuntime, GatewayRuntime, ...)."""
+    runtime = current_app.extensions[_EXTENSION]
+    if not isinstance(runtime, kind):
+        raise TypeError(f"This app serves a {type(runtime).__name__}, not a {kind.__name__}")
+    return runtime

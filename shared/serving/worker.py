@@ -4,7 +4,8 @@
   deadlines count the time a request queued for a thread, not only the handler's.
 - Drain: SIGTERM first reports not-ready for DRAIN_SECONDS while still answering, each answer with
   `Connection: close` so keep-alive clients reconnect (to another replica, or to this socket's next owner); then
-  gthread's own graceful stop: no new connections, in-flight requests finished, kept-alive ones closed.
+  gthread's own graceful stop: no new connections (the listener let go at once), in-flight requests finished,
+  kept-alive ones closed.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+from flask import Flask
 from gunicorn.workers.gthread import ThreadWorker
 
 from shared.config import Settings
@@ -50,16 +52,32 @@ class ServiceWorker(ThreadWorker):
 
         self.wsgi = wsgi
 
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            # Stopping for good: let go of the listener now, not after the in-flight requests. Where the master and
+            # the supervisor have closed theirs (Ctrl-C), connects are refused at once instead of queueing on a
+            # socket nobody accepts from, then reset; on a restart the supervisor's copy keeps them queued.
+            for listener in self.sockets:
+                listener.close()
+
     def handle_exit(self, sig: int, frame: Any) -> None:
         """SIGTERM: not ready (answers closing their connections) for DRAIN_SECONDS, then gthread's graceful stop."""
         if self.draining:
             return
         self.draining = True
         seconds = Settings.from_env().drain_seconds
-        health = getattr(self.flask_app, "extensions", {}).get("health")
-        if health is not None:
-            health.start_draining()
+        self._mark_draining()
         self.log.info("SIGTERM: not ready, answering with Connection: close for %.1f s, then stopping", seconds)
         timer = threading.Timer(seconds, super().handle_exit, args=(sig, None))
         timer.daemon = True
         timer.start()
+
+    def _mark_draining(self) -> None:
+        """The app's readiness says draining from now on."""
+        # Imported here: gunicorn's master imports this module and must not import prometheus_client (gunicorn_conf).
+        from shared.serving.observability import current_health
+
+        if isinstance(self.flask_app, Flask):
+            with self.flask_app.app_context():
+                current_health().start_draining()

@@ -8,34 +8,46 @@ from flask import Blueprint, Flask, current_app, render_template, request
 
 from shared.config import Settings
 from shared.errors import ClassifierError
-from shared.history import PAGE_SIZE, HistoryStore, member_top_proba, parse_filter
+from shared.features.registry import part_label, part_labels
+from shared.history import PAGE_SIZE, HistoryStore, HistoryUnavailable, current_history, member_top_proba, parse_filter
 
 PREDICT_URL = "/"  # the gateway's prediction route (API clients POST raw bytes there too)
 ACCEPTED_TYPES = "image/jpeg,image/png,image/webp,image/bmp,image/gif,image/tiff"
 CANVAS_PX = 280
-PART_LABELS = {"clip": "CLIP", "ocr": "OCR"}  # as classify.js names them
 
+_SETTINGS = "ui_settings"  # the pages' Settings, in app.extensions
 bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static", static_url_path="/ui/static")
 
 
 def init_app(app: Flask, settings: Settings | None = None) -> None:
     """Register the pages: GET / and /ui (classify), GET /history."""
-    app.extensions["ui_settings"] = settings or app.config.get("SETTINGS") or Settings.from_env()
+    app.extensions[_SETTINGS] = settings or app.config.get("SETTINGS") or Settings.from_env()
     app.register_blueprint(bp)
 
 
 def _settings() -> Settings:
-    return current_app.extensions["ui_settings"]
+    return current_app.extensions[_SETTINGS]
 
 
 def _history() -> HistoryStore | None:
-    return current_app.extensions.get("history")
+    """The app's history store; None where it has none (the pages say so)."""
+    try:
+        return current_history()
+    except HistoryUnavailable:
+        return None
 
 
 @bp.get("/")
 @bp.get("/ui")
 def classify_page() -> str:
-    """The page: pick, drop or paste photos, or draw; see each prediction."""
+    """The page: pick, drop or paste photos, or draw; see each prediction.
+    ---
+    get:
+      summary: The page to try photos
+      tags: [pages]
+      responses:
+        "200": Page
+    """
     settings = _settings()
     return render_template(
         "classify.html",
@@ -43,13 +55,28 @@ def classify_page() -> str:
         max_bytes=settings.max_image_bytes,
         accepted_types=ACCEPTED_TYPES,
         canvas_px=CANVAS_PX,
+        part_labels=part_labels(),  # classify.js names the weights' parts as weights_note does
         history_on=_history() is not None and _history().enabled,
     )
 
 
 @bp.get("/history")
 def history_page() -> tuple[str, int]:
-    """Newest first, with filters and keyset paging; problems are shown in words on the page."""
+    """Newest first, with filters and keyset paging; problems are shown in words on the page.
+    ---
+    get:
+      summary: The history page
+      tags: [pages]
+      parameters:
+      - {name: label, in: query, required: false, schema: {type: string}}
+      - {name: since, in: query, required: false, schema: {type: string}}
+      - {name: until, in: query, required: false, schema: {type: string}}
+      - {name: degraded, in: query, required: false, schema: {type: string}}
+      - {name: limit, in: query, required: false, schema: {type: integer}}
+      responses:
+        "200": Page
+        "400": Page
+    """
     store = _history()
     context: dict[str, Any] = {"items": [], "labels": [], "error": None, "next_url": None, "args": request.args,
                                "csv_url": "/v1/history.csv", "recording": store is not None and store.enabled,
@@ -101,7 +128,7 @@ def _display_item(item: dict) -> dict:
 def weights_note(weights: Mapping[str, str]) -> str:
     """'CLIP: synthetic weights · OCR: real' (synthetic parts first), as classify.js's weightsNote writes it."""
     ordered = sorted(weights.items(), key=lambda part: part[1] != "synthetic")
-    return " · ".join(f"{PART_LABELS.get(kind, kind)}: {'synthetic weights' if what == 'synthetic' else 'real'}"
+    return " · ".join(f"{part_label(kind)}: {'synthetic weights' if what == 'synthetic' else 'real'}"
                       for kind, what in ordered)
 
 

@@ -23,12 +23,12 @@ from shared.weights.download import (  # noqa: F401
     store_clip_checkpoint,
 )
 from shared.weights.provenance import (  # noqa: F401
-    PART_NAMES,
     combine_parts,
     describe_parts,
     info_from_parts,
     manifest_parts,
     part_kind,
+    part_owners,
     parts_note,
     parts_of,
     synthetic_parts,
@@ -39,7 +39,6 @@ from shared.weights.store import (  # noqa: F401
     FETCH_HINT,
     INFO_FILE,
     OCR_DIR,
-    PARTS,
     atomic_torch_save,
     ocr_weights_sha256,
     read_section,
@@ -47,7 +46,14 @@ from shared.weights.store import (  # noqa: F401
     refuse_to_replace_real,
     require_weights,
     weight_files,
+    weight_parts,
     write_info,
 )
-from shared.weights.synthetic import SYNTHETIC_SEED, write_synthetic_parts, write_synthetic_weights  # noqa: F401
+from shared.weights.synthetic import (  # noqa: F401
+    SYNTHETIC_SEED,
+    write_synthetic_clip,
+    write_synthetic_ocr,
+    write_synthetic_parts,
+    write_synthetic_weights,
+)
 from shared.weights.torch_runtime import configure_torch, torch_device  # noqa: F401

@@ -15,24 +15,25 @@ from shared.config import Settings
 from shared.errors import WeightsDownloadFailed
 from shared.weights.catalog import DETECTOR, clip_section, clip_source, detector_entry, pick_recogniser
 from shared.weights.provenance import info_from_parts
-from shared.weights.store import CLIP_DIR, DEFAULT_OCR_LANGS, OCR_DIR, atomic_torch_save, write_info
+from shared.weights.store import CLIP_DIR, DEFAULT_OCR_LANGS, OCR_DIR, atomic_torch_save, weight_parts, write_info
 
 log = logging.getLogger(__name__)
 
 
 def fetch_weights(out: Path, settings: Settings, timeout_s: float = 60.0) -> Path:
-    """Download the real CLIP and EasyOCR weights, verify checksums, write weights.json (synthetic: false)."""
+    """Download every part's real weights (CLIP, EasyOCR), verify checksums, write weights.json (synthetic: false)."""
+    from shared.features.registry import extractor_class  # each extractor fetches its own part
+
     out = Path(out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        clip_info = fetch_clip_weights(out, settings, timeout_s)
-        ocr_info = fetch_ocr_weights(out, settings, timeout_s)
+        parts = {kind: extractor_class(kind).fetch_weights(out, settings, timeout_s) for kind in weight_parts()}
     except BaseException:
         if created:
             _remove_empty_folders(out)
         raise
-    write_info(out, info_from_parts({"clip": clip_info, "ocr": ocr_info}))
+    write_info(out, info_from_parts(parts))
     return out
 
 

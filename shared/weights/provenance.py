@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from shared.weights.store import PARTS
+from shared.weights.store import weight_parts
 
 
 def info_from_parts(parts: dict) -> dict:
@@ -20,11 +20,14 @@ def part_kind(section: dict) -> str:
 def describe_parts(info: dict) -> str:
     """'ocr real, clip SYNTHETIC': for logs and messages."""
     return ", ".join(f"{kind} {'SYNTHETIC' if info[kind].get('synthetic') else 'real'}"
-                     for kind in PARTS if isinstance(info.get(kind), dict))
+                     for kind in weight_parts() if isinstance(info.get(kind), dict))
 
 
-# Whose accuracy a synthetic part does not have.
-PART_NAMES = {"clip": "CLIP", "ocr": "EasyOCR"}
+def part_owners(kinds: Iterable[str]) -> str:
+    """Whose accuracy these synthetic parts lack, from the extractor registry: "EasyOCR's or CLIP's"."""
+    from shared.features.registry import part_upstream
+
+    return " or ".join(f"{part_upstream(kind)}'s" for kind in kinds)
 
 
 def parts_of(configs: Mapping[str, Any]) -> dict[str, str]:
@@ -61,5 +64,4 @@ def parts_note(parts: Mapping[str, str]) -> str:
     fake = synthetic_parts(parts)
     if not fake:
         return f"weights: {listed}"
-    owners = " or ".join(f"{PART_NAMES.get(kind, kind)}'s" for kind in fake)
-    return f"weights: {listed} (random init: not {owners} accuracy)"
+    return f"weights: {listed} (random init: not {part_owners(fake)} accuracy)"

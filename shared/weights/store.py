@@ -14,10 +14,16 @@ from shared.errors import ClassifierError, WeightsMissing
 
 CLIP_DIR, OCR_DIR = "clip", "easyocr"
 INFO_FILE = "weights.json"
-PARTS = ("clip", "ocr")
 # What synthetic and downloaded OCR weights serve when OCR_LANGS is empty: the marketplace's Russian and English.
 DEFAULT_OCR_LANGS = ("ru", "en")
 FETCH_HINT = "Run `python -m shared weights` to download them, or offline `python -m shared weights --synthetic`."
+
+
+def weight_parts() -> tuple[str, ...]:
+    """The parts a weights folder holds: one per registered feature extractor kind ("clip", "ocr")."""
+    from shared.features.registry import extractor_kinds  # the extractors read weights/: import on use
+
+    return extractor_kinds()
 
 
 def read_weights_info(weights_dir: Path) -> dict:

@@ -18,14 +18,14 @@ from shared.weights.catalog import (
     pick_recogniser,
     register_clip_configs,
 )
-from shared.weights.provenance import info_from_parts
+from shared.weights.provenance import info_from_parts, part_owners
 from shared.weights.store import (
     CLIP_DIR,
     DEFAULT_OCR_LANGS,
     OCR_DIR,
-    PARTS,
     atomic_torch_save,
     refuse_to_replace_real,
+    weight_parts,
     write_info,
 )
 
@@ -42,22 +42,25 @@ def write_synthetic_weights(out: Path, settings: Settings, tiny: bool = False) -
     refuse_to_replace_real(out)
     out.mkdir(parents=True, exist_ok=True)
     log.warning("Writing SYNTHETIC weights (random init, NOT pretrained) to %s", out)
-    write_info(out, info_from_parts(write_synthetic_parts(out, settings, PARTS, tiny)))
-    log.warning("SYNTHETIC weights ready in %s: predictions made with them are not CLIP's or EasyOCR's", out)
+    kinds = weight_parts()
+    write_info(out, info_from_parts(write_synthetic_parts(out, settings, kinds, tiny)))
+    log.warning("SYNTHETIC weights ready in %s: predictions made with them are not %s", out, part_owners(kinds))
     return out
 
 
 def write_synthetic_parts(out: Path, settings: Settings, kinds: Sequence[str], tiny: bool = False) -> dict:
-    """{kind: weights.json section} for synthetic weights of just these parts ("clip", "ocr")."""
+    """{kind: weights.json section} for synthetic weights of just these parts ("clip", "ocr"), one seed for all."""
     import torch
 
-    writers = {"clip": lambda: _write_synthetic_clip(out, settings, tiny), "ocr": lambda: _write_synthetic_ocr(out, settings)}
+    from shared.features.registry import extractor_class  # each extractor writes its own part
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SYNTHETIC_SEED)
-        return {kind: writers[kind]() for kind in kinds}
+        return {kind: extractor_class(kind).write_synthetic(out, settings, tiny) for kind in kinds}
 
 
-def _write_synthetic_clip(out: Path, settings: Settings, tiny: bool) -> dict:
+def write_synthetic_clip(out: Path, settings: Settings, tiny: bool = False) -> dict:
+    """CLIP (tiny: the test-size model) randomly initialised into out/clip; returns its weights.json section."""
     import open_clip
 
     model_name = TINY_CLIP_MODEL if tiny else settings.clip_model
@@ -79,7 +82,8 @@ def _write_synthetic_clip(out: Path, settings: Settings, tiny: bool) -> dict:
     return info
 
 
-def _write_synthetic_ocr(out: Path, settings: Settings) -> dict:
+def write_synthetic_ocr(out: Path, settings: Settings, tiny: bool = False) -> dict:
+    """EasyOCR's CRAFT and the recogniser for OCR_LANGS, randomly initialised, into out/easyocr; its section."""
     from easyocr.craft import CRAFT
 
     folder = out / OCR_DIR

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 
 from shared.features import craft_onnx
 from shared.config import Settings
-from shared.errors import WeightsMismatch, WeightsMissing
+from shared.errors import SettingsError, WeightsMismatch, WeightsMissing
 from shared.features.ocr import detect_magnification, largest_boxes, OcrReader, downscale, normalise_text
 
 MAX_SIDE = 128
@@ -185,14 +185,14 @@ def test_calibration_scenes_are_the_same_every_time():
     assert len({a.size for a in first}) == 3 and all(320 <= max(a.size) <= 512 for a in first)
 
 
-def test_unknown_detector_is_refused(tiny_weights):
-    with pytest.raises(ValueError, match="OCR_DETECTOR must be one of auto, fp32, int8; got 'fp16'"):
-        OcrReader.load(tiny_weights, Settings(ocr_detector="fp16"))
+def test_unknown_detector_is_refused():
+    with pytest.raises(SettingsError, match="OCR_DETECTOR='fp16': Input should be 'auto', 'int8' or 'fp32'"):
+        Settings(ocr_detector="fp16")
 
 
-def test_unknown_backend_is_refused(tiny_weights):
-    with pytest.raises(ValueError, match="OCR_BACKEND must be one of onnx, torch; got 'tensorrt'"):
-        OcrReader.load(tiny_weights, Settings(ocr_backend="tensorrt"))
+def test_unknown_backend_is_refused():
+    with pytest.raises(SettingsError, match="OCR_BACKEND='tensorrt': Input should be 'onnx' or 'torch'"):
+        Settings(ocr_backend="tensorrt")
 
 
 def test_downscale_matches_a_full_lanczos_pass():

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from shared.gateway.balancer import BreakerPolicy, MemberPool, ReplicaState
+from shared.gateway.balancer import BreakerPolicy, ReplicaPool, ReplicaState
 from shared.gateway.client import MemberClient, Outcome, Timeouts
 
 CLASSES = ["a", "b"]
@@ -28,7 +28,7 @@ class FakeClock:
 
 def pool_of(addresses, *, prober=lambda url, timeout: True, clock=None, failures=3):
     resolved = {"list": list(addresses)}
-    pool = MemberPool("ocr_nb", "http://ocr_nb:5000", BreakerPolicy(failures=failures, cooloff_s=5.0),
+    pool = ReplicaPool("ocr_nb", "http://ocr_nb:5000", BreakerPolicy(failures=failures, cooloff_s=5.0),
                       resolver=lambda host, port: list(resolved["list"]), prober=prober, clock=clock or FakeClock())
     return pool, resolved
 

@@ -62,3 +62,27 @@ def test_off_when_a_bound_is_zero():
     cache = ResponseCache(0, 10_000, 60)
     cache.put("a", "v", body("a"))
     assert not cache.enabled and cache.get("a", "v") is None
+
+
+def test_each_eviction_is_counted_by_its_reason():
+    clock = Clock()
+    cache = ResponseCache(2, 400, 5, clock=clock)
+    before = {r: EVICTIONS.labels(r)._value.get() for r in ("entries", "bytes", "expired")}
+    cache.put("a", "v", body("a", pad=100))
+    cache.put("b", "v", body("b", pad=100))
+    cache.put("c", "v", body("c", pad=100))  # over 400 bytes before over 2 entries: a goes for bytes
+    cache.put("d", "v", body("d"))  # small: b goes for entries
+    clock.now = 5.0
+    assert cache.get("c", "v") is None  # c and d expired
+    after = {r: EVICTIONS.labels(r)._value.get() - before[r] for r in before}
+    assert after == {"entries": 1, "bytes": 1, "expired": 2}
+
+
+def test_the_app_keeps_its_cache(tmp_path):
+    from shared.gateway.cache import current_cache
+    from shared.serving.app import create_app
+
+    app = create_app({"SERVICE_NAME": "stacking", "MODELS_DIR": tmp_path, "HISTORY_DB": tmp_path / "h.sqlite3",
+                      "LOAD_IN_BACKGROUND": False, "CACHE_MAX_ENTRIES": 7})
+    with app.app_context():
+        assert isinstance(current_cache(), ResponseCache) and current_cache().max_entries == 7

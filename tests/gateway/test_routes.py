@@ -5,15 +5,14 @@ import pytest
 
 from shared.gateway.client import MemberAnswer, Outcome
 from shared.gateway.routes import _nobody_answered
-from shared.serving.app import create_app
+from shared.gateway.app import build_app
 from tests.conftest import image_bytes
 
 
 @pytest.fixture
 def client(tmp_path):
     """A gateway whose models folder is empty: live, never ready."""
-    app = create_app({"SERVICE_NAME": "stacking", "MODELS_DIR": tmp_path, "HISTORY_DB": tmp_path / "h.sqlite3",
-                      "LOAD_IN_BACKGROUND": False})
+    app = build_app({"MODELS_DIR": tmp_path, "HISTORY_DB": tmp_path / "h.sqlite3", "LOAD_IN_BACKGROUND": False})
     return app.test_client()
 
 

@@ -10,11 +10,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_gateway_import_chain_has_no_torch():
     code = ("import sys, shared.gateway.routes, shared.gateway.runtime, services.stacking.wsgi as w\n"
-            "print('torch' in sys.modules, 'shared.serving.member' in sys.modules)")
+            "print('torch' in sys.modules, 'shared.serving.member' in sys.modules)\n"
+            "try:\n    import torch\nexcept ImportError as e:\n    print('blocked', e.name)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                          env={"MODELS_DIR": "/nonexistent", "HISTORY_ENABLED": "0", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False", "False", "blocked", "torch"]  # the entry point installed the guard
 
 
 def test_keep_torch_out_makes_torch_unimportable_in_that_process():

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from shared.learning import evaluation
-from shared.learning.report import plot_note, write_report
+from shared.learning.report import Embedding, plot_note, write_report
 from shared.config import Settings
 from shared.learning.data import load_dataset, write_csv
 
@@ -69,7 +69,7 @@ def test_report_says_synthetic_at_the_top_and_lists_skipped_files(tmp_path: Path
                "features": {"clip": {"model": "ViT-B-32", "pretrained": "synthetic", "synthetic": True},
                             "ocr": {"kind": "ocr", "langs": ["en"], "synthetic": False}},
                "skipped": [{"path": "broken.jpg", "reason": "truncated"}]}
-    written = write_report(tmp_path, results, context, y, probas, (rng.normal(size=(30, 16)), y))
+    written = write_report(tmp_path, results, context, y, probas, Embedding(rng.normal(size=(30, 16)), y, "CLIP"))
     assert sorted(p.name for p in written) == ["confusion.png", "embedding_map.png", "metrics.json", "report.md",
                                                 "roc.png"]
     report = (tmp_path / "report.md").read_text()

@@ -1,4 +1,4 @@
-"""Learners: the three pipelines, NB on empty OCR text, and Member loaded from trained artifacts."""
+"""Learners: the three pipelines, NB on empty OCR text, and FittedLearner loaded from trained artifacts."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from PIL import Image
 from shared import artifacts, members
 from shared.config import Settings
 from shared.errors import ArtifactError
-from shared.learning.learners import Member, align_proba, build_learner, predict_aligned
+from shared.learning.learners import FittedLearner, align_proba, build_learner, predict_aligned
 
 
 def test_every_learner_has_predict_proba_on_its_feature() -> None:
@@ -74,7 +74,7 @@ def images() -> list[Image.Image]:
 @pytest.mark.parametrize("name", ["clip_svm", "ocr_nb"])
 def test_member_predicts_probabilities_for_images(name: str, trained_models: Path, tiny_weights: Path,
                                                   trained_settings: Settings, images: list[Image.Image]) -> None:
-    member = Member.load(trained_models, tiny_weights, name, trained_settings)
+    member = FittedLearner.load(trained_models, tiny_weights, name, trained_settings)
     proba = member.predict_proba(images)
     assert proba.shape == (2, 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
@@ -90,19 +90,20 @@ def test_member_loads_ocr_as_recorded_not_as_configured(trained_models: Path, ti
                                                           trained_settings: Settings) -> None:
     # Other OCR settings at serving than at training: the reader still downscales as it did in training.
     changed = trained_settings.replace(ocr_max_side=trained_settings.ocr_max_side * 2)
-    ocr = Member.load(trained_models, tiny_weights, "ocr_nb", changed)
+    ocr = FittedLearner.load(trained_models, tiny_weights, "ocr_nb", changed)
     assert ocr.extractor.config == ocr.feature_config and ocr.extractor.max_side == trained_settings.ocr_max_side
 
 
 def test_member_metadata_names_classes_features_hashes_and_weights(trained_models: Path, tiny_weights: Path,
                                                                   trained_settings: Settings) -> None:
-    meta = Member.load(trained_models, tiny_weights, "clip_logreg", trained_settings).metadata()
+    meta = FittedLearner.load(trained_models, tiny_weights, "clip_logreg", trained_settings).metadata()
     manifest = json.loads((trained_models / "manifest.json").read_text())
     assert meta["classes"] == ["camera", "screenshots"]
     assert meta["feature"]["kind"] == "clip" and meta["feature"]["synthetic"] is True
     assert meta["artifacts"] == {"learners/clip_logreg.skops": manifest["files"]["learners/clip_logreg.skops"]}
     assert meta["weights"] == {"clip": "synthetic"} and meta["synthetic"] is True
-    ocr = Member.load(trained_models, tiny_weights, "ocr_nb", trained_settings).metadata()
+    assert meta["part_labels"] == {"clip": "CLIP"}  # as the page names the part, from the extractor registry
+    ocr = FittedLearner.load(trained_models, tiny_weights, "ocr_nb", trained_settings).metadata()
     assert ocr["weights"] == {"ocr": "real"} and ocr["synthetic"] is False  # CLIP's synthetic part is not behind it
     assert len(meta["model_version"]) == 12
 
@@ -114,7 +115,7 @@ def test_member_refuses_weights_other_than_those_trained_with(trained_models: Pa
     manifest["features"]["clip"]["weights_sha256"] = "0" * 64  # as if trained with other CLIP weights
     artifacts.write_manifest(models, manifest)
     with pytest.raises(ArtifactError, match="weights_sha256 is '[0-9a-f]+' there, the model was trained with '0000"):
-        Member.load(models, tiny_weights, "clip_svm", trained_settings)
+        FittedLearner.load(models, tiny_weights, "clip_svm", trained_settings)
 
 
 def test_member_refuses_a_tampered_pipeline(trained_models: Path, tiny_weights: Path,
@@ -125,9 +126,9 @@ def test_member_refuses_a_tampered_pipeline(trained_models: Path, tiny_weights: 
     data[100] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match=r"ocr_nb\.skops has sha256"):
-        Member.load(models, tiny_weights, "ocr_nb", trained_settings)
+        FittedLearner.load(models, tiny_weights, "ocr_nb", trained_settings)
 
 
 def test_member_load_rejects_unknown_names(trained_models: Path, tiny_weights: Path) -> None:
     with pytest.raises(ValueError, match="Unknown member 'stacking'"):
-        Member.load(trained_models, tiny_weights, "stacking", Settings())
+        FittedLearner.load(trained_models, tiny_weights, "stacking", Settings())

@@ -14,7 +14,7 @@ from shared.config import Settings
 from shared.errors import Overloaded
 from shared.gateway.runtime import GatewayRuntime
 from shared.serving import admission
-from shared.serving.member import MemberRuntime
+from shared.serving.member import LearnerRuntime
 from shared.serving.worker import ARRIVED_AT
 
 
@@ -107,8 +107,8 @@ def test_the_deadline_is_the_callers_timeout_when_that_is_shorter():
 
 def test_running_slots_follow_what_each_service_can_compute_at_once():
     settings = Settings.from_env().replace(threads=8, unbatched_running=2, gateway_running=4)
-    assert MemberRuntime("ocr_nb", settings).running_slots() == 2  # OCR reads one image at a time
-    assert MemberRuntime("clip_svm", settings).running_slots() == 8  # CLIP batches concurrent requests
+    assert LearnerRuntime("ocr_nb", settings).running_slots() == 2  # OCR reads one image at a time
+    assert LearnerRuntime("clip_svm", settings).running_slots() == 8  # CLIP batches concurrent requests
     assert GatewayRuntime(settings).running_slots() == 4
     assert GatewayRuntime(settings.replace(threads=3)).running_slots() == 3  # never more than its threads
     cores = len(os.sched_getaffinity(0))  # unset: the host's cores, which the members share on one host

@@ -1,6 +1,8 @@
-"""create_app: SERVICE_NAME picks the runtime and its routes; every service gets health, metrics and JSON errors."""
+"""create_app: SERVICE_NAME picks the member and its routes; every service gets health, metrics and JSON errors."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import ClassVar, Iterator
 
@@ -14,13 +16,13 @@ from sklearn.preprocessing import StandardScaler
 from shared import artifacts
 from shared.config import Settings
 from shared.features import register_extractor, unregister_extractor
-from shared.gateway.runtime import GatewayRuntime
 from shared.learning.learners import learner_path
 from shared.members import MemberSpec, register_member, unregister_member
 from shared.serving.app import create_app
-from shared.serving.member import MemberRuntime
+from shared.serving.member import LearnerRuntime
 from tests.conftest import image_bytes
 
+REPO = Path(__file__).resolve().parents[2]
 DOUBLE = "double_member"
 COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220)}
 
@@ -37,17 +39,32 @@ def test_unknown_service_name_is_refused_naming_the_known_ones():
 
 def test_a_member_name_builds_the_member_runtime_and_routes_only(tmp_path):
     app = create_app({"SERVICE_NAME": "ocr_nb", "MODELS_DIR": tmp_path, "LOAD_IN_BACKGROUND": False})
-    assert isinstance(app.extensions["runtime"], MemberRuntime) and app.extensions["runtime"].name == "ocr_nb"
+    assert isinstance(app.extensions["runtime"], LearnerRuntime) and app.extensions["runtime"].name == "ocr_nb"
     assert {"/", "/predict", "/v2/models/<name>", "/v2/health/ready", "/metrics"} <= _rules(app)
     assert not {"/v1/history", "/history", "/ui"} & _rules(app)
 
 
-def test_the_gateway_name_builds_the_gateway_with_history_and_pages(tmp_path):
-    app = create_app({"SERVICE_NAME": "stacking", "MODELS_DIR": tmp_path, "HISTORY_DB": tmp_path / "h.sqlite3",
-                      "LOAD_IN_BACKGROUND": False})
-    assert isinstance(app.extensions["runtime"], GatewayRuntime)
-    assert {"history", "members", "health"} <= set(app.extensions)
-    assert {"/", "/predict", "/v1/history", "/history", "/ui", "/v2/health/ready"} <= _rules(app)
+def test_the_gateway_name_is_refused_naming_the_gateways_own_factory():
+    with pytest.raises(ValueError, match=r"SERVICE_NAME='stacking' is the gateway: build it with its own factory, "
+                                         r"shared\.gateway\.app:create_app"):
+        create_app({"SERVICE_NAME": "stacking"})
+
+
+def test_serving_never_imports_the_parts_built_on_it():
+    """Every module of shared.serving, and a member's app serving a request, in a fresh interpreter: no module of
+    the gateway, the history or the pages is ever imported."""
+    code = ("import pkgutil, importlib, sys, shared.serving as s\n"
+            "names = [m.name for m in pkgutil.iter_modules(s.__path__, 'shared.serving.')]\n"
+            "for name in names: importlib.import_module(name)\n"
+            "app = s.app.create_app({'SERVICE_NAME': 'ocr_nb', 'LOAD_IN_BACKGROUND': False})\n"
+            "live = app.test_client().get('/v2/health/live').get_json()\n"
+            "print(len(names), live['service'], sorted(m for m in sys.modules if m.split('.')[:2] in "
+            "(['shared', 'gateway'], ['shared', 'history'], ['shared', 'ui'])))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={"MODELS_DIR": "/nonexistent", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    count, service, leaked = out.stdout.split(" ", 2)
+    assert int(count) >= 10 and service == "ocr_nb" and leaked.strip() == "[]"
 
 
 def test_config_keeps_its_meaning(tmp_path):
@@ -62,6 +79,7 @@ class FakeEchoExtractor:
     """Test double of a feature extractor: an image's mean RGB, no weights, no model to load."""
 
     kind: ClassVar[str] = "echo"
+    label: ClassVar[str] = "Echo (test)"  # how /v2/models and the page name its weights part
     batchable: ClassVar[bool] = False
     synthetic = True
 
@@ -121,3 +139,4 @@ def test_a_registered_fourth_member_is_served_by_the_same_factory(double_member:
     assert set(body["probas"]) == {"red", "blue"}
     meta = client.get(f"/v2/models/{DOUBLE}").get_json()["parameters"]
     assert meta["feature"]["kind"] == "echo" and meta["ready"] is True
+    assert meta["weights"] == {"echo": "synthetic"} and meta["part_labels"] == {"echo": "Echo (test)"}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import Settings
+from shared.gateway.app import build_app
 from shared.members import MemberSpec
 from shared.serving import auth
 from shared.serving.app import create_app
@@ -66,11 +67,11 @@ def test_metrics_can_need_a_key_and_keys_come_from_a_file(make_client, tmp_path)
 def test_the_gateway_sends_its_member_key(tmp_path):
     settings = {"SERVICE_NAME": "stacking", "MODELS_DIR": tmp_path, "HISTORY_DB": tmp_path / "h.sqlite3",
                 "LOAD_IN_BACKGROUND": False}
-    first = create_app({**settings, "API_KEYS": f"{KEY},{OTHER}"})
+    first = build_app({**settings, "API_KEYS": f"{KEY},{OTHER}"})
     assert first.extensions["members"].session.headers["Authorization"] == f"Bearer {KEY}"
-    chosen = create_app({**settings, "API_KEYS": KEY, "GATEWAY_MEMBER_KEY": OTHER})
+    chosen = build_app({**settings, "API_KEYS": KEY, "GATEWAY_MEMBER_KEY": OTHER})
     assert chosen.extensions["members"].session.headers["Authorization"] == f"Bearer {OTHER}"
-    assert "Authorization" not in create_app(settings).extensions["members"].session.headers
+    assert "Authorization" not in build_app(settings).extensions["members"].session.headers
     page = first.test_client()
     assert page.get("/").status_code == 200  # the page shell; its POST needs the key
     history = page.get("/history", headers={"Accept": "text/html"})
@@ -82,3 +83,27 @@ def test_keys_compare_in_constant_time_against_every_key():
     keys = [b"a" * 8, b"b" * 8]
     assert auth.matches(b"b" * 8, keys) and not auth.matches(b"a" * 7, keys)
     assert auth.load_keys(Settings(api_keys=" x, ,y,x ")) == ["x", "y"]
+
+
+def test_how_a_key_may_be_presented(make_client):
+    client = make_client(API_KEYS=KEY)
+    needed, invalid = "An API key is needed", "not valid"
+    cases = [({"Authorization": f"bearer  {KEY} "}, 200), ({"X-API-Key": f" {KEY} "}, 200),
+             ({"Authorization": "Basic eDp5", "X-API-Key": KEY}, 200),  # another scheme: the X-API-Key counts
+             ({"Authorization": "Bearer nope", "X-API-Key": KEY}, invalid),  # Bearer first
+             ({"X-API-Key": " "}, needed), ({"Authorization": "Basic eDp5"}, needed), ({}, needed)]
+    for headers, expected in cases:
+        resp = client.post("/predict", data=RED, headers=headers)
+        if expected == 200:
+            assert resp.status_code == 200, headers
+        else:
+            assert resp.status_code == 401 and expected in resp.get_json()["error"]["message"], headers
+            assert resp.headers["WWW-Authenticate"] == 'Bearer realm="classifier"'
+    assert client.options("/predict").status_code == 200  # preflight: no key asked
+
+
+def test_the_app_says_whether_keys_are_on(make_client):
+    for config, on in (({}, False), ({"API_KEYS": KEY}, True)):
+        app = make_client(**config).application
+        with app.app_context():
+            assert auth.keys_on() is on

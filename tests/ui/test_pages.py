@@ -1,6 +1,8 @@
 """The pages render from a real Flask app with a real history store: accessibility hooks, filters, paging, errors."""
 from __future__ import annotations
 
+import html as html_text
+import json
 import re
 import time
 
@@ -9,6 +11,7 @@ from flask import Flask
 
 from shared import history, ui
 from shared.config import Settings
+from shared.features import register_extractor, unregister_extractor
 from shared.history import HistoryStore
 
 
@@ -110,3 +113,23 @@ def test_history_badge_names_each_part_and_never_calls_a_real_part_synthetic(tmp
     html = app.test_client().get("/history").get_data(as_text=True)
     assert '<span class="badge badge-synthetic">CLIP: synthetic weights · OCR: real</span>' in html
     store.close()
+
+
+def test_pages_name_weights_parts_as_the_extractor_registry_does(tmp_path):
+    # A lazy entry is never imported to be named: the gateway serves these pages without torch.
+    register_extractor("tests.features.test_registry_third_kind:ImageStatsExtractorDouble", kind="stats_double",
+                       label="Image stats (test)")
+    try:
+        app, store = _app(tmp_path)
+        page = app.test_client().get("/").get_data(as_text=True)
+        labels = json.loads(html_text.unescape(re.search(r"data-part-labels='([^']*)'", page).group(1)))
+        assert labels == {"clip": "CLIP", "ocr": "OCR", "stats_double": "Image stats (test)"}
+        store.record({"ts": time.time(), "request_id": "req-s", "sha256": "cd" * 32, "size_bytes": 10, "class_id": 0,
+                      "label": "pear", "proba": 0.5, "latency_ms": 1.0, "degraded": False, "source": "ui",
+                      "synthetic_weights": True, "members": {"stats_nb": {"ok": True, "latency_ms": 1.0,
+                      "label": "pear", "probas": {"pear": 1.0}, "weights": {"stats_double": "synthetic"}}}})
+        assert store.flush()
+        assert "Image stats (test): synthetic weights" in app.test_client().get("/history").get_data(as_text=True)
+        store.close()
+    finally:
+        unregister_extractor("stats_double")

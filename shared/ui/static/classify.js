@@ -11,7 +11,7 @@
   const maxBytes = Number(dropzone.dataset.maxBytes);
   const IMAGE_EXT = /\.(jpe?g|png|webp|bmp|gif|tiff?)$/i;
   const PARALLEL = 2; // a few at once keeps the page responsive without flooding the members
-  const PART_LABELS = { clip: "CLIP", ocr: "OCR" }; // the weights' parts, as pages.py names them
+  const PART_LABELS = JSON.parse(dropzone.dataset.partLabels || "{}"); // {kind: label}, from the extractor registry
 
   // --- input: picker, drag and drop, paste ---------------------------------
   fileInput.addEventListener("change", () => {
