@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
 def running_slots(settings: Settings) -> dict[str, int]:
     """Predictions each service runs at once with these settings, as the services themselves work it out."""
     from shared.gateway.runtime import GatewayRuntime
-    from shared.serving.member import LearnerRuntime
+    from shared.serving.learner import LearnerRuntime
 
     return {"stacking": GatewayRuntime(settings).running_slots(),
             "ocr_nb": LearnerRuntime("ocr_nb", settings).running_slots(),

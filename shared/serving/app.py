@@ -17,14 +17,14 @@ from shared.serving.runtime import ModelRuntime
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """A member's app; `config` overrides settings by upper-case field name (SERVICE_NAME picks the member)."""
-    from shared.serving import member  # imported here: importing serving never loads the member side
+    from shared.serving import learner  # imported here: importing serving never loads the learner side
 
     app, settings = base_app(config)
     _require_member(settings.service_name)
-    model = member.LearnerRuntime(settings.service_name, settings)
+    model = learner.LearnerRuntime(settings.service_name, settings)
     init_service(app, model)
-    app.register_blueprint(member.bp)
-    oip.init_app(app, member.classify)
+    app.register_blueprint(learner.bp)
+    oip.init_app(app, learner.classify)
     return start(app, model)
 
 

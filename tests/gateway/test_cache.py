@@ -79,10 +79,10 @@ def test_each_eviction_is_counted_by_its_reason():
 
 
 def test_the_app_keeps_its_cache(tmp_path):
+    from shared.gateway.app import build_app
     from shared.gateway.cache import current_cache
-    from shared.serving.app import create_app
 
-    app = create_app({"SERVICE_NAME": "stacking", "MODELS_DIR": tmp_path, "HISTORY_DB": tmp_path / "h.sqlite3",
-                      "LOAD_IN_BACKGROUND": False, "CACHE_MAX_ENTRIES": 7})
+    app = build_app({"SERVICE_NAME": "stacking", "MODELS_DIR": tmp_path, "HISTORY_DB": tmp_path / "h.sqlite3",
+                     "LOAD_IN_BACKGROUND": False, "CACHE_MAX_ENTRIES": 7})
     with app.app_context():
         assert isinstance(current_cache(), ResponseCache) and current_cache().max_entries == 7

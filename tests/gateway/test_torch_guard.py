@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_gateway_import_chain_has_no_torch():
     code = ("import sys, shared.gateway.routes, shared.gateway.runtime, services.stacking.wsgi as w\n"
-            "print('torch' in sys.modules, 'shared.serving.member' in sys.modules)\n"
+            "print('torch' in sys.modules, 'shared.serving.learner' in sys.modules)\n"
             "try:\n    import torch\nexcept ImportError as e:\n    print('blocked', e.name)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                          env={"MODELS_DIR": "/nonexistent", "HISTORY_ENABLED": "0", "PATH": "/usr/bin:/bin"})

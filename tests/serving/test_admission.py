@@ -14,7 +14,7 @@ from shared.config import Settings
 from shared.errors import Overloaded
 from shared.gateway.runtime import GatewayRuntime
 from shared.serving import admission
-from shared.serving.member import LearnerRuntime
+from shared.serving.learner import LearnerRuntime
 from shared.serving.worker import ARRIVED_AT
 
 

@@ -19,7 +19,7 @@ from shared.features import register_extractor, unregister_extractor
 from shared.learning.learners import learner_path
 from shared.members import MemberSpec, register_member, unregister_member
 from shared.serving.app import create_app
-from shared.serving.member import LearnerRuntime
+from shared.serving.learner import LearnerRuntime
 from tests.conftest import image_bytes
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from shared.config import Settings
-from shared.serving import member
+from shared.serving import learner
 from shared.serving.app import create_app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,7 +128,7 @@ def test_metrics_endpoint_counts_requests(client):
 
 
 def test_warmup_image_is_rgb():
-    assert member.warmup_image().mode == "RGB"
+    assert learner.warmup_image().mode == "RGB"
 
 
 def test_wrong_method_is_json_405_with_allow(client):
@@ -147,7 +147,7 @@ def test_release_freed_memory_returns_freed_heap_to_the_os():
     # In a fresh interpreter: free every other 100 KB block (holes glibc keeps mapped), then release.
     script = """
 import sys
-from shared.serving.member import release_freed_memory
+from shared.serving.learner import release_freed_memory
 def rss_mib():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 blocks = [bytearray(100_000) for _ in range(4000)]
@@ -170,7 +170,7 @@ def test_malformed_batch_slack_is_a_400(client, header):
 
 
 def test_batch_slack_is_capped_by_the_members_setting():
-    assert member.batch_slack_s(None, 2000) == 0.0
-    assert member.batch_slack_s("250", 2000) == 0.25
-    assert member.batch_slack_s("99999", 2000) == 2.0
-    assert member.batch_slack_s("500", 0) == 0.0
+    assert learner.batch_slack_s(None, 2000) == 0.0
+    assert learner.batch_slack_s("250", 2000) == 0.25
+    assert learner.batch_slack_s("99999", 2000) == 2.0
+    assert learner.batch_slack_s("500", 0) == 0.0
