@@ -55,6 +55,13 @@ docs: setup
 # docker/Dockerfile needs nothing BuildKit-only, so the classic builder is used there.
 COMPOSE   ?= docker-compose
 export DOCKER_BUILDKIT ?= $(shell docker buildx version >/dev/null 2>&1 && echo 1 || echo 0)
+# Behind a TLS-intercepting proxy the host trusts extra CAs, and pip in the images' RUN steps must trust them too:
+# they go to docker-compose (hence to every image build: up, swarm-up, compose-test, swarm-test) as the
+# BUILD_CA_CERTS build arg, base64 of the PEMs (awk 1: a file without a final newline still ends its line), used
+# inside those RUN steps only; the images keep Debian's CAs alone (base-image needs none: it builds nothing with
+# pip). A build arg shows in `docker history`: acceptable, CA certificates are public (no key); never put them in
+# a layer file. Empty where the host has none; `BUILD_CA_CERTS= make ...` leaves them out.
+export BUILD_CA_CERTS ?= $(shell awk 1 /usr/local/share/ca-certificates/*.crt 2>/dev/null | base64 -w0)
 
 # Tags a local Debian bookworm image as python:3.11-slim-bookworm when that cannot be pulled (no-op if present).
 base-image:

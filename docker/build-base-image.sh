@@ -16,10 +16,21 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # Everything else the wheels need (libgomp, openblas, opencv's libs) ships inside the wheels themselves.
 PACKAGES=python3,python3-venv,python3-pip,ca-certificates,netbase,tzdata
 LABEL=org.opencontainers.image.description=debootstrap-${SUITE}-python3-from-docker/build-base-image.sh
+# Debian's CAs only, as in the official image. A host's extra CAs (a TLS-intercepting proxy) are for build steps
+# only: docker/Dockerfile takes them as the BUILD_CA_CERTS build arg for its pip steps, never into a layer.
+# Bases built by an earlier version of this script trusted them for good: such a tag is rebuilt.
+CA_LABEL=classifier.base.cas=debian-only
 
 log() { printf '[base-image %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 tag_exists() { docker image inspect "$TAG" >/dev/null 2>&1; }
+
+# A tag this script built before CAs were kept out of the base (it has our description, not the CA label).
+stale_local_build() {
+    local labels
+    labels=$(docker image inspect -f '{{json .Config.Labels}}' "$TAG" 2>/dev/null) || return 1
+    [[ $labels == *debootstrap-* && $labels != *"${CA_LABEL#*=}"* ]]
+}
 
 try_pull() {
     [ "${NO_PULL:-0}" = 1 ] && return 1
@@ -34,17 +45,6 @@ need_debootstrap() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
 }
 
-# Behind a TLS-intercepting proxy the host trusts extra CAs; pip inside the build must trust them too.
-copy_host_cas() {
-    local root=$1 crt
-    for crt in /usr/local/share/ca-certificates/*.crt; do
-        [ -f "$crt" ] || continue
-        cp "$crt" "$root/usr/local/share/ca-certificates/"
-        log "trusting host CA $(basename "$crt")"
-    done
-    chroot "$root" update-ca-certificates >/dev/null 2>&1
-}
-
 configure_rootfs() {
     local root=$1
     cat >"$root/etc/apt/sources.list" <<SOURCES
@@ -52,7 +52,6 @@ deb $MIRROR $SUITE main
 deb $MIRROR $SUITE-updates main
 deb http://deb.debian.org/debian-security $SUITE-security main
 SOURCES
-    copy_host_cas "$root"
     # What slim images drop: package caches, docs, man pages.
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
            "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/tmp/*
@@ -66,6 +65,7 @@ import_rootfs() {
         --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
         --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
         --change "LABEL $LABEL" \
+        --change "LABEL $CA_LABEL" \
         --change 'CMD ["python3"]' \
         - "$TAG" >/dev/null
 }
@@ -85,6 +85,10 @@ build_with_debootstrap() {
 
 main() {
     local start=$SECONDS
+    if stale_local_build; then
+        log "$TAG was built by an earlier version of this script (host CAs baked in): rebuilding"
+        FORCE=1
+    fi
     if [ "${FORCE:-0}" != 1 ] && tag_exists; then
         log "$TAG exists; nothing to do (FORCE=1 rebuilds)"
         return 0

@@ -53,6 +53,12 @@ DEPLOY_VARIABLES: tuple[DeployVariable, ...] = (
                    "Build, members: empty = no weights in the image (mount them); `synthetic` or `real` = "
                    "`python -m shared weights` at build time into /opt/weights, the image's default `WEIGHTS_DIR` "
                    "(make up / swarm-up then need no MODELS/weights/)"),
+    DeployVariable("BUILD_CA_CERTS", (DOCKERFILE, COMPOSE, MAKEFILE),
+                   "compose: empty; make: base64 of `/usr/local/share/ca-certificates/*.crt` (empty if none)",
+                   "Build: the host's extra CAs (a TLS-intercepting proxy's), trusted by the pip steps (and "
+                   "`BAKE_WEIGHTS=real`'s download) through a temporary bundle removed within the same RUN step; "
+                   "the images keep Debian's CAs only. Shows in `docker history`, as build args do: CA certificates "
+                   "are public. `BUILD_CA_CERTS= make ...` leaves them out"),
     # docker-compose
     DeployVariable("SUBNET_PREFIX", (COMPOSE,), "172.16.238",
                    "The /24 of the bridge network (members .10-.12, gateway .13)"),

@@ -1,17 +1,20 @@
 """`make compose-test`: the docker-compose stack, end to end, through its published ports on 127.0.0.1.
 
-Builds the four images, brings the stack up, POSTs real photos to all four ports and checks the response
-shape, stops clip_svm and checks the gateway answers degraded, starts it again and waits until the gateway
-is whole, then tears everything down (always, even on failure). Without trained models it trains a small
-one on SYNTHETIC weights in a temporary folder first, and says so.
+Builds the four images, checks that none trusts this host's extra CAs (they are for the build's pip steps only),
+brings the stack up, POSTs real photos to all four ports and checks the response shape, stops clip_svm and checks
+the gateway answers degraded, starts it again and waits until the gateway is whole, then tears everything down
+(always, even on failure). Without trained models it trains a small one on SYNTHETIC weights in a temporary folder
+first, and says so.
 
     python -m tests.compose_check [--models DIR] [--keep-up] [--skip-build]
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -40,6 +43,9 @@ RECOVER_TIMEOUT_S = 120.0
 LOG_DIR = ROOT / "test-artifacts" / "compose"
 MEMBER_KEYS = {"class_id", "proba", "label", "probas", "model", "model_version"}
 GATEWAY_KEYS = MEMBER_KEYS | {"members", "degraded", "failed", "latency_ms", "request_id"}
+HOST_CA_DIR = Path("/usr/local/share/ca-certificates")  # a TLS-intercepting proxy's CAs, as the Makefile reads them
+IMAGE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+PEM_BODY = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.S)
 
 
 class CheckFailed(Exception):
@@ -135,7 +141,36 @@ def stack_env(models: Path, ports: dict[str, int], subnet: str) -> dict[str, str
     env.update({f"HOST_PORT_{name.upper()}": str(port) for name, port in ports.items()})
     if "DOCKER_BUILDKIT" not in env and not _has_buildx():
         env["DOCKER_BUILDKIT"] = "0"  # the CLI refuses BuildKit without buildx; the classic builder needs nothing
+    env.setdefault("BUILD_CA_CERTS", build_ca_certs())  # as the Makefile: run without make, pip still gets through
     return env
+
+
+# --- the host's extra CAs: the build's pip steps trust them, the images must not ----------------------------------
+def host_ca_texts() -> list[str]:
+    """The host's extra CA files (/usr/local/share/ca-certificates/*.crt), as the Makefile reads them."""
+    texts = []
+    for path in sorted(HOST_CA_DIR.glob("*.crt")):
+        try:
+            texts.append(path.read_text(encoding="ascii", errors="replace"))
+        except OSError:
+            continue  # the Makefile's cat skips an unreadable file too
+    return texts
+
+
+def build_ca_certs() -> str:
+    """The BUILD_CA_CERTS build arg the Makefile computes: base64 of the host's CA PEMs, '' when it has none."""
+    pems = "".join(text if text.endswith("\n") else text + "\n" for text in host_ca_texts())
+    return base64.b64encode(pems.encode("ascii", errors="replace")).decode("ascii")
+
+
+def pem_bodies(text: str) -> set[str]:
+    """The base64 bodies of the PEM certificates in a text, whitespace removed (the DER they encode, as text)."""
+    return {re.sub(r"\s+", "", body) for body in PEM_BODY.findall(text)}
+
+
+def host_cas_in(bundle: str, host_cas: set[str]) -> set[str]:
+    """The host CA bodies that a CA bundle's text carries (however its lines are wrapped)."""
+    return {body for body in host_cas if body in re.sub(r"\s+", "", bundle)}
 
 
 def _has_buildx() -> bool:
@@ -310,6 +345,36 @@ def check_containers(stack: Stack) -> None:
         say(f"    {name}: user {user}, {int(cpus) / 1e9:g} CPUs, {int(memory) / 2**30:g} GiB, restart {restart}")
 
 
+def check_images_trust_debian_cas_only(stack: Stack) -> None:
+    """No image trusts the build host's extra CAs (BUILD_CA_CERTS is for the build's pip steps only): nothing in
+    /usr/local/share/ca-certificates, no host CA in Debian's bundle, no temporary bundle left in /tmp."""
+    host_cas = set().union(*map(pem_bodies, host_ca_texts()))
+    tag = stack.env.get("IMAGE_TAG") or "latest"
+    script = (f"ls -A {HOST_CA_DIR} 2>/dev/null; echo '--- bundle'; cat {IMAGE_CA_BUNDLE} 2>/dev/null; "
+              "echo '--- tmp'; ls -d /tmp/build-cas.* 2>/dev/null; true")
+    for name in SERVICES:
+        image = f"classifier/{name}:{tag}"
+        done = subprocess.run(["docker", "run", "--rm", "--network", "none", image, "sh", "-c", script],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0 or "--- bundle" not in done.stdout or "--- tmp" not in done.stdout:
+            raise CheckFailed(f"{image}: could not read its CAs (exit {done.returncode}): {done.stderr[-1000:]}")
+        extra, rest = done.stdout.split("--- bundle\n", 1)
+        bundle, leftovers = rest.split("--- tmp\n", 1)
+        problems = []
+        if extra.split():
+            problems.append(f"{HOST_CA_DIR} holds {extra.split()}")
+        if found := host_cas_in(bundle, host_cas):
+            problems.append(f"{IMAGE_CA_BUNDLE} carries {len(found)} of this host's {len(host_cas)} extra CAs")
+        if leftovers.split():
+            problems.append(f"a temporary CA bundle was left behind: {leftovers.split()}")
+        if not pem_bodies(bundle):
+            problems.append(f"{IMAGE_CA_BUNDLE} is missing or empty (Debian's CAs are expected)")
+        if problems:
+            raise CheckFailed(f"{image} must trust Debian's CAs only: {'; '.join(problems)}")
+        say(f"    {name}: {len(pem_bodies(bundle))} CAs in {IMAGE_CA_BUNDLE}, none of this host's "
+            f"{len(host_cas)} extra ones; {HOST_CA_DIR} empty")
+
+
 def wait_healthy(stack: Stack, services: tuple[str, ...], timeout: float = HEALTH_TIMEOUT_S) -> None:
     """Until docker reports every service healthy and its ready endpoint answers 200 on the published port."""
     deadline = time.monotonic() + timeout
@@ -351,11 +416,13 @@ def wait_whole(stack: Stack, photo: Path, timeout: float = RECOVER_TIMEOUT_S) ->
 
 # --- the round trip -------------------------------------------------------------------------------------
 def round_trip(stack: Stack, photos: list[Path], clock: Clock, skip_build: bool) -> None:
-    """Build, up, classify, degrade, recover."""
+    """Build, CAs, up, classify, degrade, recover."""
     if not skip_build:
         for name in SERVICES:  # one at a time: the members' big pip layer is built once, then reused
             with clock.step(f"build {name}"):
                 stack.run("build", name, log=LOG_DIR / f"build-{name}.log")
+    with clock.step("images trust Debian's CAs only (the host's extra ones were for the build)"):
+        check_images_trust_debian_cas_only(stack)
     with clock.step("up (members healthy, then the gateway)"):
         stack.run("up", "-d", "--no-build", log=LOG_DIR / "up.log")
         wait_healthy(stack, SERVICES)

@@ -114,6 +114,7 @@ def ensure_images(tag: str, skip_build: bool, clock: Clock, rebuild: bool = Fals
     env = dict(os.environ, IMAGE_TAG=tag)
     if "DOCKER_BUILDKIT" not in env and not compose_check._has_buildx():
         env["DOCKER_BUILDKIT"] = "0"  # as the Makefile: the classic builder, the CLI refuses BuildKit without buildx
+    env.setdefault("BUILD_CA_CERTS", compose_check.build_ca_certs())  # as the Makefile: pip behind a TLS proxy
     builder = compose_check.Stack(compose_check.compose_command(), env, {})
     for name in SERVICES:  # one at a time, as compose_check: the members' big pip layer is built once
         if name in missing:

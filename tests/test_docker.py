@@ -1,7 +1,9 @@
 """The container files agree with each other and with the seed (no docker needed; `make compose-test` runs them)."""
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -119,8 +121,77 @@ def test_compose_keeps_the_seed_addresses_and_ports(compose: dict, service: str)
 def test_compose_builds_each_service_from_its_target(compose: dict, service: str) -> None:
     build = compose["services"][service]["build"]
     assert (build["context"], build["dockerfile"], build["target"]) == (".", "docker/Dockerfile", service)
-    assert set(build["args"]) <= {"BASE_IMAGE", "PIP_INDEX_URL", "TORCH_INDEX_URL", "BAKE_WEIGHTS"}
+    assert set(build["args"]) <= {"BASE_IMAGE", "PIP_INDEX_URL", "TORCH_INDEX_URL", "BAKE_WEIGHTS", "BUILD_CA_CERTS"}
     assert all(re.search(rf"^ARG {arg}=", target(service), re.M) for arg in build["args"])
+
+
+def run_steps(block: str) -> list[str]:
+    """The RUN instructions of a stage's instructions, continuation lines joined."""
+    return [step for step in block.replace("\\\n", "").splitlines() if step.startswith("RUN ")]
+
+
+@pytest.mark.parametrize("service", [*MEMBERS, GATEWAY])
+def test_pip_steps_trust_the_build_hosts_cas_for_that_command_only(compose: dict, service: str) -> None:
+    """Behind a TLS-intercepting proxy pip needs the host's extra CAs (BUILD_CA_CERTS); the images must not keep them."""
+    assert compose["services"][service]["build"]["args"]["BUILD_CA_CERTS"] == "${BUILD_CA_CERTS:-}"
+    pip_stages = 0
+    for name, (_, block) in stages().items():
+        steps = [step for step in run_steps(block) if "pip install" in step]
+        if not steps:
+            continue
+        pip_stages += 1
+        assert re.search(r'^ARG BUILD_CA_CERTS=""$', block.split(steps[0])[0], re.M), f"{name}: no ARG before pip"
+        for step in steps:
+            assert step.count("pip install") == step.count("with-build-cas pip install"), step
+    assert pip_stages == 2  # python (serve.txt) and member (torch, ml.txt)
+    text = instructions(DOCKERFILE.read_text())
+    assert "with-build-cas python -m shared weights --out /opt/weights" in text  # BAKE_WEIGHTS=real downloads
+    assert "COPY docker/with-build-cas.sh /usr/local/bin/with-build-cas\n" in target(service)
+    # Nothing trusts them for good: no CA file copied in, no ENV pointing at another bundle, the arg never an ENV.
+    assert "update-ca-certificates" not in text and "ca-certificates/" not in text
+    assert not re.search(r"^ENV .*(BUILD_CA_CERTS|PIP_CERT|SSL_CERT_FILE|REQUESTS_CA_BUNDLE)", text, re.M)
+    assert "!docker/with-build-cas.sh" in (ROOT / ".dockerignore").read_text().split()
+
+
+HELPER = ROOT / "docker" / "with-build-cas.sh"
+FAKE_PEM = "-----BEGIN CERTIFICATE-----\nTUlJQ2Zha2U=\n-----END CERTIFICATE-----\n"
+SHOW = 'echo "$PIP_CERT|$SSL_CERT_FILE|$REQUESTS_CA_BUNDLE"; cat "$PIP_CERT"; exit 3'
+
+
+def helper(cas: str, command: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, BUILD_CA_CERTS=cas, PIP_CERT="/etc/ssl/certs/ca-certificates.crt")
+    return subprocess.run(["sh", str(HELPER), "sh", "-c", command], env=env, capture_output=True, text=True)
+
+
+def test_with_build_cas_gives_the_command_a_temporary_bundle_and_removes_it() -> None:
+    done = helper(base64.b64encode(FAKE_PEM.encode()).decode(), SHOW)
+    assert done.returncode == 3, done.stderr  # the command's own status
+    paths, bundle = done.stdout.split("\n", 1)
+    assert len(set(paths.split("|"))) == 1 and paths.startswith("/tmp/build-cas.")
+    assert bundle.endswith(FAKE_PEM)
+    debian = Path("/etc/ssl/certs/ca-certificates.crt")
+    if debian.is_file():
+        assert bundle.startswith(debian.read_text()[:4096])  # Debian's bundle first, the host's PEMs after it
+    assert not Path(paths.split("|")[0]).exists()
+
+
+def test_with_build_cas_without_cas_changes_nothing_and_refuses_garbage() -> None:
+    done = helper("", 'echo "$PIP_CERT"')
+    assert (done.returncode, done.stdout) == (0, "/etc/ssl/certs/ca-certificates.crt\n")
+    done = helper("bm90IGEgY2VydGlmaWNhdGU=", SHOW)  # "not a certificate"
+    assert done.returncode == 2 and "not base64 of PEM certificates" in done.stderr and not done.stdout
+
+
+def test_the_compose_check_finds_a_host_ca_however_the_bundle_wraps_it() -> None:
+    from tests.compose_check import host_cas_in, pem_bodies
+
+    body = base64.b64encode(bytes(range(256)) * 3).decode()
+    host = f"-----BEGIN CERTIFICATE-----\n{body[:64]}\n{body[64:]}\n-----END CERTIFICATE-----\n"
+    other = FAKE_PEM
+    rewrapped = "\n".join(body[i:i + 76] for i in range(0, len(body), 76))
+    bundle = f"{other}-----BEGIN CERTIFICATE-----\r\n{rewrapped}\r\n-----END CERTIFICATE-----\n"
+    assert host_cas_in(bundle, pem_bodies(host)) == {body}
+    assert host_cas_in(other, pem_bodies(host)) == set()
 
 
 def test_compose_gateway_waits_for_healthy_members_and_keeps_history_in_a_volume(compose: dict) -> None:
