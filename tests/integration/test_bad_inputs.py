@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import SERVICES, TEST_MAX_IMAGE_BYTES
-from tests.serving.test_member import png_header_claiming
+from tests.serving.test_learner import png_header_claiming
 
 CASES = {
     "empty": (b"", 400, "empty_body"),

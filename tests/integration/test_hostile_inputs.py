@@ -21,7 +21,7 @@ import requests
 from PIL import Image
 
 from tests.integration.conftest import SERVICES, TEST_MAX_IMAGE_BYTES, jpeg_bytes
-from tests.serving.test_member import png_header_claiming
+from tests.serving.test_learner import png_header_claiming
 
 OK = "ok"  # a 200 with probabilities
 
