@@ -115,8 +115,9 @@ def _cmd_deploy_render(args: argparse.Namespace, settings: Settings) -> int:
         if differing:
             print(f"Regenerate them with `{deploy.COMMAND}`.", file=sys.stderr)
         return 1 if differing else 0
-    touched = deploy.write(args.root)
-    print(f"Rendered {len(deploy.render())} files from the member table into {args.root}; "
+    files = deploy.render()
+    touched = deploy.write(args.root, files)
+    print(f"Rendered {len(files)} files from the member table into {args.root}; "
           f"{len(touched)} changed{': ' + ', '.join(touched) if touched else ''}.")
     return 0
 

@@ -13,8 +13,7 @@ from typing import Annotated, Any, Literal, Mapping
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings.sources.utils import parse_env_vars
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared import members
 from shared.errors import SettingsError
@@ -84,17 +83,6 @@ def _check_port(port: str) -> int:
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"expected a port number 1-65535; {port!r} is not one")
     return int(port)
-
-
-class _MappingEnvSource(EnvSettingsSource):
-    """pydantic-settings' environment source, reading a given mapping instead of os.environ."""
-
-    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
-        self._mapping = env
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._mapping, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
 
 
 class Settings(BaseSettings):
@@ -329,9 +317,9 @@ class Settings(BaseSettings):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Build from the environment (default os.environ), then apply keyword overrides."""
-        read = _MappingEnvSource(cls, os.environ if env is None else env)()
-        fields = {variable: name for name, variable in cls.env_names().items()}
-        return cls(**{**{fields[variable]: value for variable, value in read.items()}, **overrides})
+        env = os.environ if env is None else env
+        read = {name: env[variable] for name, variable in cls.env_names().items() if env.get(variable)}  # "" = unset
+        return cls(**{**read, **overrides})
 
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, for child processes (the inverse of from_env)."""

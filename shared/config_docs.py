@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from annotated_types import Ge, Gt, Le
 from pydantic.fields import FieldInfo
@@ -164,7 +164,7 @@ def accepts(info: FieldInfo) -> str:
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     if "accepts" in extra:
         return str(extra["accepts"])
-    kind = _base_type(info.annotation)
+    kind = info.annotation  # pydantic keeps Annotated metadata in info.metadata, not here
     if typing.get_origin(kind) is typing.Literal:
         return " \\| ".join(f"`{choice}`" for choice in typing.get_args(kind))
     if kind is bool:
@@ -172,11 +172,6 @@ def accepts(info: FieldInfo) -> str:
     words = {int: "integer", float: "number", Path: "path", str: "text"}[kind]
     bounds = [_bound(item) for item in info.metadata if isinstance(item, (Ge, Gt, Le))]
     return " ".join([words, ", ".join(bounds)]).strip()
-
-
-def _base_type(annotation: Any) -> Any:
-    """The type under Annotated[...]."""
-    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
 
 
 def _bound(item: Ge | Gt | Le) -> str:

@@ -96,9 +96,10 @@ def differences(root: Path = REPO) -> list[str]:
     return _changed(root, files) + _stale(root, files)
 
 
-def write(root: Path = REPO) -> list[str]:
-    """Write what differs from the render under root, remove stale generated files; returns the paths touched."""
-    files = render()
+def write(root: Path = REPO, files: dict[str, str] | None = None) -> list[str]:
+    """Write what differs from the render (`files`, default: render it) under root, remove stale generated files;
+    returns the paths touched."""
+    files = render() if files is None else files
     changed, stale = _changed(root, files), _stale(root, files)
     for path in changed:
         (root / path).parent.mkdir(parents=True, exist_ok=True)

@@ -47,20 +47,17 @@ class _Store(TTLCache):
     def __init__(self, max_entries: int, max_bytes: int, ttl_s: float, clock: Callable[[], float]):
         super().__init__(max_bytes, ttl_s, timer=clock, getsizeof=json_size)
         self.max_entries = max_entries
-        self._evicting_for = "bytes"  # cachetools evicts inside __setitem__ only to make room in bytes
 
     def __setitem__(self, key: Key, value: dict) -> None:
         super().__setitem__(key, value)
-        self._evicting_for = "entries"
-        try:
-            while len(self) > self.max_entries:
-                self.popitem()
-        finally:
-            self._evicting_for = "bytes"
+        while len(self) > self.max_entries:
+            TTLCache.popitem(self)  # not self.popitem: that one counts evictions for bytes
+            EVICTIONS.labels("entries").inc()
 
     def popitem(self) -> tuple[Key, dict]:
+        """cachetools calls this inside __setitem__ only, to make room in bytes."""
         item = super().popitem()
-        EVICTIONS.labels(self._evicting_for).inc()
+        EVICTIONS.labels("bytes").inc()
         return item
 
     def expire(self, time: float | None = None) -> list[tuple[Key, dict]]:
@@ -75,7 +72,6 @@ class ResponseCache:
 
     def __init__(self, max_entries: int, max_bytes: int, ttl_s: float, clock: Callable[[], float] = time.monotonic):
         self.max_entries, self.max_bytes, self.ttl_s = max_entries, max_bytes, ttl_s
-        self.clock = clock
         self._store = _Store(max_entries, max_bytes, ttl_s, clock)
         self._lock = threading.Lock()
 

@@ -15,18 +15,16 @@ PREDICT_URL = "/"  # the gateway's prediction route (API clients POST raw bytes 
 ACCEPTED_TYPES = "image/jpeg,image/png,image/webp,image/bmp,image/gif,image/tiff"
 CANVAS_PX = 280
 
-_SETTINGS = "ui_settings"  # the pages' Settings, in app.extensions
 bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static", static_url_path="/ui/static")
 
 
-def init_app(app: Flask, settings: Settings | None = None) -> None:
+def init_app(app: Flask) -> None:
     """Register the pages: GET / and /ui (classify), GET /history."""
-    app.extensions[_SETTINGS] = settings or app.config.get("SETTINGS") or Settings.from_env()
     app.register_blueprint(bp)
 
 
 def _settings() -> Settings:
-    return current_app.extensions[_SETTINGS]
+    return current_app.config["SETTINGS"]
 
 
 def _history() -> HistoryStore | None:
@@ -48,7 +46,7 @@ def classify_page() -> str:
       responses:
         "200": Page
     """
-    settings = _settings()
+    settings, history = _settings(), _history()
     return render_template(
         "classify.html",
         predict_url=PREDICT_URL,
@@ -56,7 +54,7 @@ def classify_page() -> str:
         accepted_types=ACCEPTED_TYPES,
         canvas_px=CANVAS_PX,
         part_labels=part_labels(),  # classify.js names the weights' parts as weights_note does
-        history_on=_history() is not None and _history().enabled,
+        history_on=history is not None and history.enabled,
     )
 
 
