@@ -139,9 +139,14 @@ def stack_env(models: Path, ports: dict[str, int], subnet: str) -> dict[str, str
     env = dict(os.environ)
     env.update(MODELS_PATH=str(models), PUBLISH_ADDR="127.0.0.1", SUBNET_PREFIX=subnet)
     env.update({f"HOST_PORT_{name.upper()}": str(port) for name, port in ports.items()})
+    return build_env(env)
+
+
+def build_env(env: dict[str, str]) -> dict[str, str]:
+    """env with the Makefile's build defaults, for runs without make (compose and swarm checks alike)."""
     if "DOCKER_BUILDKIT" not in env and not _has_buildx():
         env["DOCKER_BUILDKIT"] = "0"  # the CLI refuses BuildKit without buildx; the classic builder needs nothing
-    env.setdefault("BUILD_CA_CERTS", build_ca_certs())  # as the Makefile: run without make, pip still gets through
+    env.setdefault("BUILD_CA_CERTS", build_ca_certs())  # pip behind a TLS proxy still gets through
     return env
 
 

@@ -111,10 +111,7 @@ def ensure_images(tag: str, skip_build: bool, clock: Clock, rebuild: bool = Fals
         raise CheckFailed(f"missing images {missing} (--skip-build): run `make base-image` and `docker-compose build`")
     with clock.step("base image (docker/build-base-image.sh)"):
         _run_logged(["bash", "docker/build-base-image.sh"], LOG_DIR / "base-image.log", timeout=1800)
-    env = dict(os.environ, IMAGE_TAG=tag)
-    if "DOCKER_BUILDKIT" not in env and not compose_check._has_buildx():
-        env["DOCKER_BUILDKIT"] = "0"  # as the Makefile: the classic builder, the CLI refuses BuildKit without buildx
-    env.setdefault("BUILD_CA_CERTS", compose_check.build_ca_certs())  # as the Makefile: pip behind a TLS proxy
+    env = compose_check.build_env(dict(os.environ, IMAGE_TAG=tag))
     builder = compose_check.Stack(compose_check.compose_command(), env, {})
     for name in SERVICES:  # one at a time, as compose_check: the members' big pip layer is built once
         if name in missing:

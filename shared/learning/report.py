@@ -32,11 +32,12 @@ def mapped_kind(kinds: Collection[str]) -> str | None:
 
 def synthetic_warning(parts: Mapping[str, str]) -> str:
     """The report's banner: which parts are synthetic, which real, and what that means for the numbers."""
-    fake = _labels(weights.synthetic_parts(parts))
+    fake_kinds = weights.synthetic_parts(parts)
+    fake = _labels(fake_kinds)
     real = _labels(kind for kind, what in parts.items() if what == "real")
     return (f"**SYNTHETIC WEIGHTS: {fake}.** The {fake} weights are randomly initialised, not pretrained."
             f"{f' The {real} weights are real.' if real else ''} The numbers of the models that use {fake} features "
-            f"(the stack included) measure this pipeline on random features; they are NOT {_owners(parts)} accuracy.")
+            f"(the stack included) measure this pipeline on random features; they are NOT {weights.part_owners(fake_kinds)} accuracy.")
 
 
 def plot_note(parts: Mapping[str, str]) -> str:
@@ -44,16 +45,11 @@ def plot_note(parts: Mapping[str, str]) -> str:
     fake = weights.synthetic_parts(parts)
     if not fake:
         return ""
-    return f"SYNTHETIC {_labels(fake)} weights (random init): not {_owners(parts)} accuracy"
+    return f"SYNTHETIC {_labels(fake)} weights (random init): not {weights.part_owners(fake)} accuracy"
 
 
 def _labels(kinds: Iterable[str]) -> str:
     return " and ".join(part_label(kind) for kind in kinds)
-
-
-def _owners(parts: Mapping[str, str]) -> str:
-    """Whose accuracy the synthetic parts do not have: CLIP's, or EasyOCR's or CLIP's."""
-    return weights.part_owners(weights.synthetic_parts(parts))
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -116,7 +112,7 @@ def _write_markdown(path: Path, results: dict, context: dict, images: list[str])
 def _weights_lines(features: Mapping[str, dict]) -> list[str]:
     lines = ["## Weights", ""]
     for kind, cfg in sorted(features.items(), key=lambda item: bool(item[1].get("synthetic"))):
-        synthetic = f"SYNTHETIC (randomly initialised; not {_owners({kind: 'synthetic'})} accuracy)"
+        synthetic = f"SYNTHETIC (randomly initialised; not {weights.part_owners([kind])} accuracy)"
         what = synthetic if cfg.get("synthetic") else "real weights"
         name = extractor_class(kind).describe(cfg)
         lines.append(f"- **{part_label(kind)}**: {name} — {what}; "

@@ -82,7 +82,7 @@ def write_synthetic_clip(out: Path, settings: Settings, tiny: bool = False) -> d
     return info
 
 
-def write_synthetic_ocr(out: Path, settings: Settings, tiny: bool = False) -> dict:
+def write_synthetic_ocr(out: Path, settings: Settings) -> dict:
     """EasyOCR's CRAFT and the recogniser for OCR_LANGS, randomly initialised, into out/easyocr; its section."""
     from easyocr.craft import CRAFT
 
