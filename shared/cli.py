@@ -1,4 +1,4 @@
-"""`python -m shared <command>`: weights, train, evaluate, predict, serve, openapi, settings, deploy."""
+"""`python -m shared <command>`: weights, train, evaluate, predict, classify-batch, serve, openapi, settings, deploy."""
 from __future__ import annotations
 
 import argparse
@@ -76,6 +76,17 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Made with {args.models}{_synthetic_note({'weights': parts})}", file=sys.stderr)
     return 1 if any("error" in result for result in results) else 0
 
+def _cmd_classify_batch(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.bulk import job
+
+    if args.address is not None:
+        settings = settings.replace(ray_address=args.address)
+    summary = job.classify_batch(args.data, args.out, args.models, args.weights, settings,
+                                 cache_dir=args.feature_cache, actors=args.actors, batch_size=args.batch_size,
+                                 part_rows=args.part_rows, progress=not args.quiet)
+    print(summary.line())
+    return 0
+
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from shared import launcher as serve
@@ -145,6 +156,17 @@ Features are cached in FEATURE_CACHE_DIR (default models/cache), keyed by each i
 the extractor's config: training again on the same images recomputes no feature. On CPU the OCR
 text detector dominates the first run: 0.3-0.6 CPU-seconds per 350 px photo, by CPU (CLIP: about 0.1).
 """
+CLASSIFY_BATCH_HELP = """\
+Writes one row per input photo to OUT/part-*.parquet: path, label (from the input, if any), sha256, the
+stack's class_id, class_label and proba, every class's probability for the stack and each member
+(proba_stack, proba_<member>, in the order of OUT/_job.json's classes), model_version, weights, and an
+error (null when the photo was classified). A photo that cannot be read gets its error, never a crash;
+the command exits 0 when the job ran, whatever the photos held.
+
+Each photo is read, decoded, CLIP-embedded (once, for both CLIP members) and OCR-read once, by a pool of
+Ray actors (one per CPU), each holding the extractors, learners and stack. Interrupted (Ctrl-C, a kill, a
+crash), the same command again skips the rows already written and finishes the rest.
+"""
 MODELS_WEIGHTS_HELP = "weights folder (default: MODELS/weights, i.e. models/weights without --models)"
 DATA_HELP = ("image folder (class = first-level subfolder, or see --labels; images found recursively) "
              "or CSV with header path,label")
@@ -213,6 +235,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, default=None, help=MODELS_WEIGHTS_HELP)
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.set_defaults(func=_cmd_predict)
+
+    p = _add(sub, "classify-batch", "classify a backlog of photos into Parquet, on Ray Data (resumable)",
+             CLASSIFY_BATCH_HELP)
+    p.add_argument("--data", type=Path, required=True,
+                   help="a folder of images (found recursively), a CSV with header path[,label], or a Parquet file "
+                        "with a path (and optional label) column")
+    p.add_argument("--out", type=Path, required=True, help="output folder of Parquet parts (rerun the same command "
+                                                           "to finish an interrupted job)")
+    p.add_argument("--models", type=Path, default=models, help="artifact folder (default: %(default)s)")
+    p.add_argument("--weights", type=Path, default=None, help=MODELS_WEIGHTS_HELP)
+    p.add_argument("--feature-cache", type=Path, default=None, metavar="DIR",
+                   help="reuse and fill the feature cache in DIR (e.g. models/cache); default: none")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to run on (ray://host:10001, or host:6379 from one of its nodes); default: "
+                        "RAY_ADDRESS, else a local Ray on this machine")
+    p.add_argument("--actors", type=int, default=0, help="feature actors (default: BULK_ACTORS, 0 = one per CPU)")
+    p.add_argument("--batch-size", type=int, default=None, help="photos per actor call (default: CLIP_BATCH_SIZE)")
+    p.add_argument("--part-rows", type=int, default=2000,
+                   help="rows per Parquet part, at most (default: %(default)s; a part is also written every 30 s): "
+                        "what a crash can cost")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_classify_batch)
 
     p = _add(sub, "serve", "run all four services on 127.0.0.1 (ports 5000-5003)",
              "Starts the three members and the stacking gateway (one gunicorn each) and stops them on Ctrl-C.")

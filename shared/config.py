@@ -264,6 +264,14 @@ class Settings(BaseSettings):
     )
     history_max_rows: int = _var("HISTORY_MAX_ROWS", 100_000, "Keep at most this many records; 0 = no cap", ge=0)
 
+    # bulk jobs (classify-batch, train --engine ray)
+    ray_address: str = _var(
+        "RAY_ADDRESS", "", "classify-batch and `train --engine ray`: an existing Ray cluster (`ray://host:10001`, or "
+        "`host:6379` on one of its nodes); empty = a local Ray started in-process on this machine")
+    bulk_actors: int = _var(
+        "BULK_ACTORS", 0, "Bulk jobs: feature actors (each holds every extractor, one CPU); 0 = one per CPU of the "
+        "cluster", ge=0)
+
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)

@@ -111,3 +111,9 @@ class SettingsError(ClassifierError, ValueError):
     """Settings that do not parse: the message names every bad variable, its value and what was expected."""
 
     code = "settings_invalid"
+
+
+class JobMismatch(ClassifierError):
+    """A bulk job's output folder holds another job (another model version or input): resuming would mix them."""
+
+    status, code = 409, "job_mismatch"
