@@ -31,9 +31,15 @@ def _cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _engine(args: argparse.Namespace, settings: Settings) -> Settings:
+    """--engine overrides FEATURE_ENGINE."""
+    return settings.replace(feature_engine=args.engine) if args.engine else settings
+
+
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from shared.learning import training
 
+    settings = _engine(args, settings)
     manifest = training.train(
         data=args.data, out=args.out, weights_dir=args.weights, settings=settings,
         test_data=args.test_data, test_size=args.test_size, folds=args.folds, seed=args.seed, labels=args.labels,
@@ -48,6 +54,7 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from shared import artifacts
     from shared.learning import evaluation
 
+    settings = _engine(args, settings)
     metrics = evaluation.evaluate_models(args.models, args.data, args.weights, settings, out=args.out,
                                          labels=args.labels)
     print(json.dumps(metrics["summary"], indent=2))
@@ -167,6 +174,8 @@ Each photo is read, decoded, CLIP-embedded (once, for both CLIP members) and OCR
 Ray actors (one per CPU), each holding the extractors, learners and stack. Interrupted (Ctrl-C, a kill, a
 crash), the same command again skips the rows already written and finishes the rest.
 """
+ENGINE_HELP = ("where missing features are extracted: serial (this process) or ray (a pool of Ray actors, one per CPU, "
+               "on RAY_ADDRESS or a local Ray; the same cache, the same features); default: FEATURE_ENGINE")
 MODELS_WEIGHTS_HELP = "weights folder (default: MODELS/weights, i.e. models/weights without --models)"
 DATA_HELP = ("image folder (class = first-level subfolder, or see --labels; images found recursively) "
              "or CSV with header path,label")
@@ -214,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-data", type=Path, default=None,
                    help="labelled images of the traffic the model will serve, apart from --data and --test-data: "
                         "the stack's probabilities are calibrated on them (one temperature per meta-model)")
+    p.add_argument("--engine", choices=("serial", "ray"), default=None, help=ENGINE_HELP)
     p.set_defaults(func=_cmd_train)
 
     p = _add(sub, "evaluate", "score trained models on a labelled set and write a report",
@@ -225,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="report folder (default: MODELS/evaluation)")
     p.add_argument("--labels", choices=LABEL_SOURCES, default=None,
                    help=LABELS_HELP + " (default: as the models' training folder)")
+    p.add_argument("--engine", choices=("serial", "ray"), default=None, help=ENGINE_HELP)
     p.set_defaults(func=_cmd_evaluate)
 
     p = _add(sub, "predict", "classify image files with the stack and each member",

@@ -268,6 +268,9 @@ class Settings(BaseSettings):
     ray_address: str = _var(
         "RAY_ADDRESS", "", "classify-batch and `train --engine ray`: an existing Ray cluster (`ray://host:10001`, or "
         "`host:6379` on one of its nodes); empty = a local Ray started in-process on this machine")
+    feature_engine: Literal["serial", "ray"] = _var(
+        "FEATURE_ENGINE", "serial", "How train and evaluate extract missing features: serial (this process) or ray "
+        "(the bulk pipeline's actor pool, on RAY_ADDRESS or a local Ray); `--engine` sets it")
     bulk_actors: int = _var(
         "BULK_ACTORS", 0, "Bulk jobs: feature actors (each holds every extractor, one CPU); 0 = one per CPU of the "
         "cluster", ge=0)

@@ -58,7 +58,8 @@ def extract_features(
     if any(missing.values()):
         first_path = {h: Path(paths[i]) for i, h in zip(rows, hashes)}
         job = _Job(first_path, missing, configs, settings, weights_dir, limits)
-        failed = _compute_missing(job, cache, found, progress)
+        compute = _compute_on_ray if settings.feature_engine == "ray" else _compute_missing
+        failed = compute(job, cache, found, progress)
         rows, hashes, errors = _drop_failed(rows, hashes, errors, failed)
     stats["seconds"] = round(time.perf_counter() - started, 3)
     values = {kind: extractor_class(kind).stack([found[kind][h] for h in hashes], configs[kind]) for kind in kinds}
@@ -131,6 +132,20 @@ def _compute_missing(job: _Job, cache: FeatureCache, found: dict[str, dict], pro
     for kind in extractors:
         log.info("extracted %d %s features in %.0f s (%s; %s weights)", len(wanted[kind]), kind, timing[kind][0],
                  _rates({kind: timing[kind]}), "SYNTHETIC" if job.configs[kind]["synthetic"] else "real")
+    return failed
+
+
+def _compute_on_ray(job: _Job, cache: FeatureCache, found: dict[str, dict], progress: bool) -> dict[str, str]:
+    """_compute_missing on the bulk pipeline's actors (FEATURE_ENGINE=ray): they fill the cache, read back here."""
+    from shared.bulk.job import featurize
+
+    kinds = [kind for kind, hs in job.missing.items() if hs]
+    todo = {h: job.first_path[h] for h in dict.fromkeys(h for kind in kinds for h in job.missing[kind])}
+    failed = featurize(todo, {kind: job.configs[kind] for kind in kinds}, job.weights_dir, job.settings, cache.path,
+                       progress=progress)
+    for kind in kinds:
+        found[kind].update(cache.get_many(job.configs[kind], job.missing[kind]))
+    log.info("extracted %d images' features on Ray (%s)", len(todo), ", ".join(kinds))
     return failed
 
 
