@@ -6,7 +6,7 @@ WEIGHTS   ?= models/weights
 STAMP     := .venv/.installed
 
 .PHONY: setup system-deps weights weights-synthetic train evaluate serve test test-unit test-integration \
-        base-image up down compose-test swarm-up swarm-down swarm-test bench bench-resilience bench-replicas accuracy docs clean
+        base-image up down compose-test swarm-up swarm-down swarm-test bench bench-resilience bench-replicas bench-bulk accuracy docs clean
 
 setup: $(STAMP)
 
@@ -131,6 +131,11 @@ bench-resilience: setup
 # One ocr_nb replica against two and three on this host's swarm (images from compose-test): BENCHMARKS.md "Replicas".
 bench-replicas: setup base-image
 	$(PY) -m bench.replicas
+
+# classify-batch on Ray Data against the gateway, serial predict and the CPU-bound ideal; resume; two Ray nodes:
+# BENCHMARKS.md "Bulk" (400 grocery photos, about 20 minutes on 2 cores).
+bench-bulk: setup
+	$(PY) -m bench.bulk
 
 # ACCURACY.md: real EasyOCR + synthetic CLIP on grocery train/ -> val/ (first run ~1 h of OCR; then from the cache).
 accuracy: setup

@@ -181,6 +181,7 @@ def _run(session: RaySession, table: pa.Table, actor: type, kwargs: dict, actors
     import ray
 
     size, resources = session.pool(actors)
+    batch_size = max(1, min(batch_size, -(-len(table) // size)))  # a small job still reaches every actor
     log.info("bulk job: %d rows over %d actors (%s each), batches of %d", len(table), size, resources, batch_size)
     # Blocks cut here, not by a repartition: every CPU belongs to an actor, so a Ray task that needs one would wait
     # for ever. A block per batch keeps every actor fed and the progress moving.
