@@ -213,7 +213,8 @@ def run(args: argparse.Namespace) -> dict:
         shutil.rmtree(work / name, ignore_errors=True)
         return work / name
 
-    record["extractor_cpu_s"] = extractor_cpu_s(paths[: args.cost_photos], weights, models, settings)
+    # Spread like the job's photos: the classes differ in text, and OCR's cost with it.
+    record["extractor_cpu_s"] = extractor_cpu_s(paths[:: max(1, n // args.cost_photos)], weights, models, settings)
     part_rows = ["--part-rows", str(args.part_rows)]
     log.info("classify-batch, uninterrupted")
     record["batch"] = run_job(classify_cmd(listing, fresh("whole"), models, weights, *part_rows), out=work / "whole")
@@ -244,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the gateway gets every Nth of them, serial predict every 2Nth: rates (%(default)s)")
     parser.add_argument("--concurrency", type=int, default=4, help="gateway clients (%(default)s)")
     parser.add_argument("--part-rows", type=int, default=50, help="rows per Parquet part (%(default)s)")
-    parser.add_argument("--cost-photos", type=int, default=40, help="photos for each extractor's CPU cost")
+    parser.add_argument("--cost-photos", type=int, default=80,
+                        help="photos (spread over the job's) for each extractor's CPU cost (%(default)s)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the section from the saved JSON")
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]

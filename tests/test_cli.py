@@ -21,7 +21,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240)
 
 
 @pytest.mark.parametrize("command, option", [("train", "--folds"), ("predict", "--json"), ("evaluate", "--models"),
-                                             ("deploy", "render")])
+                                             ("deploy", "render"), ("classify-batch", "--part-rows"),
+                                             ("train", "--engine")])
 def test_help(command: str, option: str) -> None:
     done = run_cli(command, "--help")
     assert done.returncode == 0, done.stderr
@@ -63,7 +64,19 @@ def test_train_and_evaluate_options_reach_their_functions() -> None:
         parse_args(["train", "--data", "d", "--labels", "parent"])
 
 
-@pytest.mark.parametrize("command", [["predict", "photo.jpg"], ["evaluate", "--data", "d"], ["serve"]])
+def test_engine_sets_feature_engine_and_address_sets_ray_address() -> None:
+    from shared.cli import _engine, parse_args
+
+    settings = Settings()
+    assert _engine(parse_args(["train", "--data", "d", "--engine", "ray"]), settings).feature_engine == "ray"
+    assert _engine(parse_args(["evaluate", "--data", "d"]), settings.replace(feature_engine="ray")).feature_engine \
+        == "ray"  # no --engine: FEATURE_ENGINE stands
+    args = parse_args(["classify-batch", "--data", "d", "--out", "o", "--models", "m"])
+    assert (args.weights, args.address, args.actors, args.part_rows) == (Path("m/weights"), None, 0, 2000)
+
+
+@pytest.mark.parametrize("command", [["predict", "photo.jpg"], ["evaluate", "--data", "d"], ["serve"],
+                                     ["classify-batch", "--data", "d", "--out", "o"]])
 def test_weights_default_to_the_models_folders_own(command: list[str]) -> None:
     from shared.cli import parse_args
 

@@ -67,7 +67,7 @@ def _csv_row(source: Path, number: int, cells: list[str], width: int) -> tuple[s
     text = ",".join(cells)
     if len(cells) > width or not cells[0].strip():
         return text, None, f"{source.name} line {number}: expected {'path,label' if width == 2 else 'path'}"
-    label = cells[1].strip() or None if len(cells) > 1 else None
+    label = (cells[1].strip() or None) if len(cells) > 1 else None
     return _resolved(source, cells[0].strip()), label, None
 
 

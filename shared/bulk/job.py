@@ -30,7 +30,8 @@ from shared.bulk.inputs import fingerprint, read_inputs
 from shared.bulk.work import ClassifyWork, FeatureWork, output_schema
 from shared.config import Settings
 from shared.errors import DatasetError, JobMismatch
-from shared.features.registry import expected_config
+from shared.features.cache import FeatureCache
+from shared.features.registry import expected_config, extractor_class
 from shared.weights import manifest_parts
 
 log = logging.getLogger(__name__)
@@ -168,12 +169,20 @@ class _ClassifyActor:
 
 
 class _FeatureActor:
-    def __init__(self, weights_dir: str, settings: Settings, configs: dict, cache_path: str):
-        self.work = FeatureWork(Path(weights_dir), settings, configs, Path(cache_path))
+    def __init__(self, weights_dir: str, settings: Settings, configs: dict):
+        self.work = FeatureWork(Path(weights_dir), settings, configs, cache_path=None)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        done = self.work.featurize(batch.column("path").to_pylist(), [None] * len(batch))
-        return pa.table({"row": batch.column("row"), "error": [done.errors.get(i) for i in range(len(batch))]})
+        """Each photo's features, encoded by its extractor's cache codec: the driver writes the cache, so the
+        nodes need no shared one."""
+        n = len(batch)
+        done = self.work.featurize(batch.column("path").to_pylist(), [None] * n)
+        columns = {"row": batch.column("row"), "sha256": done.hashes,
+                   "error": [done.errors.get(i) for i in range(n)]}
+        for kind, values in done.values.items():
+            encode = extractor_class(kind).encode
+            columns[f"feature_{kind}"] = [encode(values[i]) if i in values else None for i in range(n)]
+        return pa.table(columns)
 
 
 def _run(session: RaySession, table: pa.Table, actor: type, kwargs: dict, actors: int,
@@ -184,8 +193,10 @@ def _run(session: RaySession, table: pa.Table, actor: type, kwargs: dict, actors
     batch_size = max(1, min(batch_size, -(-len(table) // size)))  # a small job still reaches every actor
     log.info("bulk job: %d rows over %d actors (%s each), batches of %d", len(table), size, resources, batch_size)
     # Blocks cut here, not by a repartition: every CPU belongs to an actor, so a Ray task that needs one would wait
-    # for ever. A block per batch keeps every actor fed and the progress moving.
-    dataset = ray.data.from_arrow([table.slice(start, batch_size) for start in range(0, len(table), batch_size)])
+    # for ever. At least 4 blocks an actor keep every actor fed; at most 8 batches a block keep a million-photo
+    # input to some thousands of blocks.
+    block = max(batch_size, min(batch_size * 8, -(-len(table) // (size * 4))))
+    dataset = ray.data.from_arrow([table.slice(start, block) for start in range(0, len(table), block)])
     mapped = dataset.map_batches(actor, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="pyarrow",
                                  compute=ray.data.ActorPoolStrategy(size=size), **resources)
     yield from mapped.iter_batches(batch_format="pyarrow", batch_size=None)
@@ -250,22 +261,35 @@ def _count_errors(out: Path) -> int:
 
 
 def featurize(first_path: dict[str, Path], configs: dict[str, dict], weights_dir: Path, settings: Settings,
-              cache_path: Path, actors: int = 0, progress: bool = True) -> dict[str, str]:
-    """Fill the feature cache for these images (by sha256) through the Ray pipeline; {sha256: reason} for the
-    images that could not be read. train's and evaluate's `--engine ray`."""
+              cache: FeatureCache, actors: int = 0, progress: bool = True) -> dict[str, str]:
+    """Compute these images' features (keyed by sha256) on the Ray pipeline and store them in `cache`; returns
+    {sha256: reason} for the images that got none. train's and evaluate's `--engine ray`."""
     hashes = list(first_path)
     table = pa.table({"row": pa.array(range(len(hashes)), pa.int64()),
                       "path": [str(first_path[h]) for h in hashes]})
-    kwargs = {"weights_dir": str(weights_dir), "settings": _actor_settings(settings), "configs": configs,
-              "cache_path": str(cache_path)}
+    kwargs = {"weights_dir": str(weights_dir), "settings": _actor_settings(settings), "configs": configs}
     failed = {}
     with RaySession(settings.ray_address, settings) as session, _bar(len(hashes), 0, progress, "features") as bar:
         for batch in _run(session, table, _FeatureActor, kwargs, actors or settings.bulk_actors,
                           settings.clip_batch_size):
-            for row, error in zip(batch.column("row").to_pylist(), batch.column("error").to_pylist()):
-                if error:
-                    failed[hashes[row]] = error
+            failed.update(_store_features(batch, hashes, configs, cache))
             bar.update(len(batch))
+    return failed
+
+
+def _store_features(batch: pa.Table, hashes: list[str], configs: dict[str, dict],
+                    cache: FeatureCache) -> dict[str, str]:
+    """Put one batch's features in the cache; {sha256: reason} for its rows without them."""
+    failed, rows = {}, batch.column("row").to_pylist()
+    for i, (row, read, error) in enumerate(zip(rows, batch.column("sha256").to_pylist(),
+                                               batch.column("error").to_pylist())):
+        if error or read != hashes[row]:
+            failed[hashes[row]] = error or "the file changed while it was read"
+    for kind, config in configs.items():
+        decode = extractor_class(kind).decode
+        column = batch.column(f"feature_{kind}").to_pylist()
+        cache.put_many(config, {hashes[row]: decode(value) for row, value in zip(rows, column)
+                                if value is not None and hashes[row] not in failed})
     return failed
 
 

@@ -136,12 +136,13 @@ def _compute_missing(job: _Job, cache: FeatureCache, found: dict[str, dict], pro
 
 
 def _compute_on_ray(job: _Job, cache: FeatureCache, found: dict[str, dict], progress: bool) -> dict[str, str]:
-    """_compute_missing on the bulk pipeline's actors (FEATURE_ENGINE=ray): they fill the cache, read back here."""
+    """_compute_missing on the bulk pipeline's actors (FEATURE_ENGINE=ray): their features go to the cache, and are
+    read back from it here."""
     from shared.bulk.job import featurize
 
     kinds = [kind for kind, hs in job.missing.items() if hs]
     todo = {h: job.first_path[h] for h in dict.fromkeys(h for kind in kinds for h in job.missing[kind])}
-    failed = featurize(todo, {kind: job.configs[kind] for kind in kinds}, job.weights_dir, job.settings, cache.path,
+    failed = featurize(todo, {kind: job.configs[kind] for kind in kinds}, job.weights_dir, job.settings, cache,
                        progress=progress)
     for kind in kinds:
         found[kind].update(cache.get_many(job.configs[kind], job.missing[kind]))
