@@ -262,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray cluster to run on (ray://host:10001, or host:6379 from one of its nodes); default: "
                         "RAY_ADDRESS, else a local Ray on this machine")
     p.add_argument("--actors", type=int, default=0, help="feature actors (default: BULK_ACTORS, 0 = one per CPU)")
-    p.add_argument("--batch-size", type=int, default=None, help="photos per actor call (default: CLIP_BATCH_SIZE)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="photos per actor call (default: 16 on CPU, CLIP_BATCH_SIZE on GPUs)")
     p.add_argument("--part-rows", type=int, default=2000,
                    help="rows per Parquet part, at most (default: %(default)s; a part is also written every 30 s): "
                         "what a crash can cost")
