@@ -135,7 +135,8 @@ bench-replicas: setup base-image
 # classify-batch on Ray Data against the gateway, serial predict and the CPU-bound ideal; resume; two Ray nodes:
 # BENCHMARKS.md "Bulk" (400 grocery photos, about 20 minutes on 2 cores).
 bench-bulk: setup
-	$(PY) -m bench.bulk
+	$(PY) -m bench.bulk --before bench/baselines/bulk-batch32-1a.json \
+		--before-label "32 photos an actor call: bench/baselines/bulk-batch32-1a.json"
 
 # ACCURACY.md: real EasyOCR + synthetic CLIP on grocery train/ -> val/ (first run ~1 h of OCR; then from the cache).
 accuracy: setup

@@ -250,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost-only", action="store_true",
                         help="measure only the extractors' CPU cost again, into the saved JSON")
     parser.add_argument("--report-only", action="store_true", help="rewrite the section from the saved JSON")
+    parser.add_argument("--before", type=Path, default=None, help="an earlier bulk.json to compare with")
+    parser.add_argument("--before-label", default="", help="what --before was")
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -267,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.report_only:
         RESULTS.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(run(args), indent=2))
-    print(f"wrote {write_section(json.loads(out.read_text()), MARKDOWN)}")
+    before = json.loads(args.before.read_text()) if args.before else None
+    print(f"wrote {write_section(json.loads(out.read_text()), MARKDOWN, before, args.before_label)}")
     return 0
 
 

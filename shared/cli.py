@@ -83,6 +83,7 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Made with {args.models}{_synthetic_note({'weights': parts})}", file=sys.stderr)
     return 1 if any("error" in result for result in results) else 0
 
+
 def _cmd_classify_batch(args: argparse.Namespace, settings: Settings) -> int:
     from shared.bulk import job
 

@@ -29,12 +29,12 @@ def bulk_figures(record: dict) -> dict:
     }
 
 
-def bulk_section(record: dict) -> str:
-    """The Bulk section, markers included."""
+def bulk_section(record: dict, before: dict | None = None, before_label: str = "") -> str:
+    """The Bulk section, markers included; `before`: an earlier record to compare with (a performance change)."""
     return render("benchmarks/bulk.md.j2", start=START, end=END, r=record, m=record["machine"],
-                  f=bulk_figures(record))
+                  f=bulk_figures(record), b=bulk_figures(before) if before else None, before_label=before_label)
 
 
-def write_section(record: dict, markdown: Path) -> Path:
+def write_section(record: dict, markdown: Path, before: dict | None = None, before_label: str = "") -> Path:
     """Replace the marked Bulk section of `markdown` (or add it); nothing else changes."""
-    return write_marked_section(markdown, START, END, bulk_section(record))
+    return write_marked_section(markdown, START, END, bulk_section(record, before, before_label))
