@@ -260,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-cache", type=Path, default=None, metavar="DIR",
                    help="reuse and fill the feature cache in DIR (e.g. models/cache); default: none")
     p.add_argument("--address", default=None,
-                   help="Ray cluster to run on (ray://host:10001, or host:6379 from one of its nodes); default: "
-                        "RAY_ADDRESS, else a local Ray on this machine")
+                   help="Ray cluster to run on (its head's host:6379, or ray://host:10001 with ray[client]); "
+                        "default: RAY_ADDRESS, else a local Ray on this machine")
     p.add_argument("--actors", type=int, default=0, help="feature actors (default: BULK_ACTORS, 0 = one per CPU)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="photos per actor call (default: 16 on CPU, CLIP_BATCH_SIZE on GPUs)")

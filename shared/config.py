@@ -266,8 +266,8 @@ class Settings(BaseSettings):
 
     # bulk jobs (classify-batch, train --engine ray)
     ray_address: str = _var(
-        "RAY_ADDRESS", "", "classify-batch and `train --engine ray`: an existing Ray cluster (`ray://host:10001`, or "
-        "`host:6379` on one of its nodes); empty = a local Ray started in-process on this machine")
+        "RAY_ADDRESS", "", "classify-batch and `train --engine ray`: an existing Ray cluster (its head's `host:6379`, "
+        "or `ray://host:10001` with ray[client]); empty = a local Ray started in-process on this machine")
     feature_engine: Literal["serial", "ray"] = _var(
         "FEATURE_ENGINE", "serial", "How train and evaluate extract missing features: serial (this process) or ray "
         "(the bulk pipeline's actor pool, on RAY_ADDRESS or a local Ray); `--engine` sets it")
