@@ -297,6 +297,14 @@ class Settings(BaseSettings):
             _check_url(url)
         return text
 
+    @field_validator("history_db", mode="before")
+    @classmethod
+    def _history_db_is_a_file(cls, value: Any) -> Any:
+        # A URL would become a relative folder named "postgresql:" holding a SQLite file, silently.
+        if "://" in str(value):
+            raise ValueError("a SQLite file path; database URLs (postgresql://...) are not supported by this release")
+        return value
+
     @field_validator("service_ports")
     @classmethod
     def _service_ports_are_pairs(cls, text: str) -> str:

@@ -101,6 +101,7 @@ BAD_VALUES = [  # variable, value, what the message says was expected
     ("SERVICE_PORTS", "ocr_nb:5000", "name=port pairs"),
     ("SERVICE_PORTS", "ocr_nb=abc", "port number 1-65535"),
     ("SERVICE_PORTS", "ocr_nb=70000", "port number 1-65535"),
+    ("HISTORY_DB", "postgresql://postgres@127.0.0.1:55432/postgres", "a SQLite file path"),
 ]
 
 
