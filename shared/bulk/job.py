@@ -66,7 +66,7 @@ class Summary:
                      if self.synthetic_parts else "")
         return (f"{self.out}: {self.resumed + self.written} of {self.total} rows ({self.written} now, "
                 f"{self.resumed} from an earlier run), {self.errors} with an error, {self.photos_per_s:.1f} photos/s "
-                f"on {len(self.nodes) or 0} node(s){synthetic}")
+                f"on {len(self.nodes)} node(s){synthetic}")
 
 
 # --- the output folder --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from shared import artifacts
 from shared.config import Settings
 from shared.errors import ClassifierError
 from shared.features.cache import FeatureCache
+from shared.features.extract import reason
 from shared.features.registry import extractor_class, load_extractor
 from shared.images import ImageLimits, decode_image, probe_image, sha256_hex
 from shared.learning.meta_model import STACK, MetaEnsemble
@@ -28,11 +29,6 @@ def read_bytes(path: str, limits: ImageLimits) -> bytes:
     """A photo's bytes, at most one byte past the limit (so a 60 MB file costs 20 MB to refuse, not 60)."""
     with open(path, "rb") as fh:
         return fh.read(limits.max_bytes + 1)
-
-
-def reason(exc: Exception) -> str:
-    """What went wrong with one photo, as its row's error."""
-    return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
 
 
 @dataclass

@@ -82,14 +82,15 @@ def _hash_files(paths: Sequence[Path], limits: ImageLimits) -> tuple[list[int], 
             data = Path(path).read_bytes()
             probe_image(data, limits)
         except (OSError, ClassifierError) as exc:
-            errors[i] = _reason(exc)
+            errors[i] = reason(exc)
             continue
         rows.append(i)
         hashes.append(sha256_hex(data))
     return rows, hashes, errors
 
 
-def _reason(exc: Exception) -> str:
+def reason(exc: Exception) -> str:
+    """What went wrong with one image, as its error: the ClassifierError's message, else the exception."""
     return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
 
 
@@ -162,7 +163,7 @@ def _decode_chunk(hashes: list[str], first_path: dict[str, Path], limits: ImageL
         try:
             images[h], _ = read_image_file(first_path[h], limits)
         except (OSError, ClassifierError) as exc:
-            failed[h] = _reason(exc)
+            failed[h] = reason(exc)
     return images
 
 
