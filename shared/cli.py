@@ -1,4 +1,5 @@
-"""`python -m shared <command>`: weights, train, evaluate, predict, classify-batch, serve, openapi, settings, deploy."""
+"""`python -m shared <command>`: weights, train, evaluate, predict, classify-batch, serve, history, restack, openapi,
+settings, deploy."""
 from __future__ import annotations
 
 import argparse
@@ -124,6 +125,32 @@ def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_history_export(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.feedback.export import export_labelled
+    from shared.history import HistoryFilter, HistoryStore, parse_time
+
+    path = args.db or settings.history_db
+    if not Path(path).is_file():
+        raise ClassifierError(f"There is no history database at {path} (HISTORY_DB, or --db).", status=400)
+    store = HistoryStore(path, enabled=False)
+    flt = HistoryFilter(since=parse_time(args.since, "--since"), until=parse_time(args.until, "--until", end_of_day=True),
+                        model_version=args.model_version, reviewed="wrong" if args.wrong else "labelled")
+    print(export_labelled(store, args.out, flt, include_training=args.include_training).line())
+    return 0
+
+
+def _cmd_restack(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.learning.restack import restack
+
+    manifest = restack(args.models, args.data, args.out, folds=args.folds, seed=args.seed)
+    done = manifest["restack"]
+    scores = ", ".join(f"{name} {m['macro_f1']:.3f}" for name, m in done["traffic_metrics"].items())
+    print(f"Restacked {args.models} (version {done['from_model_version']}) on {done['photos']} labelled photos into "
+          f"{args.out}: version {manifest['model_version']}. Macro-F1 on those photos, the stack out-of-fold: "
+          f"{scores}{_synthetic_note(manifest)}")
+    return 0
+
+
 def _cmd_deploy_render(args: argparse.Namespace, settings: Settings) -> int:
     from shared import deploy
 
@@ -174,6 +201,18 @@ the command exits 0 when the job ran, whatever the photos held.
 Each photo is read, decoded, CLIP-embedded (once, for both CLIP members) and OCR-read once, by a pool of
 Ray actors (one per CPU), each holding the extractors, learners and stack. Interrupted (Ctrl-C, a kill, a
 crash), the same command again skips the rows already written and finishes the rest.
+"""
+EXPORT_HELP = """\
+Writes OUT/labels.csv (path,label; what train --data, train --calibration-data and evaluate --data
+read), OUT/images/ and OUT/predictions.jsonl (each photo's answers by the stack and every member, for
+restack). One row per photo (the newest label wins). Left out and counted: photos the serving model was
+trained or tested on, and records whose full image was not kept (HISTORY_PENDING_IMAGES).
+"""
+RESTACK_HELP = """\
+Refits the 7 RandomForest meta-models on the training photos' out-of-fold member answers (the model's
+reference) plus the labelled traffic's member answers from a `history export` folder, both weighing the
+same, and fits their temperatures on the traffic's out-of-fold answers. The learners are copied as they
+are: seconds, no feature extraction. Writes a complete model folder (a new model_version) to OUT.
 """
 ENGINE_HELP = ("where missing features are extracted: serial (this process) or ray (a pool of Ray actors, one per CPU, "
                "on RAY_ADDRESS or a local Ray; the same cache, the same features); default: FEATURE_ENGINE")
@@ -295,6 +334,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="page to write (default: docs/configuration.md of this "
                                                           "checkout)")
     p.set_defaults(func=_cmd_settings)
+
+    history = _add(sub, "history", "the gateway's prediction history").add_subparsers(
+        dest="history_command", required=True, metavar="COMMAND")
+    p = _add(history, "export", "write the labelled predictions as a dataset (images + labels.csv)", EXPORT_HELP)
+    p.add_argument("--labelled", action="store_true", required=True,
+                   help="export the records people labelled (required: the only kind there is to export)")
+    p.add_argument("--out", type=Path, required=True, help="a new or empty folder")
+    p.add_argument("--db", type=Path, default=None, help="history database (default: HISTORY_DB)")
+    p.add_argument("--since", default=None, help="answers from this time: epoch seconds, a date or an ISO datetime")
+    p.add_argument("--until", default=None, help="answers before this time (a date includes that day)")
+    p.add_argument("--model-version", default=None, help="only answers of this model version")
+    p.add_argument("--wrong", action="store_true", help="only records whose label differs from the answer")
+    p.add_argument("--include-training", action="store_true",
+                   help="keep photos the serving model was trained or tested on (left out by default: a "
+                        "calibration set must not contain them)")
+    p.set_defaults(func=_cmd_history_export)
+
+    p = _add(sub, "restack", "refit the stack's meta-models and temperatures on labelled traffic (a new version)",
+             RESTACK_HELP)
+    p.add_argument("--models", type=Path, default=models, help="the model whose stack to refit (default: %(default)s)")
+    p.add_argument("--data", type=Path, required=True, help="a `history export --labelled` folder")
+    p.add_argument("--out", type=Path, required=True, help="a new or empty folder for the new model version")
+    p.add_argument("--folds", type=int, default=5, help="folds over the traffic for its out-of-fold answers "
+                                                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.set_defaults(func=_cmd_restack)
 
     deploy = _add(sub, "deploy", "files for compose, Swarm and Kubernetes").add_subparsers(
         dest="deploy_command", required=True, metavar="COMMAND")

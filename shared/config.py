@@ -263,6 +263,22 @@ class Settings(BaseSettings):
         "HISTORY_RETENTION_DAYS", 90, "Delete records older than this; 0 = keep", ge=0,
     )
     history_max_rows: int = _var("HISTORY_MAX_ROWS", 100_000, "Keep at most this many records; 0 = no cap", ge=0)
+    history_pending_images: int = _var(
+        "HISTORY_PENDING_IMAGES", 2000, "Without HISTORY_KEEP_IMAGES: keep the full images of this many of the newest "
+        "unlabelled records, so that a label can still export its photo (a labelled record keeps its image); "
+        "0 = none", ge=0,
+    )
+
+    # the loop: labels, review queue, live quality, drift (gateway)
+    drift_window: int = _var("DRIFT_WINDOW", 200, "Drift tests: answers per window", ge=10, le=10_000)
+    drift_windows: int = _var("DRIFT_WINDOWS", 5, "Drift tests: how many of the newest full windows to test", ge=1,
+                              le=100)
+    drift_alpha: float = _finite("DRIFT_ALPHA", 0.01, "Drift tests: a window is flagged when a test's p-value, "
+                                 "Bonferroni-corrected over the tests, is below this", gt=0, lt=1)
+    loop_metrics_every_s: float = _finite(
+        "LOOP_METRICS_EVERY_S", 60.0, "/metrics recomputes the live quality and drift gauges at most this often, in "
+        "each worker", ge=0,
+    )
 
     # bulk jobs (classify-batch, train --engine ray)
     ray_address: str = _var(

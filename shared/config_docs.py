@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 from typing import NamedTuple
 
-from annotated_types import Ge, Gt, Le
+from annotated_types import Ge, Gt, Le, Lt
 from pydantic.fields import FieldInfo
 
 from shared.config import FLAG_WORDS, Settings
@@ -170,13 +170,15 @@ def accepts(info: FieldInfo) -> str:
     if kind is bool:
         return FLAG_WORDS
     words = {int: "integer", float: "number", Path: "path", str: "text"}[kind]
-    bounds = [_bound(item) for item in info.metadata if isinstance(item, (Ge, Gt, Le))]
+    bounds = [_bound(item) for item in info.metadata if isinstance(item, (Ge, Gt, Le, Lt))]
     return " ".join([words, ", ".join(bounds)]).strip()
 
 
-def _bound(item: Ge | Gt | Le) -> str:
+def _bound(item: Ge | Gt | Le | Lt) -> str:
     if isinstance(item, Ge):
         return f"≥ {item.ge}"
+    if isinstance(item, Lt):
+        return f"< {item.lt}"
     return f"> {item.gt}" if isinstance(item, Gt) else f"≤ {item.le}"
 
 

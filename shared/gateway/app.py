@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from flask import Flask
 
-from shared import history, ui
+from shared import feedback, history, ui
 from shared.gateway import cache, client, routes
 from shared.gateway.runtime import GatewayRuntime
 from shared.gateway.torch_guard import keep_torch_out
@@ -36,5 +36,6 @@ def build_app(config: Mapping[str, Any] | None = None) -> Flask:
     oip.init_app(app, routes.classify)
     cache.init_app(app, settings)
     history.init_app(app, settings)
+    feedback.init_app(app, settings)
     ui.init_app(app)
     return start(app, model)

@@ -81,8 +81,8 @@ def classify(data: bytes) -> dict:
     hit = cache.get(sha, runtime.model_version)
     if hit is not None:  # the stored answer as it was; the history still records this request, as a hit
         cache_mark("hit")
-        _record_history(data, sha, {**hit, "request_id": observability.request_id(),
-                                    "latency_ms": _ms_since(started)}, cached=True)
+        _record_history(runtime, data, sha, {**hit, "request_id": observability.request_id(),
+                                             "latency_ms": _ms_since(started)}, cached=True)
         return hit
     if cache.enabled:
         cache_mark("miss")
@@ -99,7 +99,7 @@ def classify(data: bytes) -> dict:
         raise _nobody_answered(answers)
     body = _stack_body(runtime, answers, answered, _ms_since(started))
     cache.put(sha, runtime.model_version, body)
-    _record_history(data, sha, body)
+    _record_history(runtime, data, sha, body)
     return body
 
 
@@ -164,14 +164,15 @@ def _log_members(answers: Mapping[str, MemberAnswer]) -> None:
         members={name: {"outcome": a.outcome.value, "latency_ms": a.latency_ms} for name, a in answers.items()})
 
 
-def _record_history(data: bytes, sha: str, body: dict, cached: bool = False) -> None:
+def _record_history(runtime: GatewayRuntime, data: bytes, sha: str, body: dict, cached: bool = False) -> None:
     """Hand the prediction to the history store, which writes it in the background; never fails the request."""
     source = request.headers.get(SOURCE_HEADER, "api").lower()
     try:
         current_history().record({
             "ts": time.time(), "request_id": body["request_id"], "sha256": sha,
             "size_bytes": len(data), "image": data, "class_id": body["class_id"][0], "label": body["label"],
-            "proba": body["proba"], "members": body["members"],
+            "proba": body["proba"], "probas": body["probas"], "members": body["members"],
+            "model_version": body["model_version"], "in_training": runtime.seen_in_training(sha),
             "latency_ms": body["latency_ms"], "degraded": body["degraded"],
             "synthetic_weights": bool(body.get("synthetic_weights")), "weights": body.get("weights", {}),
             "source": source if source in SOURCES else "api", "cached": cached,

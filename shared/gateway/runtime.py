@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from shared.config import Settings
+from shared.learning.reference import Reference, load_reference
 from shared.members import GATEWAY
 from shared.serving.runtime import ModelRuntime
 from shared.weights import manifest_parts
@@ -25,6 +26,7 @@ class GatewayRuntime(ModelRuntime):
     def __init__(self, settings: Settings):
         super().__init__(GATEWAY, settings)
         self.manifest: dict = {}
+        self.reference: Reference | None = None  # what the model keeps of its training data (None: older model)
 
     def running_slots(self) -> int:
         """Fan-outs at once (GATEWAY_RUNNING, else this host's cores): about what the members can compute at once;
@@ -39,8 +41,13 @@ class GatewayRuntime(ModelRuntime):
 
         manifest = artifacts.load_manifest(self.settings.models_dir)
         ensemble = MetaEnsemble.load(self.settings.models_dir, manifest)
+        self.reference = load_reference(self.settings.models_dir, manifest)
         self.manifest = manifest
         return ensemble
+
+    def seen_in_training(self, sha256: str) -> bool:
+        """Whether the model was trained or tested on this image (its label is then no new evidence)."""
+        return self.reference is not None and sha256 in self.reference.images
 
     def warm_up(self) -> None:
         """Combine uniform probabilities of every member once."""

@@ -9,26 +9,36 @@ from shared.errors import BadRequest
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# `reviewed=`: what a person said of the record; "wrong": labelled with another class than the answer's.
+REVIEWED_CLAUSES = {"labelled": "true_label IS NOT NULL", "unlabelled": "true_label IS NULL",
+                    "wrong": "true_label IS NOT NULL AND true_label != label"}
 
 
 @dataclass(frozen=True)
 class HistoryFilter:
-    """What to list: a class label, a time range [since, until) in epoch seconds, and the degraded flag."""
+    """What to list: a class label, a time range [since, until) in epoch seconds, the degraded flag, whether a
+    person labelled the record (`reviewed`: labelled, unlabelled, or wrong = labelled with another class than the
+    answer's) and the model version that answered."""
 
     label: str | None = None
     since: float | None = None
     until: float | None = None
     degraded: bool | None = None
+    reviewed: str | None = None
+    model_version: str | None = None
 
     def where(self) -> tuple[list[str], list[Any]]:
         """SQL conditions and their parameters."""
         clauses: list[str] = []
         params: list[Any] = []
         for clause, value in (("label = ?", self.label), ("ts >= ?", self.since), ("ts < ?", self.until),
-                              ("degraded = ?", None if self.degraded is None else int(self.degraded))):
+                              ("degraded = ?", None if self.degraded is None else int(self.degraded)),
+                              ("model_version = ?", self.model_version)):
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
+        if self.reviewed is not None:
+            clauses.append(REVIEWED_CLAUSES[self.reviewed])
         return clauses, params
 
     def to_query(self) -> dict[str, str]:
@@ -42,6 +52,10 @@ class HistoryFilter:
             out["until"] = iso_time(self.until)
         if self.degraded is not None:
             out["degraded"] = "true" if self.degraded else "false"
+        if self.reviewed is not None:
+            out["reviewed"] = self.reviewed
+        if self.model_version is not None:
+            out["model_version"] = self.model_version
         return out
 
 
@@ -75,14 +89,26 @@ def parse_cursor(cursor: str | None) -> tuple[float, int] | None:
 
 
 def parse_filter(args: Mapping[str, str]) -> HistoryFilter:
-    """Build a HistoryFilter from query parameters: label (or class), since, until, degraded."""
+    """Build a HistoryFilter from query parameters: label (or class), since, until, degraded, reviewed, model_version."""
     label = (args.get("label") or args.get("class") or "").strip() or None
     return HistoryFilter(
         label=label,
         since=parse_time(args.get("since"), "since"),
         until=parse_time(args.get("until"), "until", end_of_day=True),
         degraded=parse_bool(args.get("degraded"), "degraded"),
+        reviewed=parse_reviewed(args.get("reviewed")),
+        model_version=(args.get("model_version") or "").strip() or None,
     )
+
+
+def parse_reviewed(value: str | None) -> str | None:
+    """labelled / unlabelled / wrong; empty or 'any' -> None."""
+    value = (value or "").strip().lower()
+    if value in ("", "any", "all"):
+        return None
+    if value not in REVIEWED_CLAUSES:
+        raise BadRequest(f"reviewed must be one of {', '.join(REVIEWED_CLAUSES)} or any, got {value!r}.")
+    return value
 
 
 def parse_time(value: str | None, name: str, *, end_of_day: bool = False) -> float | None:

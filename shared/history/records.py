@@ -39,18 +39,36 @@ CREATE TABLE IF NOT EXISTS images (
 """
 
 INSERT = ("INSERT INTO predictions (ts, request_id, sha256, size_bytes, class_id, label, proba, latency_ms, degraded,"
-          " source, synthetic, members, cached) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+          " source, synthetic, members, cached, model_version, probas, priority, in_training)"
+          " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 # Columns added after the first release: (name, definition), added to an older database when it is opened.
-ADDED_COLUMNS = (("cached", "INTEGER NOT NULL DEFAULT 0"),)  # 1: answered from the gateway's response cache
+ADDED_COLUMNS = (
+    ("cached", "INTEGER NOT NULL DEFAULT 0"),  # 1: answered from the gateway's response cache
+    ("model_version", "TEXT"),  # the model that answered (NULL in records older than it)
+    ("probas", "TEXT"),  # the stack's probability of every class, JSON
+    ("priority", "REAL"),  # how much a label would teach: review_priority
+    ("in_training", "INTEGER NOT NULL DEFAULT 0"),  # 1: the image is one the model was trained or tested on
+    ("true_label", "TEXT"),  # the class a person gave it (NULL: not labelled)
+    ("labelled_by", "TEXT"),
+    ("labelled_at", "REAL"),
+    ("label_changes", "INTEGER NOT NULL DEFAULT 0"),  # times a label was replaced by a different one
+)
+# Indexes on added columns: made after ADDED_COLUMNS. The review queue reads unlabelled rows by priority.
+ADDED_INDEXES = """
+CREATE INDEX IF NOT EXISTS ix_predictions_review ON predictions (priority DESC, id) WHERE true_label IS NULL;
+CREATE INDEX IF NOT EXISTS ix_predictions_labelled ON predictions (ts, id) WHERE true_label IS NOT NULL;
+"""
 LIST_COLUMNS = (
     "id, ts, request_id, sha256, size_bytes, class_id, label, proba, latency_ms, degraded, source, synthetic, members,"
-    " cached,"
-    " EXISTS (SELECT 1 FROM images i WHERE i.id = predictions.id AND i.thumbnail IS NOT NULL) AS has_thumbnail"
+    " cached, model_version, probas, priority, in_training, true_label, labelled_by, labelled_at, label_changes,"
+    " EXISTS (SELECT 1 FROM images i WHERE i.id = predictions.id AND i.thumbnail IS NOT NULL) AS has_thumbnail,"
+    " EXISTS (SELECT 1 FROM images i WHERE i.id = predictions.id AND i.image IS NOT NULL) AS has_image"
 )
 
 # The prediction's own columns, first in every CSV row; each member then adds MEMBER_CSV_COLUMNS.
 CSV_COLUMNS = ("id", "time", "ts", "request_id", "sha256", "size_bytes", "class_id", "label", "proba", "latency_ms",
-               "degraded", "source", "synthetic_weights", "cached")
+               "degraded", "source", "synthetic_weights", "cached", "model_version", "true_label", "labelled_by",
+               "labelled_at", "in_training")
 MEMBER_CSV_COLUMNS = ("label", "proba", "ok", "latency_ms", "error")
 
 
@@ -73,15 +91,32 @@ def row_from_record(rec: Mapping[str, Any]) -> tuple:
         int(bool(rec.get("synthetic_weights"))),
         json.dumps(compact_members(rec.get("members") or {}), separators=(",", ":")),
         int(bool(rec.get("cached"))),
+        rec.get("model_version"),
+        json.dumps(_rounded(rec.get("probas") or {}), separators=(",", ":")) if rec.get("probas") else None,
+        review_priority(rec.get("probas") or {}, rec.get("label"), rec.get("members") or {}),
+        int(bool(rec.get("in_training"))),
     )
 
 
+def review_priority(probas: Mapping[str, float], label: str | None, members: Mapping[str, Any]) -> float | None:
+    """How much a person's label would teach, 0..2: (1 - the stack's margin between its top two classes) + the
+    share of answering members whose top class is not the stack's. None without the stack's probabilities."""
+    if not probas:
+        return None
+    top = sorted((float(p) for p in probas.values()), reverse=True)
+    margin = top[0] - (top[1] if len(top) > 1 else 0.0)
+    voters = [m.get("label") for m in members.values() if isinstance(m, Mapping) and m.get("ok", True)]
+    disagreement = sum(v != label for v in voters) / len(voters) if voters else 0.0
+    return round(1.0 - margin + disagreement, 6)
+
+
 def add_columns(conn: sqlite3.Connection) -> None:
-    """Bring an older predictions table up to ADDED_COLUMNS."""
+    """Bring an older predictions table up to ADDED_COLUMNS and ADDED_INDEXES."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
     for name, definition in ADDED_COLUMNS:
         if name not in have:
             conn.execute(f"ALTER TABLE predictions ADD COLUMN {name} {definition}")
+    conn.executescript(ADDED_INDEXES)
 
 
 def compact_members(members: Mapping[str, Any]) -> dict:
@@ -89,13 +124,16 @@ def compact_members(members: Mapping[str, Any]) -> dict:
     out = {}
     for name, m in members.items():
         m = dict(m or {})
-        probas = m.get("probas")
-        if isinstance(probas, Mapping):
-            m["probas"] = {k: round(float(v), 5) for k, v in probas.items()}
-        elif isinstance(probas, (list, tuple)):
-            m["probas"] = [round(float(v), 5) for v in probas]
+        if m.get("probas") is not None:
+            m["probas"] = _rounded(m["probas"])
         out[name] = m
     return out
+
+
+def _rounded(probas: Any) -> Any:
+    if isinstance(probas, Mapping):
+        return {k: round(float(v), 5) for k, v in probas.items()}
+    return [round(float(v), 5) for v in probas]
 
 
 def item_from_row(row: sqlite3.Row) -> dict:
@@ -119,6 +157,16 @@ def item_from_row(row: sqlite3.Row) -> dict:
         "weights": answer_weights(members),
         "members": members,
         "has_thumbnail": bool(row["has_thumbnail"]),
+        "has_image": bool(row["has_image"]),
+        "model_version": row["model_version"],
+        "probas": json.loads(row["probas"]) if row["probas"] else None,
+        "review_priority": row["priority"],
+        "in_training": bool(row["in_training"]),
+        "true_label": row["true_label"],
+        "labelled_by": row["labelled_by"],
+        "labelled_at": None if row["labelled_at"] is None else iso_time(row["labelled_at"]),
+        "label_changes": row["label_changes"],
+        "correct": None if row["true_label"] is None else row["true_label"] == row["label"],
     }
 
 

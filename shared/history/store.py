@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import os
@@ -34,10 +35,14 @@ RECORD_FAILURES = Counter(
 )
 RECORDS_WRITTEN = Counter("history_records_written", "Prediction records written to the history")
 
+LABELS_GIVEN = Counter("history_labels", "Labels given to recorded predictions", ["outcome"])  # new|same|changed
+
+
 class HistoryUnavailable(ClassifierError):
-    """The history database cannot be opened or read (predictions still work)."""
+    """The history database cannot be opened, read or written (predictions still work); retry later."""
 
     status, code = 503, "history_unavailable"
+    retry_after = 5
 
 
 class HistoryStore:
@@ -45,10 +50,13 @@ class HistoryStore:
 
     def __init__(self, path: str | os.PathLike, *, enabled: bool = True, keep_images: bool = False,
                  retention_days: int = 0, max_rows: int = 0, queue_size: int = QUEUE_SIZE,
-                 retention_every_s: float = RETENTION_EVERY_S):
+                 retention_every_s: float = RETENTION_EVERY_S, pending_images: int = 0):
         self.path = Path(path)
         self.enabled = enabled
         self.keep_images = keep_images
+        # Without keep_images: the full images of the newest `pending_images` unlabelled records are kept so that
+        # a label can still export its photo; a labelled record keeps its image for as long as the record.
+        self.pending_images = pending_images
         self.retention_days = retention_days
         self.max_rows = max_rows
         self.retention_every_s = retention_every_s
@@ -64,7 +72,8 @@ class HistoryStore:
     def from_settings(cls, settings: Settings) -> "HistoryStore":
         """A store configured by the history_* settings."""
         return cls(settings.history_db, enabled=settings.history_enabled, keep_images=settings.history_keep_images,
-                   retention_days=settings.history_retention_days, max_rows=settings.history_max_rows)
+                   retention_days=settings.history_retention_days, max_rows=settings.history_max_rows,
+                   pending_images=settings.history_pending_images)
 
     # --- writing ----------------------------------------------------------
     def record(self, rec: Mapping[str, Any]) -> None:
@@ -172,7 +181,7 @@ class HistoryStore:
         data = rec.get("image")
         if not data:
             return None, None
-        return make_thumbnail(data), (bytes(data) if self.keep_images else None)
+        return make_thumbnail(data), (bytes(data) if self.keep_images or self.pending_images > 0 else None)
 
     # --- retention --------------------------------------------------------
     def apply_retention(self, now: float | None = None, conn: sqlite3.Connection | None = None) -> int:
@@ -183,6 +192,7 @@ class HistoryStore:
             with conn:
                 deleted = self._delete_expired(conn, time.time() if now is None else now)
                 deleted += self._delete_over_cap(conn)
+                self._drop_pending_images(conn)
             return deleted
         finally:
             if own:
@@ -203,6 +213,89 @@ class HistoryStore:
         if edge is None:
             return 0
         return conn.execute("DELETE FROM predictions WHERE (ts, id) <= (?, ?)", edge).rowcount
+
+    def _drop_pending_images(self, conn: sqlite3.Connection) -> int:
+        """Forget the full images of unlabelled records beyond the newest pending_images (thumbnails stay)."""
+        if self.keep_images:
+            return 0
+        return conn.execute(
+            "UPDATE images SET image = NULL WHERE id IN (SELECT p.id FROM predictions p JOIN images i ON i.id = p.id"
+            " WHERE p.true_label IS NULL AND i.image IS NOT NULL ORDER BY p.ts DESC, p.id DESC LIMIT -1 OFFSET ?)",
+            (self.pending_images,)).rowcount
+
+    # --- labels -------------------------------------------------------------
+    def set_label(self, record_id: int, label: str, by: str, now: float | None = None) -> dict:
+        """Store a person's class for one record (the latest wins; a different one counts a change), written and
+        committed before it returns; the updated record with `label_outcome` new, same or changed. NotFound if
+        there is no such record."""
+        changed = self._write_label(record_id, label, by, time.time() if now is None else now)
+        if changed is None and self._queue.unfinished_tasks and self.flush(timeout=2.0):
+            changed = self._write_label(record_id, label, by, time.time() if now is None else now)  # just answered
+        if changed is None:
+            raise NotFound(f"There is no history record with id {record_id} (retention may have removed it).")
+        LABELS_GIVEN.labels(changed).inc()
+        return self.get(record_id) | {"label_outcome": changed}
+
+    def record_for_request(self, request_id: str) -> int:
+        """The id of the newest record answering this request id; NotFound if none."""
+        sql = "SELECT id FROM predictions WHERE request_id = ? ORDER BY ts DESC, id DESC LIMIT 1"
+        rows = self._read(sql, (request_id,))
+        if not rows and self._queue.unfinished_tasks and self.flush(timeout=2.0):
+            rows = self._read(sql, (request_id,))
+        if not rows:
+            raise NotFound(f"There is no history record for request id {request_id!r}.")
+        return rows[0]["id"]
+
+    def _write_label(self, record_id: int, label: str, by: str, now: float) -> str | None:
+        """'new', 'same' or 'changed'; None when the record does not exist. Concurrent labels of one record
+        serialise in SQLite's write lock, and each counts against the label it replaced."""
+        try:
+            conn = self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            raise HistoryUnavailable(f"The history database {self.path} cannot be opened: {exc}") from None
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # the write lock first: read-then-update is one step for every labeller
+            row = conn.execute("SELECT true_label FROM predictions WHERE id = ?", (record_id,)).fetchone()
+            if row is not None:
+                conn.execute("UPDATE predictions SET label_changes = label_changes + ?, true_label = ?,"
+                             " labelled_by = ?, labelled_at = ? WHERE id = ?",
+                             (int(row["true_label"] not in (None, label)), label, by, now, record_id))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise HistoryUnavailable(f"The history database {self.path} cannot be written: {exc}") from None
+        finally:
+            conn.close()
+        if row is None:
+            return None
+        before = row["true_label"]
+        return "new" if before is None else ("same" if before == label else "changed")
+
+    def review_queue(self, *, limit: int = PAGE_SIZE, cursor: str | None = None) -> HistoryPage:
+        """Unlabelled records, the ones a label would teach most first (review_priority, then newest)."""
+        limit = max(1, min(int(limit), MAX_PAGE_SIZE))
+        after = parse_cursor(cursor)
+        clause, params = ("", ()) if after is None else (" AND (priority, id) < (?, ?)", after)
+        rows = self._read(f"SELECT {LIST_COLUMNS} FROM predictions WHERE true_label IS NULL AND priority IS NOT NULL"
+                          f"{clause} ORDER BY priority DESC, id DESC LIMIT ?", (*params, limit + 1))
+        page = HistoryPage(items=[item_from_row(r) for r in rows[:limit]])
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            page.next_cursor = format_cursor(last["priority"], last["id"])
+        return page
+
+    def iter_labelled(self, flt: HistoryFilter = HistoryFilter()) -> Iterator[dict]:
+        """Every labelled record matching the filter, newest first, read in chunks."""
+        return self.iter_items(dataclasses.replace(flt, reviewed="wrong" if flt.reviewed == "wrong" else "labelled"))
+
+    def iter_items(self, flt: HistoryFilter = HistoryFilter()) -> Iterator[dict]:
+        """Every record matching the filter, newest first, read in chunks as it is consumed."""
+        cursor: tuple[float, int] | None = None
+        while True:
+            rows = self._select(flt, EXPORT_CHUNK, cursor)
+            yield from (item_from_row(row) for row in rows)
+            if len(rows) < EXPORT_CHUNK:
+                return
+            cursor = (rows[-1]["ts"], rows[-1]["id"])
 
     # --- reading ----------------------------------------------------------
     def query(self, flt: HistoryFilter = HistoryFilter(), *, limit: int = PAGE_SIZE,
@@ -228,7 +321,8 @@ class HistoryStore:
         return self._blob("thumbnail", record_id)
 
     def image(self, record_id: int) -> bytes:
-        """The full image of one record (only kept with history_keep_images); NotFound otherwise."""
+        """The full image of one record (kept with history_keep_images, for labelled records, and for the newest
+        history_pending_images unlabelled ones); NotFound otherwise."""
         return self._blob("image", record_id)
 
     def labels(self) -> list[str]:

@@ -20,6 +20,7 @@ from shared.learning.data import Dataset, load_dataset
 from shared.learning.learners import build_learner, learner_path
 from shared.learning.meta_model import (MetaEnsemble, fit_meta_models, make_folds, member_subsets, meta_path,
                                         out_of_fold_proba, subset_name)
+from shared.learning.reference import save_reference
 from shared.members import member, member_names
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,14 @@ def train(data: Path, out: Path, weights_dir: Path, settings: Settings, test_dat
     train_split, test_split, classes = loaded.fit, loaded.held_out, loaded.train_set.classes
     k = choose_folds(train_split.y, folds, classes)
     calibration_split = None if loaded.calibration_set is None else _calibration_split(loaded, weights_dir, settings)
-    learners, meta_models = fit_stack(train_split, k, seed)
+    learners, meta_models, oof = fit_stack(train_split, k, seed)
     calibration = None if calibration_split is None else calibrate(learners, meta_models, calibration_split)
     probas = held_out_probas(learners, meta_models, test_split, (calibration or {}).get("temperatures"))
     results = evaluation.evaluate_probas(test_split.y, probas, classes)
     manifest = _manifest(loaded, results, k, folds, seed, test_size, test_data) | {"calibration": calibration}
     _save_models(out, learners, meta_models)
+    save_reference(out, classes, train_split.y, oof, probas[evaluation.STACK], loaded.table.hashes,
+                   _empty_answers(learners, train_split, len(classes)))
     _write_training_report(out, results, probas, (train_split, test_split), manifest)
     manifest = artifacts.write_manifest(out, manifest | {"files": _artifact_files(out)})
     log.info("trained %s in %.1f s; stack accuracy on held-out: %.3f%s", out, time.perf_counter() - started,
@@ -196,15 +199,16 @@ def _take(values: Any, mask: np.ndarray) -> Any:
 
 
 # --- fitting ------------------------------------------------------------------------------------
-def fit_stack(split: Split, folds: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Out-of-fold probabilities -> meta-models; then every member refit on all training data."""
+def fit_stack(split: Split, folds: int, seed: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    """Out-of-fold probabilities -> meta-models; then every member refit on all training data.
+    (learners, meta-models, the out-of-fold probabilities)."""
     from tqdm import tqdm
 
     oof, learners = {}, {}
     for name in tqdm(member_names(), desc=f"fitting members ({folds}-fold out-of-fold + refit)", unit="member"):
         oof[name] = member_out_of_fold(name, split, folds, seed)
         learners[name] = build_learner(name, seed).fit(split.member_input(name), split.y)
-    return learners, fit_meta_models(oof, split.y, seed)
+    return learners, fit_meta_models(oof, split.y, seed), oof
 
 
 def member_out_of_fold(name: str, split: Split, folds: int, seed: int) -> np.ndarray:
@@ -235,6 +239,14 @@ def calibrate(learners: dict[str, Any], meta_models: dict[str, Any], split: Spli
                     BOUNDS, ", ".join(at_bound))
     return {"method": "temperature", "data": split.dataset.summary(), "temperatures": temperatures,
             "at_bound": at_bound}
+
+
+def _empty_answers(learners: dict[str, Any], split: Split, k: int) -> dict[str, np.ndarray]:
+    """{member: (K,) its answer to no text} for the members that read text (their input is a list of strings)."""
+    from shared.learning.learners import predict_aligned
+
+    return {name: predict_aligned(pipeline, [""], k)[0] for name, pipeline in learners.items()
+            if isinstance(split.member_input(name), list)}
 
 
 # --- saving -------------------------------------------------------------------------------------
@@ -316,8 +328,8 @@ def _embedding(*sides: Split) -> report.Embedding | None:
 
 
 def _artifact_files(out: Path) -> list[str]:
-    """Every file training wrote (learners, meta-models, report), relative to out."""
-    return sorted(str(p.relative_to(out)) for folder in ("learners", "meta", REPORT_DIR)
+    """Every file training wrote (learners, meta-models, reference, report), relative to out."""
+    return sorted(str(p.relative_to(out)) for folder in ("learners", "meta", "reference", REPORT_DIR)
                   for p in (out / folder).rglob("*") if p.is_file() and not p.name.startswith("."))
 
 

@@ -12,6 +12,7 @@ parameters, not a token.
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from pathlib import Path
@@ -34,7 +35,7 @@ OPEN_RULES = frozenset({
     "/static/<path:filename>", "/ui/static/<path:filename>",
 })
 OPEN_PAGES = frozenset({"/", "/ui"})  # GET only: the page shells; their POSTs need a key
-HTML_PAGES = frozenset({"/history"})  # server-rendered with data: a browser gets _KEY_PAGE, which asks for the key
+HTML_PAGES = frozenset({"/history", "/review", "/quality"})  # server-rendered with data: a browser gets _KEY_PAGE, which asks for the key
 
 
 def load_keys(settings: Settings) -> list[str]:
@@ -101,7 +102,20 @@ def _key_auth(keys: list[bytes]) -> MultiAuth:
 def _verify(token: str, keys: list[bytes]) -> bool:
     given = token.strip()
     g.api_key_given = bool(given)  # the 401 says "missing" or "not valid"
-    return bool(given) and matches(given.encode(), keys)
+    granted = bool(given) and matches(given.encode(), keys)
+    if granted:
+        g.api_key_id = key_id(given)
+    return granted
+
+
+def key_id(key: str) -> str:
+    """'key:<first 12 hex of its sha256>': names a key in records and logs without revealing it."""
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def caller_id() -> str:
+    """Who sent this request: its API key's key_id, or 'anonymous' when keys are off."""
+    return g.get("api_key_id") or "anonymous"
 
 
 def _refused(status: int) -> Response:

@@ -161,7 +161,19 @@ def metrics() -> Response:
       responses:
         "200": {description: Prometheus text format, content: {text/plain: {schema: {type: string}}}}
     """
-    return Response(generate_latest(metrics_registry()), mimetype=CONTENT_TYPE_LATEST)
+    extra = current_app.extensions.get(_SCRAPE_COLLECTORS)
+    body = generate_latest(metrics_registry()) + (generate_latest(extra) if extra is not None else b"")
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)
+
+
+_SCRAPE_COLLECTORS = "scrape_collectors"  # app.extensions: a registry of collectors computed per scrape
+
+
+def add_scrape_collector(app: Flask, collector: Any) -> None:
+    """Add a collector whose `collect()` runs during each /metrics request (in the app), after the counters:
+    for figures computed from stored data (live quality, drift) rather than counted as requests pass."""
+    registry = app.extensions.setdefault(_SCRAPE_COLLECTORS, CollectorRegistry(auto_describe=False))
+    registry.register(collector)
 
 
 def metrics_registry() -> CollectorRegistry:

@@ -120,9 +120,9 @@ SCHEMAS: dict[str, Any] = {
 # Error responses, by name: the operations' docstrings refer to them ("400": BadInput); each also in the inference
 # protocol's flat error shape, named with an Oip prefix.
 ERRORS = {400: ("BadInput", "Bad input (empty or corrupt image, malformed request)"),
-          404: ("NotFound", "Not found"), 413: ("TooLarge", "Body or pixel count over the limit"),
+          404: ("NotFound", "Not found"), 409: ("Conflict", "Conflicts with the serving model's state"), 413: ("TooLarge", "Body or pixel count over the limit"),
           415: ("NotAnImage", "Not an image / unsupported type"), 422: ("Rejected", "A member rejected the input"),
-          503: ("NotReady", "Not ready (loading, draining) or no member answered"),
+          503: ("NotReady", "Not ready (loading, draining), no member answered, or the history database is down"),
           504: ("TimedOut", "No member answered in time")}
 
 RESPONSES = {"Page": {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}}

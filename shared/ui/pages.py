@@ -9,7 +9,9 @@ from flask import Blueprint, Flask, current_app, render_template, request
 from shared.config import Settings
 from shared.errors import ClassifierError
 from shared.features.registry import part_label, part_labels
-from shared.history import PAGE_SIZE, HistoryStore, HistoryUnavailable, current_history, member_top_proba, parse_filter
+from shared.feedback import drift_now, quality_now, serving_classes, serving_weights
+from shared.history import (PAGE_SIZE, HistoryFilter, HistoryStore, HistoryUnavailable, current_history,
+                            member_top_proba, parse_filter)
 
 PREDICT_URL = "/"  # the gateway's prediction route (API clients POST raw bytes there too)
 ACCEPTED_TYPES = "image/jpeg,image/png,image/webp,image/bmp,image/gif,image/tiff"
@@ -19,7 +21,7 @@ bp = Blueprint("ui", __name__, template_folder="templates", static_folder="stati
 
 
 def init_app(app: Flask) -> None:
-    """Register the pages: GET / and /ui (classify), GET /history."""
+    """Register the pages: GET / and /ui (classify), GET /history, GET /review, GET /quality."""
     app.register_blueprint(bp)
 
 
@@ -78,7 +80,8 @@ def history_page() -> tuple[str, int]:
     store = _history()
     context: dict[str, Any] = {"items": [], "labels": [], "error": None, "next_url": None, "args": request.args,
                                "csv_url": "/v1/history.csv", "recording": store is not None and store.enabled,
-                               "write_error": store.last_error if store is not None else None}
+                               "write_error": store.last_error if store is not None else None,
+                               "classes": serving_classes(), "drift": _drift_banner()}
     status = 200
     try:
         if store is None:
@@ -87,6 +90,87 @@ def history_page() -> tuple[str, int]:
     except ClassifierError as exc:
         context["error"], status = exc.message, exc.status
     return render_template("history.html", **context), status
+
+
+@bp.get("/review")
+def review_page() -> tuple[str, int]:
+    """The review queue: unlabelled predictions, those a label would teach most first, each with a label control.
+    ---
+    get:
+      summary: The review queue page
+      tags: [pages]
+      parameters:
+      - {name: cursor, in: query, required: false, schema: {type: string}}
+      responses:
+        "200": Page
+        "400": Page
+    """
+    context: dict[str, Any] = {"items": [], "error": None, "next_url": None, "classes": serving_classes()}
+    status = 200
+    try:
+        store = _history()
+        if store is None:
+            raise ClassifierError("The prediction history is not set up in this gateway.", status=503)
+        page = store.review_queue(limit=_page_size(request.args.get("limit")), cursor=request.args.get("cursor"))
+        context["items"] = [_display_item(item) for item in page.items]
+        context["next_url"] = f"/review?{urlencode({'cursor': page.next_cursor})}" if page.next_cursor else None
+        context["first_page"] = not request.args.get("cursor")
+    except ClassifierError as exc:
+        context["error"], status = exc.message, exc.status
+    return render_template("review.html", **context), status
+
+
+@bp.get("/quality")
+def quality_page() -> tuple[str, int]:
+    """Live quality on the labelled predictions (tables, confusion matrix, reliability, accuracy by day) and drift.
+    ---
+    get:
+      summary: The live quality and drift page
+      tags: [pages]
+      parameters:
+      - {name: since, in: query, required: false, schema: {type: string}}
+      - {name: until, in: query, required: false, schema: {type: string}}
+      - {name: model_version, in: query, required: false, schema: {type: string}}
+      responses:
+        "200": Page
+        "400": Page
+    """
+    context: dict[str, Any] = {"quality": None, "drift": None, "error": None, "drift_error": None,
+                               "args": request.args}
+    status = 200
+    try:
+        flt = parse_filter(request.args)
+        context["quality"] = quality_now(HistoryFilter(since=flt.since, until=flt.until,
+                                                       model_version=flt.model_version))
+        context["synthetic"] = weights_note(serving_weights()) if "synthetic" in serving_weights().values() else None
+        stack = context["quality"]["models"].get("stack")
+        context["confusion"] = confusion_view(stack["confusion"], stack["labels"]) if stack else None
+    except ClassifierError as exc:
+        context["error"], status = exc.message, exc.status
+    try:
+        context["drift"] = drift_now(max_age_s=_settings().loop_metrics_every_s)
+    except ClassifierError as exc:
+        context["drift_error"] = exc.message
+    return render_template("quality.html", **context), status
+
+
+def confusion_view(matrix: list[list[int]], labels: list[str]) -> dict:
+    """The confusion matrix for the page: only classes with a count, when the model has more than 20."""
+    keep = list(range(len(labels)))
+    if len(labels) > 20:
+        keep = [i for i in keep if matrix[i][i] or any(matrix[i]) or any(row[i] for row in matrix)]
+    rows = [{"label": labels[i], "cells": [matrix[i][j] for j in keep]} for i in keep]
+    return {"labels": [labels[i] for i in keep], "rows": rows, "hidden": len(keep) < len(labels),
+            "max": max([1] + [n for row in rows for n in row["cells"]])}
+
+
+def _drift_banner() -> dict | None:
+    """The newest drift verdict for the history page's line, when drift is flagged; None otherwise or unknown."""
+    try:
+        report = drift_now(max_age_s=_settings().loop_metrics_every_s)
+    except ClassifierError:
+        return None
+    return report["windows"][0] if report["flagged"] else None
 
 
 def _history_listing(store: HistoryStore) -> dict[str, Any]:
@@ -133,6 +217,11 @@ def weights_note(weights: Mapping[str, str]) -> str:
 @bp.app_template_filter("pct")
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
+
+
+@bp.app_template_filter("num")
+def _num(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
 
 
 @bp.app_template_filter("kb")
