@@ -95,21 +95,35 @@ def _json_object() -> dict:
     return body
 
 
+def _runtime() -> GatewayRuntime:
+    """The app's gateway model; 503 in an app that serves none (the pages alone, in tests)."""
+    try:
+        return current_runtime(GatewayRuntime)
+    except (KeyError, TypeError):
+        raise ClassifierError("This app serves no stacking model.", status=503) from None
+
+
 def serving_classes() -> list[str]:
-    """The serving model's classes (what a label may be); empty while it loads."""
-    runtime = current_runtime(GatewayRuntime)
+    """The serving model's classes (what a label may be); empty while it loads or where there is none."""
+    try:
+        runtime = _runtime()
+    except ClassifierError:
+        return []
     return list(runtime.model.classes) if runtime.model is not None else []
 
 
 def serving_weights() -> dict[str, str]:
     """{part: real|synthetic} of the serving model, as its manifest records them."""
-    return dict(current_runtime(GatewayRuntime).manifest.get("weights") or {})
+    try:
+        return dict(_runtime().manifest.get("weights") or {})
+    except ClassifierError:
+        return {}
 
 
 def _label_from_body(body: dict | None = None) -> str:
     """The `label` of the JSON body, one of the serving model's classes; BadRequest naming them otherwise."""
     body = _json_object() if body is None else body
-    classes = current_runtime(GatewayRuntime).require_loaded().classes
+    classes = _runtime().require_loaded().classes
     label = body.get("label")
     if isinstance(label, str) and label.strip() in classes:
         return label.strip()
@@ -165,7 +179,7 @@ def quality() -> Response:
 
 def quality_now(flt: HistoryFilter) -> dict:
     """live_quality of the labelled records the filter selects, in the serving model's classes."""
-    runtime = current_runtime(GatewayRuntime)
+    runtime = _runtime()
     classes = runtime.require_loaded().classes
     return live_quality(current_history().iter_labelled(flt), classes) | {
         "filters": flt.to_query(), "serving_model_version": runtime.model_version}
@@ -192,7 +206,7 @@ def drift_now(window: int | None = None, max_age_s: float = 0.0) -> dict:
     """drift_report over the newest answers of the serving model version (cached answers left out); one computed
     less than max_age_s ago in this worker is reused (the pages' banner)."""
     settings: Settings = current_app.config["SETTINGS"]
-    runtime = current_runtime(GatewayRuntime)
+    runtime = _runtime()
     runtime.require_loaded()
     if runtime.reference is None:
         raise NoReference("The serving model has no training reference (reference/training.npz): it was trained "
@@ -254,7 +268,7 @@ class LoopGauges:
         return families
 
     def _quality(self) -> list:
-        runtime = current_runtime(GatewayRuntime)
+        runtime = _runtime()
         q = quality_now(HistoryFilter(model_version=runtime.model_version))
         gauges = {key: GaugeMetricFamily(f"classifier_live_{key}", f"Live {key.replace('_', '-')} on labelled "
                                          "records of the serving model version", labels=["model"])

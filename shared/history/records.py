@@ -55,7 +55,7 @@ ADDED_COLUMNS = (
 )
 # Indexes on added columns: made after ADDED_COLUMNS. The review queue reads unlabelled rows by priority.
 ADDED_INDEXES = """
-CREATE INDEX IF NOT EXISTS ix_predictions_review ON predictions (priority DESC, id) WHERE true_label IS NULL;
+CREATE INDEX IF NOT EXISTS ix_predictions_review ON predictions (priority, id) WHERE true_label IS NULL;
 CREATE INDEX IF NOT EXISTS ix_predictions_labelled ON predictions (ts, id) WHERE true_label IS NOT NULL;
 """
 LIST_COLUMNS = (
