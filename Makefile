@@ -6,7 +6,7 @@ WEIGHTS   ?= models/weights
 STAMP     := .venv/.installed
 
 .PHONY: setup system-deps weights weights-synthetic train evaluate serve test test-unit test-integration \
-        base-image up down compose-test swarm-up swarm-down swarm-test bench bench-resilience bench-replicas bench-bulk accuracy docs clean
+        base-image up down compose-test swarm-up swarm-down swarm-test bench bench-resilience bench-replicas bench-bulk bench-labels accuracy accuracy-loop docs clean
 
 setup: $(STAMP)
 
@@ -143,6 +143,14 @@ accuracy: setup
 	$(PY) -m bench.ocr_sizes
 	$(PY) -m bench.craft_int8
 	$(PY) -m bench.accuracy
+
+# BENCHMARKS.md "The loop's cost": gateway p50/throughput with a moderator labelling, label call latency under load.
+bench-labels: setup
+	$(PY) -m bench.labels
+
+# ACCURACY.md's Loop section: review queue, calibration and restacking from labelled val/, drift (task (b) by default).
+accuracy-loop: setup
+	$(PY) -m bench.loop
 
 clean:
 	rm -rf .venv .pytest_cache test-artifacts bench/results site

@@ -71,6 +71,17 @@ def ensure_weights(folder: Path, settings: Settings) -> dict:
     return info
 
 
+def setup() -> tuple[Settings, Path, Path, dict]:
+    """Logging, the settings reading the one feature cache, grocery's folder, the weights folder (checked: real OCR)
+    and its info: what every grocery measurement starts from."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("shared").setLevel(logging.INFO)
+    logging.getLogger("bench").setLevel(logging.INFO)
+    settings = Settings.from_env().replace(cache_dir=ROOT / "cache")
+    weights_dir = ROOT / "weights"
+    return settings, Path(settings.datasets_dir) / "grocery", weights_dir, ensure_weights(weights_dir, settings)
+
+
 def run_task(key: str, grocery: Path, weights_dir: Path, settings: Settings, work: Path) -> dict:
     """Train on train/, score members, stack and every degraded subset on val/."""
     from shared.learning.training import train
@@ -245,11 +256,7 @@ def main() -> None:
         return
     from shared.features.ocr import resolve_detector
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("shared").setLevel(logging.INFO)
-    settings = Settings.from_env().replace(cache_dir=ROOT / "cache")
-    grocery, weights_dir = Path(settings.datasets_dir) / "grocery", ROOT / "weights"
-    info = ensure_weights(weights_dir, settings)
+    settings, grocery, weights_dir, info = setup()
     with tempfile.TemporaryDirectory() as tmp:
         results = {key: run_task(key, grocery, weights_dir, settings, Path(tmp)) for key in args.tasks}
     reading = ocr_reading(grocery, weights_dir, settings)

@@ -9,6 +9,7 @@ from bench.report.markdown import render
 
 SIZES = Path("bench/results/accuracy/ocr_sizes.json")
 INT8 = Path("bench/results/accuracy/craft_int8.json")
+LOOP = Path("bench/results/accuracy/loop.json")
 MODEL_NAMES = {"ocr_nb": "ocr_nb (real OCR)", "clip_svm": "clip_svm (SYNTHETIC CLIP)",
                "clip_logreg": "clip_logreg (SYNTHETIC CLIP)", "stack": "stack"}
 ECE_GOAL, OCR_F1_GOAL = 0.05, 0.5
@@ -16,8 +17,14 @@ CONFIDENCE_GAP = 0.05  # mean confidence this far from the accuracy counts as un
 
 
 def write_report(payload: dict, report: Path, plot: Path) -> None:
-    """ACCURACY.md and the macro-F1 plot."""
+    """ACCURACY.md and the macro-F1 plot; the Loop section (bench/loop.py) is kept as it was."""
+    from bench.report.format import write_marked_section
+    from bench.report.loop import END, START, loop_section
+
     report.write_text(render_report(payload) + "\n", encoding="utf-8")
+    if LOOP.exists():
+        write_marked_section(report, START, END, loop_section(json.loads(LOOP.read_text())),
+                             anchor="\n## What the real OCR reads")
     _plot(payload["tasks"], plot)
 
 

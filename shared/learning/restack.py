@@ -71,7 +71,8 @@ def restack(models_dir: Path, data: Path, out: Path, folds: int = 5, seed: int =
         "lineage": [manifest["model_version"], *(manifest.get("restack") or {}).get("lineage", [])],
         "traffic_metrics": metrics["summary"],
     }
-    new = {key: value for key, value in manifest.items() if key not in ("model_version", "files")}
+    # "metrics" described the old stack on the training side's held-out photos: this one's are traffic_metrics.
+    new = {key: value for key, value in manifest.items() if key not in ("model_version", "files", "metrics")}
     new |= {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "restack": restacked,
             "calibration": {"method": "temperature", "data": {"source": str(data), "images": int(len(traffic["y"]))},
                             "temperatures": temperatures, "at_bound": at_bound}}

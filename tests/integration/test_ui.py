@@ -203,6 +203,39 @@ def test_history_page_shows_the_uploaded_photo(page, stack, grocery_photos):
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
 
+def test_a_moderator_corrects_a_prediction_on_the_history_page_and_the_review_queue(page, stack, start_service,
+                                                                                   grocery_photos):
+    """Label through the page's controls in Chromium; the API then reports the label, the review queue drops it,
+    and the Quality page scores it."""
+    gateway = start_service("stacking", MEMBER_URLS=stack.member_urls())
+    cards = upload(page, gateway.url, grocery_photos)
+    rids = [card.get_attribute("data-request-id") for card in cards]
+    page.goto(gateway.url + "/history")
+    row = page.locator(f'tr[data-request-id="{rids[0]}"]')
+    answered = row.locator(".label").inner_text()
+    other = next(o for o in row.locator("select option").all_inner_texts() if o != answered)
+    row.locator("select").select_option(other)
+    row.locator(".label-form button").click()
+    row.locator(".label-status .badge").wait_for()
+    assert row.locator(".label-status").inner_text().startswith(f"was wrong: {other}")
+    record = requests.get(gateway.url + "/v1/history", params={"reviewed": "wrong"}, timeout=10).json()["items"]
+    assert [(r["request_id"], r["true_label"], r["labelled_by"]) for r in record] == [(rids[0], other, "anonymous")]
+    shot(page, "ui-history-labelled", full_page=False)
+
+    page.goto(gateway.url + "/review")
+    items = page.locator("#review-list .review-item")
+    assert items.count() == 1  # the labelled one has left the queue
+    items.first.locator(".label-form button").click()  # confirm the answer as it is
+    items.first.locator(".label-status .badge").wait_for()
+    assert items.first.locator(".label-status").inner_text().startswith("confirmed")
+    shot(page, "ui-review", full_page=False)
+    page.goto(gateway.url + "/quality")
+    assert page.locator('#quality-table tr[data-model="stack"]').inner_text().split()[1] == "2"
+    assert "SYNTHETIC" in page.inner_text("main")
+    shot(page, "ui-quality")
+    assert not page.console_errors
+
+
 def test_history_survives_a_gateway_restart(page, stack, start_service, grocery_photos, tmp_path):
     """Upload a grocery photo in Chromium, then see it in the history after a restart of the gateway."""
     db = tmp_path / "restart-history.sqlite3"
