@@ -1,0 +1,60 @@
+"""The loop's report sections from saved records (bench/loop.py -> ACCURACY.md, bench/labels.py -> BENCHMARKS.md):
+goals judged from the figures, sections replaced between their markers. Only the report code runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.report import labels, loop
+
+
+def scores(f1: float, ece: float = 0.05) -> dict:
+    return {"macro_f1": f1, "ece": ece, "accuracy": f1}
+
+
+def loop_payload(restacked_f1: float) -> dict:
+    queue = {f"{fraction}:{how}:{what}": scores(0.6) for fraction in ("0.25", "0.5") for how in ("queue", "random")
+             for what in ("calibrate", "restack")} | {"repeats": 3, "pool": 50, "held": 50}
+    task = {"title": "(b) Packages", "val": 100, "train": 864, "classes": 31, "review_queue": queue,
+            "halves": {"as_trained": scores(0.63), "calibrated": scores(0.63, 0.08), "restacked": scores(restacked_f1),
+                       "calibrated_ece_by_chance_p90": {"ece": 0.13},
+                       "members": {"ocr_nb": scores(0.61), "clip_svm": scores(0.2)}, "repeats": 3},
+            "false_alarms": {"windows": 200, "flagged_share": 0.02, "flagged_by_test": {"stack_classes": 0.01}},
+            "shifts": {"screenshots": {"answers": 40, "windows": 0.8, "shifted_photos": 200, "flagged_by": ["ocr_nb"]},
+                       "nothing": {"answers": None, "shifted_photos": 30}}}
+    return {"tasks": {"b_packages": task}, "weights": "clip SYNTHETIC, ocr real",
+            "drift": {"window": 50, "alpha": 0.01, "every": 10}}
+
+
+def test_the_loop_section_judges_restacking_against_the_best_member(tmp_path: Path) -> None:
+    met, missed = loop.loop_section(loop_payload(0.65)), loop.loop_section(loop_payload(0.55))
+    assert met.startswith(loop.START) and met.endswith(loop.END)
+    assert "best member (ocr_nb, 0.610): **met**" in met and "**not met**" in missed
+    assert "flagged after 40 answers (0.8 windows; goal ≤ 2), by ocr_nb." in met
+    assert "not flagged within the 30 photos." in met and "2.0% were flagged (goal ≤ 5%)" in met
+    assert "SYNTHETIC" in met
+    page = tmp_path / "ACCURACY.md"
+    page.write_text("# Accuracy\n\n## What the real OCR reads\n")
+    loop.write_section(loop_payload(0.65), page)
+    loop.write_section(loop_payload(0.55), page)
+    text = page.read_text()
+    assert text.count(loop.START) == 1 and "**not met**" in text
+    assert text.index(loop.START) < text.index("## What the real OCR reads")
+
+
+def test_the_cost_section_states_ratios_per_round_and_the_label_latency(tmp_path: Path) -> None:
+    def phase(p50: float, rps: float) -> dict:
+        return {"p50_ms": p50, "throughput_rps": rps, "errors": 0}
+
+    rounds = [{"alone": phase(1000, 3.0), "labelling": phase(1010, 2.97), "label_ms": [5.0] * 99 + [60.0],
+               "read_ms": [20.0, 30.0], "label_errors": []},
+              {"alone": phase(1100, 2.8), "labelling": phase(1100, 2.8), "label_ms": [6.0] * 100, "read_ms": [25.0],
+               "label_errors": []}]
+    record = {"rounds": rounds, "concurrency": 4, "duration_s": 50, "labels_per_s": 2.0, "machine": {"nproc": 2}}
+    f = labels.labels_figures(record)
+    assert f["p50_ratio"] == (1.01 + 1.0) / 2 and f["labels"] == 200 and f["label_errors"] == 0
+    text = labels.labels_section(record)
+    assert "| gateway p50, labelling ÷ alone | 1.005 (1.01, 1.00)" in text and "| met |" in text
+    page = tmp_path / "BENCHMARKS.md"
+    page.write_text("# Benchmarks\n\n## What the measurements changed\n")
+    labels.write_section(record, page)
+    assert page.read_text().count(labels.START) == 1
