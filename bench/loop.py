@@ -9,8 +9,9 @@ rest: review_priority, fit_temperature (train --calibration-data), restack's fit
   macro-F1 and ECE on the evaluation half.
 - Calibration from the loop: a temperature fitted on one half of val/, scored on the other (and back).
 - Refit from the loop: restack on one half of val/, scored on the other (and back), against each member.
-- Drift: windows drawn from val/ (the trained classes; false alarms), and streams that switch to photos of other
-  classes (grocery's other categories, the screenshots set): answers after the switch until a window is flagged.
+- Drift, against either reference (DRIFT_REFERENCE: the training photos' out-of-fold answers, or a first window of
+  served answers): windows drawn from val/ (the trained classes; false alarms), and streams that switch to photos
+  of other classes (grocery's other categories, the screenshots set): answers after the switch until flagged.
 
 `make accuracy-loop` (= python -m bench.loop); features come from models/accuracy/cache (make accuracy's), so a
 first run reads the photos it has not seen with OCR (task (b): about 10 min on 2 cores).
@@ -26,7 +27,7 @@ import numpy as np
 
 from bench.accuracy import TASKS, setup, split_records
 from shared.config import Settings
-from shared.feedback.drift import drift_report
+from shared.feedback.drift import drift_report, traffic_baseline
 from shared.history.records import review_priority
 from shared.learning import evaluation
 from shared.learning.calibration import apply_temperature, fit_temperature
@@ -38,6 +39,7 @@ from shared.learning.restack import fit_subset
 RESULTS = Path("bench/results/accuracy/loop.json")
 FRACTIONS = (0.25, 0.5)
 DRIFT_WINDOW, DRIFT_ALPHA, DRIFT_EVERY = 50, 0.01, 10
+SOURCES = ("training", "traffic")  # DRIFT_REFERENCE
 FALSE_ALARM_WINDOWS = 200
 
 
@@ -78,7 +80,7 @@ def restacked_proba(reference: Reference, served: Served, fit_rows: np.ndarray, 
     """The full-subset stack refitted on the training rows + fit_rows of the traffic (restack's own code),
     with its temperature, on score_rows."""
     members = tuple(sorted(served.members))
-    forest, temperature, _ = fit_subset(reference, served.traffic(fit_rows), members, folds=5, seed=seed)
+    forest, temperature, _, _ = fit_subset(reference, served.traffic(fit_rows), members, folds=5, seed=seed)
     X = meta_features({m: p[score_rows] for m, p in served.members.items()}, members)
     out = np.zeros((len(score_rows), len(served.classes)))
     out[:, forest.classes_.astype(int)] = forest_proba(forest, X)
@@ -133,34 +135,51 @@ def halves(served: Served, reference: Reference, repeats: int, seed: int = 0) ->
     return out
 
 
+def _reference(source: str, reference: Reference, baseline: list[dict]) -> Reference:
+    return traffic_baseline(baseline, reference) if source == "traffic" else reference
+
+
 def false_alarms(served: Served, reference: Reference, windows: int, seed: int = 0) -> dict:
-    """Windows of DRIFT_WINDOW answers drawn (with replacement) from the in-distribution traffic: share flagged."""
-    rng = np.random.default_rng(seed)
-    flagged, by_test = 0, {}
-    for _ in range(windows):
-        report = drift_report(served.items(rng.integers(0, len(served.y), DRIFT_WINDOW)), reference,
-                              window=DRIFT_WINDOW, windows=1, alpha=DRIFT_ALPHA)
-        flagged += report["flagged"]
-        for test, t in report["windows"][0]["tests"].items():
-            by_test[test] = by_test.get(test, 0) + (t["p_corrected"] < DRIFT_ALPHA)
-    return {"windows": windows, "flagged_share": round(flagged / windows, 4),
-            "flagged_by_test": {k: round(v / windows, 4) for k, v in by_test.items()}}
+    """Windows of DRIFT_WINDOW answers drawn (with replacement) from the in-distribution traffic, against each
+    reference source (the traffic baseline: another window drawn the same way): share flagged."""
+    out = {}
+    for source in SOURCES:
+        rng = np.random.default_rng(seed)
+        flagged, by_test = 0, {}
+        for _ in range(windows):
+            baseline = served.items(rng.integers(0, len(served.y), DRIFT_WINDOW))
+            report = drift_report(served.items(rng.integers(0, len(served.y), DRIFT_WINDOW)),
+                                  _reference(source, reference, baseline), window=DRIFT_WINDOW, windows=1,
+                                  alpha=DRIFT_ALPHA)
+            flagged += report["flagged"]
+            for test, t in report["windows"][0]["tests"].items():
+                by_test[test] = by_test.get(test, 0) + (t["p_corrected"] < DRIFT_ALPHA)
+        out[source] = {"windows": windows, "flagged_share": round(flagged / windows, 4),
+                       "flagged_by_test": {k: round(v / windows, 4) for k, v in by_test.items()}}
+    return out
 
 
 def until_flagged(before: Served, after: Served, reference: Reference, seed: int = 0) -> dict:
-    """A stream of in-distribution answers, then shifted ones: answers after the switch until the newest window
-    (tested every DRIFT_EVERY answers) is flagged."""
-    rng = np.random.default_rng(seed)
-    calm = before.items(rng.integers(0, len(before.y), DRIFT_WINDOW))
-    shifted = after.items(rng.permutation(len(after.y)))
-    for n in range(DRIFT_EVERY, len(shifted) + 1, DRIFT_EVERY):
-        stream = (calm + shifted[:n])[::-1]  # newest first, as the history lists them
-        report = drift_report(stream, reference, window=DRIFT_WINDOW, windows=1, alpha=DRIFT_ALPHA)
-        if report["flagged"]:
-            tests = report["windows"][0]["tests"]
-            return {"answers": n, "windows": round(n / DRIFT_WINDOW, 2), "shifted_photos": len(shifted),
-                    "flagged_by": sorted(t for t, v in tests.items() if v["p_corrected"] < DRIFT_ALPHA)}
-    return {"answers": None, "shifted_photos": len(shifted)}
+    """A window of in-distribution answers (the traffic baseline), another, then shifted ones: answers after the
+    switch until the newest window (tested every DRIFT_EVERY answers) is flagged, for each reference source."""
+    out = {}
+    for source in SOURCES:
+        rng = np.random.default_rng(seed)
+        baseline = before.items(rng.integers(0, len(before.y), DRIFT_WINDOW))
+        calm = before.items(rng.integers(0, len(before.y), DRIFT_WINDOW))
+        shifted = after.items(rng.permutation(len(after.y)))
+        found = {"answers": None, "shifted_photos": len(shifted)}
+        for n in range(DRIFT_EVERY, len(shifted) + 1, DRIFT_EVERY):
+            stream = (calm + shifted[:n])[::-1]  # newest first, as the history lists them
+            report = drift_report(stream, _reference(source, reference, baseline), window=DRIFT_WINDOW, windows=1,
+                                  alpha=DRIFT_ALPHA)
+            if report["flagged"]:
+                tests = report["windows"][0]["tests"]
+                found = {"answers": n, "windows": round(n / DRIFT_WINDOW, 2), "shifted_photos": len(shifted),
+                         "flagged_by": sorted(t for t, v in tests.items() if v["p_corrected"] < DRIFT_ALPHA)}
+                break
+        out[source] = found
+    return out
 
 
 def run_task(key: str, grocery: Path, weights_dir: Path, settings: Settings, work: Path, repeats: int) -> dict:

@@ -275,6 +275,12 @@ class Settings(BaseSettings):
                               le=100)
     drift_alpha: float = _finite("DRIFT_ALPHA", 0.01, "Drift tests: a window is flagged when a test's p-value, "
                                  "Bonferroni-corrected over the tests, is below this", gt=0, lt=1)
+    drift_reference: Literal["traffic", "training"] = _var(
+        "DRIFT_REFERENCE", "traffic", "Drift tests: compare the members' answers with the first DRIFT_WINDOW answers the "
+        "model version served (`traffic`), or with their out-of-fold answers on the training photos (`training`: "
+        "a new photo session alone is flagged, ACCURACY.md); the answered classes are always tested against the "
+        "training photos' shares",
+    )
     loop_metrics_every_s: float = _finite(
         "LOOP_METRICS_EVERY_S", 60.0, "/metrics recomputes the live quality and drift gauges at most this often, in "
         "each worker", ge=0,

@@ -6,7 +6,8 @@ reference (learning.reference), over consecutive windows of the newest answers o
   (classes expected fewer than 5 times in a window are pooled, as the test needs);
 - each member's probability vectors: a two-sample Kolmogorov-Smirnov test per class against its out-of-fold
   probabilities on the training photos, Bonferroni-corrected over the classes.
-A window is flagged when a test's p-value, Bonferroni-corrected over the tests, is below alpha. Also reported, not
+A window is flagged when a test's p-value, Bonferroni-corrected over the tests, is below alpha. The members'
+answers may instead be compared with the first answers the model served (traffic_baseline, DRIFT_REFERENCE=traffic). Also reported, not
 tested: the mean top confidence, how often the members disagree with the stack, and for a text member how often
 it read nothing (its answer equals its answer to no text).
 """
@@ -22,16 +23,29 @@ MIN_POOLED = 5  # chi-square needs about this many expected per cell
 
 
 def drift_report(records: Sequence[Mapping[str, Any]], reference: Reference, *, window: int, windows: int,
-                 alpha: float) -> dict:
-    """Newest-first records (history items of one model version) -> the verdict of each full window, newest first."""
+                 alpha: float, source: str = "training") -> dict:
+    """Newest-first records (history items of one model version) -> the verdict of each full window, newest first.
+    `source`: what the members' answers are compared with, "training" or "traffic" (traffic_baseline)."""
     full = [records[i:i + window] for i in range(0, len(records), window)][:windows]
     full = [w for w in full if len(w) == window]
     out = [window_report(list(reversed(w)), reference, alpha) for w in full]
     return {"window": window, "alpha": alpha, "records": len(records), "windows": out,
             "flagged": bool(out and out[0]["drift"]),
-            "reference": {"training_photos": int(len(reference.y)),
-                          "held_out_photos": int(len(reference.stack_held_out)),
+            "reference": {"source": source, "training_photos": int(len(reference.y)),
+                          "members_rows": int(len(next(iter(reference.oof.values()), []))),
                           "mean_top_confidence": _mean_top(reference.stack_held_out)}}
+
+
+def traffic_baseline(records: Sequence[Mapping[str, Any]], reference: Reference) -> Reference:
+    """The reference with the members' and the stack's answers replaced by those of the first answers the model
+    served (oldest first): drift then means "no longer like the traffic it started on". The class shares stay the
+    training photos'. Answers on a new photo session differ from out-of-fold answers on the training session
+    (grocery val/: every window flagged against training, ACCURACY.md), so this is what tells a change in the
+    traffic apart from the gap between training and serving."""
+    classes = reference.classes
+    stack = np.asarray([[float((r.get("probas") or {}).get(c, 0.0)) for c in classes] for r in records])
+    return Reference(classes, reference.y, {name: _member_matrix(records, name, classes) for name in reference.oof},
+                     stack.reshape(-1, len(classes)), reference.images, reference.empty)
 
 
 def window_report(records: Sequence[Mapping[str, Any]], reference: Reference, alpha: float) -> dict:

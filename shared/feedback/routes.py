@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from shared.config import Settings
 from shared.errors import BadRequest, ClassifierError
-from shared.feedback.drift import drift_report
+from shared.feedback.drift import drift_report, traffic_baseline
 from shared.feedback.quality import live_quality
 from shared.gateway.runtime import GatewayRuntime
 from shared.history import HistoryFilter, HistoryStore, current_history, parse_filter
@@ -216,9 +216,18 @@ def drift_now(window: int | None = None, max_age_s: float = 0.0) -> dict:
     at, report = _recent_drift.get(key, (0.0, None))
     if report is not None and time.monotonic() - at < max_age_s:
         return report
-    records = list(itertools.islice(_served(current_history(), runtime.model_version), window * settings.drift_windows))
-    report = drift_report(records, runtime.reference, window=window, windows=settings.drift_windows,
-                          alpha=settings.drift_alpha) | {"model_version": runtime.model_version}
+    store, reference = current_history(), runtime.reference
+    records = list(itertools.islice(_served(store, runtime.model_version), window * settings.drift_windows))
+    if settings.drift_reference == "traffic":
+        first = list(itertools.islice(_served(store, runtime.model_version, oldest_first=True), window))
+        if len(first) < window:
+            records = []  # no baseline yet: nothing to test against
+        else:
+            reference = traffic_baseline(first, reference)
+            records = [r for r in records if r["id"] > first[-1]["id"]]  # the baseline is not tested against itself
+    report = drift_report(records, reference, window=window, windows=settings.drift_windows,
+                          alpha=settings.drift_alpha, source=settings.drift_reference) | {
+        "model_version": runtime.model_version}
     _recent_drift[key] = (time.monotonic(), report)
     return report
 
@@ -226,8 +235,9 @@ def drift_now(window: int | None = None, max_age_s: float = 0.0) -> dict:
 _recent_drift: dict[tuple[str, int], tuple[float, dict]] = {}  # this worker's latest report per (version, window)
 
 
-def _served(store: HistoryStore, model_version: str) -> Iterator[dict]:
-    return (item for item in store.iter_items(HistoryFilter(model_version=model_version)) if not item["cached"])
+def _served(store: HistoryStore, model_version: str, oldest_first: bool = False) -> Iterator[dict]:
+    items = store.iter_items(HistoryFilter(model_version=model_version), oldest_first=oldest_first)
+    return (item for item in items if not item["cached"])
 
 
 def _window_arg() -> int | None:

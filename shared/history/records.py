@@ -57,6 +57,7 @@ ADDED_COLUMNS = (
 ADDED_INDEXES = """
 CREATE INDEX IF NOT EXISTS ix_predictions_review ON predictions (priority, id) WHERE true_label IS NULL;
 CREATE INDEX IF NOT EXISTS ix_predictions_labelled ON predictions (ts, id) WHERE true_label IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ix_predictions_version_ts ON predictions (model_version, ts, id);
 """
 LIST_COLUMNS = (
     "id, ts, request_id, sha256, size_bytes, class_id, label, proba, latency_ms, degraded, source, synthetic, members,"

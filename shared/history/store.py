@@ -287,11 +287,11 @@ class HistoryStore:
         """Every labelled record matching the filter, newest first, read in chunks."""
         return self.iter_items(dataclasses.replace(flt, reviewed="wrong" if flt.reviewed == "wrong" else "labelled"))
 
-    def iter_items(self, flt: HistoryFilter = HistoryFilter()) -> Iterator[dict]:
-        """Every record matching the filter, newest first, read in chunks as it is consumed."""
+    def iter_items(self, flt: HistoryFilter = HistoryFilter(), oldest_first: bool = False) -> Iterator[dict]:
+        """Every record matching the filter, newest first (or oldest first), read in chunks as it is consumed."""
         cursor: tuple[float, int] | None = None
         while True:
-            rows = self._select(flt, EXPORT_CHUNK, cursor)
+            rows = self._select(flt, EXPORT_CHUNK, cursor, oldest_first)
             yield from (item_from_row(row) for row in rows)
             if len(rows) < EXPORT_CHUNK:
                 return
@@ -355,13 +355,15 @@ class HistoryStore:
                 return
             cursor = (rows[-1]["ts"], rows[-1]["id"])
 
-    def _select(self, flt: HistoryFilter, limit: int, after: tuple[float, int] | None) -> list[sqlite3.Row]:
+    def _select(self, flt: HistoryFilter, limit: int, after: tuple[float, int] | None,
+                oldest_first: bool = False) -> list[sqlite3.Row]:
         clauses, params = flt.where()
         if after is not None:
-            clauses.append("(ts, id) < (?, ?)")
+            clauses.append("(ts, id) > (?, ?)" if oldest_first else "(ts, id) < (?, ?)")
             params.extend(after)
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        sql = f"SELECT {LIST_COLUMNS} FROM predictions{where} ORDER BY ts DESC, id DESC LIMIT ?"
+        order = "ts, id" if oldest_first else "ts DESC, id DESC"
+        sql = f"SELECT {LIST_COLUMNS} FROM predictions{where} ORDER BY {order} LIMIT ?"
         return self._read(sql, (*params, limit))
 
     def _blob(self, column: str, record_id: int) -> bytes:

@@ -6,9 +6,11 @@ train/ is no better than its best member on val/). Restacking refits only the fo
 the training reference's out-of-fold rows plus the labelled traffic's member answers as the history recorded them
 (`history export`'s predictions.jsonl): seconds, no feature extraction. The members stay as they are, byte for byte.
 
-- Both sources weigh the same in total (traffic_weight="equal"): the traffic teaches what the new photos look like,
-  the training rows keep the classes the traffic has not shown yet.
-- Temperatures are fitted on the traffic's out-of-fold stack answers (K folds over the traffic rows).
+- How much a traffic row weighs against a training row is chosen by the traffic's out-of-fold answers (K folds over
+  the traffic rows; Brier score) among: nothing (the stack as trained, only recalibrated), one, and up to both
+  sources weighing the same in total. The traffic teaches what the new photos look like; the training rows keep the
+  classes the traffic has not shown yet, and a few dozen labels do not outvote them unless they predict better.
+- Temperatures are fitted on the traffic's out-of-fold stack answers with the chosen weight.
 - Only traffic answered by these very learners is used: the model's own version and the versions it was restacked
   from (manifest `restack.lineage`); the rest is counted and left out.
 - The new version's reference adds the traffic's images to the images the model has seen, so live quality of the
@@ -53,12 +55,13 @@ def restack(models_dir: Path, data: Path, out: Path, folds: int = 5, seed: int =
                            "keeps the training photos' out-of-fold rows beside the traffic.")
     traffic = read_traffic(data / PREDICTIONS, manifest)
     members, classes = manifest["members"], manifest["classes"]
-    forests, temperatures, traffic_oof = {}, {}, {}
-    for subset in member_subsets(members):
-        name = subset_name(subset)
-        forests[name], temperatures[name], oof = fit_subset(reference, traffic, subset, folds, seed)
-        if len(subset) == len(members):
-            traffic_oof = oof
+    everyone = tuple(sorted(members))
+    full, temperature, traffic_oof, weight = fit_subset(reference, traffic, everyone, folds, seed)
+    forests, temperatures = {subset_name(everyone): full}, {subset_name(everyone): temperature}
+    for subset in member_subsets(members):  # the degraded subsets take the weight the full one chose
+        if subset != everyone:
+            name = subset_name(subset)
+            forests[name], temperatures[name], _, _ = fit_subset(reference, traffic, subset, folds, seed, weight)
     _write(models_dir, out, forests, reference, traffic)
     complete = ~np.isnan(traffic_oof).any(axis=1)  # rows every member answered: each model scored on the same
     metrics = evaluation.evaluate_probas(traffic["y"][complete], {
@@ -67,7 +70,8 @@ def restack(models_dir: Path, data: Path, out: Path, folds: int = 5, seed: int =
     restacked = {
         "data": str(data), "photos": int(len(traffic["y"])), "left_out": dict(traffic["left_out"]),
         "traffic_classes": int(len(np.unique(traffic["y"]))), "training_rows": int(len(reference.y)),
-        "traffic_weight": "equal", "folds": folds, "seed": seed, "from_model_version": manifest["model_version"],
+        "traffic_weight": weight, "traffic_weights_tried": traffic_weights(len(reference.y), len(traffic["y"])),
+        "folds": folds, "seed": seed, "from_model_version": manifest["model_version"],
         "lineage": [manifest["model_version"], *(manifest.get("restack") or {}).get("lineage", [])],
         "traffic_metrics": metrics["summary"],
     }
@@ -117,26 +121,47 @@ def read_traffic(path: Path, manifest: dict) -> dict:
             "probas": {m: np.asarray(r, dtype=float).reshape(-1, len(classes)) for m, r in rows.items()}}
 
 
-def fit_subset(reference: Any, traffic: dict, subset: tuple[str, ...], folds: int, seed: int
-               ) -> tuple[Any, float, np.ndarray]:
+def traffic_weights(n_reference: int, n_traffic: int) -> list[float]:
+    """The weights a traffic row may get, relative to a training row: none (the stack as trained, recalibrated),
+    as much as one, a quarter of the sources' balance, and the balance (both sources weigh the same in total)."""
+    balance = n_reference / max(n_traffic, 1)
+    return sorted({0.0, 1.0, round(max(1.0, balance / 4), 3), round(max(1.0, balance), 3)})
+
+
+def fit_subset(reference: Any, traffic: dict, subset: tuple[str, ...], folds: int, seed: int,
+               weight: float | None = None) -> tuple[Any, float, np.ndarray, float]:
     """The subset's forest on training rows + traffic, its temperature from the traffic's out-of-fold answers,
-    and those answers ((n, K), NaN rows where a member of the subset did not answer)."""
+    those answers ((n, K), NaN rows where a member of the subset did not answer) and the traffic rows' weight.
+
+    weight=None chooses it among traffic_weights by the Brier score of the traffic's out-of-fold answers: a few
+    dozen labels must not outvote hundreds of training rows unless they predict the traffic better."""
     k = len(reference.classes)
     X_ref, y_ref = meta_features(reference.oof, subset), reference.y
     X_all = meta_features(traffic["probas"], subset)
     answered = ~np.isnan(X_all).any(axis=1)
     X_t, y_t = X_all[answered], traffic["y"][answered]
-    weight = len(y_ref) / max(len(y_t), 1)  # equal total weight for the two sources
-    oof = np.full((len(X_all), k), np.nan)
+    candidates = traffic_weights(len(y_ref), len(y_t)) if weight is None else [weight]
+    oofs = {w: np.full((len(X_all), k), np.nan) for w in candidates}
     splitter = KFold(n_splits=min(folds, len(y_t)), shuffle=True, random_state=seed)
     for fit_rows, held in splitter.split(X_t):
-        forest = _fit(X_ref, y_ref, X_t[fit_rows], y_t[fit_rows], weight, seed)
-        oof[np.flatnonzero(answered)[held]] = _proba(forest, X_t[held], k)
-    temperature = fit_temperature(oof[answered], y_t)
-    return _fit(X_ref, y_ref, X_t, y_t, weight, seed), temperature, _calibrated(oof, temperature)
+        for w in candidates:
+            forest = _fit(X_ref, y_ref, X_t[fit_rows], y_t[fit_rows], w, seed)
+            oofs[w][np.flatnonzero(answered)[held]] = _proba(forest, X_t[held], k)
+    chosen = min(candidates, key=lambda w: _brier(oofs[w][answered], y_t))
+    temperature = fit_temperature(oofs[chosen][answered], y_t)
+    return (_fit(X_ref, y_ref, X_t, y_t, chosen, seed), temperature, _calibrated(oofs[chosen], temperature),
+            chosen)
+
+
+def _brier(proba: np.ndarray, y: np.ndarray) -> float:
+    truth = np.zeros_like(proba)
+    truth[np.arange(len(y)), y] = 1.0
+    return float(((proba - truth) ** 2).sum(axis=1).mean())
 
 
 def _fit(X_ref: np.ndarray, y_ref: np.ndarray, X_t: np.ndarray, y_t: np.ndarray, weight: float, seed: int) -> Any:
+    if weight == 0:  # the training rows alone: the forest training fitted, exactly
+        return build_meta_model(seed).fit(X_ref, y_ref)
     X, y = np.vstack([X_ref, X_t]), np.concatenate([y_ref, y_t])
     sample_weight = np.concatenate([np.ones(len(y_ref)), np.full(len(y_t), weight)])
     return build_meta_model(seed).fit(X, y, sample_weight=sample_weight)

@@ -18,9 +18,11 @@ def loop_payload(restacked_f1: float) -> dict:
             "halves": {"as_trained": scores(0.63), "calibrated": scores(0.63, 0.08), "restacked": scores(restacked_f1),
                        "calibrated_ece_by_chance_p90": {"ece": 0.13},
                        "members": {"ocr_nb": scores(0.61), "clip_svm": scores(0.2)}, "repeats": 3},
-            "false_alarms": {"windows": 200, "flagged_share": 0.02, "flagged_by_test": {"stack_classes": 0.01}},
-            "shifts": {"screenshots": {"answers": 40, "windows": 0.8, "shifted_photos": 200, "flagged_by": ["ocr_nb"]},
-                       "nothing": {"answers": None, "shifted_photos": 30}}}
+            "false_alarms": {source: {"windows": 200, "flagged_share": share, "flagged_by_test": {"ocr_nb": share}}
+                             for source, share in (("training", 1.0), ("traffic", 0.02))},
+            "shifts": {"screenshots": {"training": {"answers": 40, "windows": 0.8, "shifted_photos": 200,
+                                                    "flagged_by": ["ocr_nb"]},
+                                       "traffic": {"answers": None, "shifted_photos": 200}}}}
     return {"tasks": {"b_packages": task}, "weights": "clip SYNTHETIC, ocr real",
             "drift": {"window": 50, "alpha": 0.01, "every": 10}}
 
@@ -29,8 +31,9 @@ def test_the_loop_section_judges_restacking_against_the_best_member(tmp_path: Pa
     met, missed = loop.loop_section(loop_payload(0.65)), loop.loop_section(loop_payload(0.55))
     assert met.startswith(loop.START) and met.endswith(loop.END)
     assert "best member (ocr_nb, 0.610): **met**" in met and "**not met**" in missed
-    assert "flagged after 40 answers (0.8 windows; goal ≤ 2), by ocr_nb." in met
-    assert "not flagged within the 30 photos." in met and "2.0% were flagged (goal ≤ 5%)" in met
+    assert "| answers until flagged, shift to screenshots (200 photos) | 40 (0.8 windows; ocr_nb) | not flagged | ≤ 2" \
+        in met
+    assert "| 100.0% (ocr_nb 100%) | 2.0% (ocr_nb 2%) | ≤ 5% |" in met
     assert "SYNTHETIC" in met
     page = tmp_path / "ACCURACY.md"
     page.write_text("# Accuracy\n\n## What the real OCR reads\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.feedback.drift import class_test, drift_report
+from shared.feedback.drift import class_test, drift_report, traffic_baseline
 from shared.learning.reference import Reference
 
 CLASSES = ["apple", "milk", "soap", "tea"]
@@ -83,3 +83,16 @@ def test_rare_classes_are_pooled_and_one_cell_is_no_evidence() -> None:
     pooled = class_test(np.zeros(50, dtype=int), share)
     assert pooled["cells"] == 2 and pooled["p_value"] > 0.05
     assert class_test(np.zeros(3, dtype=int), share)["p_value"] == 1.0
+
+
+def test_against_the_first_served_window_a_new_photo_session_alone_is_not_drift() -> None:
+    rng = np.random.default_rng(4)
+    reference = make_reference(rng)
+    # Members answer the served photos less surely than their out-of-fold answers on the training session.
+    first, later = traffic(rng, 200, member_sharpness=2.0), traffic(rng, 200, member_sharpness=2.0)
+    assert drift_report(later, reference, window=200, windows=1, alpha=0.01)["flagged"]
+    baseline = traffic_baseline(list(reversed(first)), reference)
+    assert not drift_report(later, baseline, window=200, windows=1, alpha=0.01, source="traffic")["flagged"]
+    shifted = traffic(rng, 200, member_sharpness=0.5)
+    assert drift_report(shifted, baseline, window=200, windows=1, alpha=0.01)["flagged"]
+    assert baseline.y is reference.y  # the class shares stay the training photos'

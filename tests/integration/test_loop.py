@@ -195,15 +195,19 @@ def test_quality_and_drift_are_gauges_and_pages(served: dict) -> None:
 
 def test_drift_is_flagged_on_a_shifted_stream_and_not_on_the_one_like_training(stack: Stack, photos: dict,
                                                                               tmp_path: Path) -> None:
-    svc = gateway(stack, tmp_path, DRIFT_WINDOW="16", DRIFT_WINDOWS="1")
+    svc = gateway(stack, tmp_path, DRIFT_WINDOW="16", DRIFT_WINDOWS="1")  # DRIFT_REFERENCE=traffic, the default
     try:
-        mixed = [r for pair in zip(*(rows[TRAFFIC_PER_CLASS:TRAFFIC_PER_CLASS + 8]
+        mixed = [r for pair in zip(*(rows[TRAFFIC_PER_CLASS:TRAFFIC_PER_CLASS + 16]
                                      for rows in photos["by_class"].values())) for r in pair]
-        for path, _ in mixed:
+        for path, _ in mixed[:16]:
             assert requests.post(svc.url + "/", data=path.read_bytes(), timeout=60).status_code == 200
-        like_training = requests.get(svc.url + "/v1/drift", timeout=30).json()
-        assert len(like_training["windows"]) == 1 and like_training["flagged"] is False, like_training
-        one_class = next(iter(photos["by_class"].values()))[TRAFFIC_PER_CLASS + 8:TRAFFIC_PER_CLASS + 24]
+        baseline_only = requests.get(svc.url + "/v1/drift", timeout=30).json()
+        assert baseline_only["windows"] == [] and baseline_only["reference"]["source"] == "traffic"
+        for path, _ in mixed[16:]:
+            assert requests.post(svc.url + "/", data=path.read_bytes(), timeout=60).status_code == 200
+        like_before = requests.get(svc.url + "/v1/drift", timeout=30).json()
+        assert len(like_before["windows"]) == 1 and like_before["flagged"] is False, like_before
+        one_class = next(iter(photos["by_class"].values()))[TRAFFIC_PER_CLASS + 16:TRAFFIC_PER_CLASS + 32]
         for path, _ in one_class:
             assert requests.post(svc.url + "/", data=path.read_bytes(), timeout=60).status_code == 200
         shifted = requests.get(svc.url + "/v1/drift", timeout=30).json()
@@ -246,6 +250,8 @@ def test_export_feeds_calibration_and_restack(served: dict, trained_models: Path
     assert {k: v for k, v in new["files"].items() if k.startswith("learners/")} == \
         {k: v for k, v in old["files"].items() if k.startswith("learners/")}
     assert set(new["calibration"]["temperatures"]) == set(MetaEnsemble.load(restacked).models)
+    assert new["restack"]["traffic_weight"] in new["restack"]["traffic_weights_tried"]
+    assert new["restack"]["traffic_weights_tried"][0] == 0.0  # "the stack as trained" is always a candidate
     assert len(load_reference(restacked, new).images) == len(load_reference(trained_models, old).images) + n
 
     settings = trained_models_settings(trained_models.parent)
