@@ -145,6 +145,16 @@ class Stack:
         return ",".join(f"{name}={self.services[name].url}" for name in MEMBERS if name in self.services)
 
 
+def wait_for_records(url: str, n: int, headers: dict | None = None, timeout: float = 20.0) -> list[dict]:
+    """The history's newest items once it holds n records (the writer records in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        items = requests.get(url + "/v1/history", params={"limit": 500}, headers=headers, timeout=10).json()["items"]
+        if len(items) >= n or time.monotonic() > deadline:
+            return items
+        time.sleep(0.1)
+
+
 def base_env(models_dir: Path, weights_dir: Path, run_dir: Path) -> dict[str, str]:
     """Environment for test services: tiny limits, one torch thread, private history and metrics."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GUNICORN_", "PROMETHEUS_"))}

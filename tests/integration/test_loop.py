@@ -16,7 +16,7 @@ import requests
 from shared.learning.data import balanced_subset, folder_records, write_csv
 from shared.members import GATEWAY
 from tests.conftest import trained_models_settings
-from tests.integration.conftest import REPO, Service, Stack, base_env, launch, stop_all
+from tests.integration.conftest import REPO, Service, Stack, base_env, launch, stop_all, wait_for_records
 
 TRAFFIC_PER_CLASS = 12
 
@@ -54,6 +54,7 @@ def served(stack: Stack, photos: dict, tmp_path_factory: pytest.TempPathFactory)
         resp = requests.post(svc.url + "/", data=path.read_bytes(), timeout=60)
         assert resp.status_code == 200, resp.text
         answers.append({"path": path, "true": label, **resp.json()})
+    assert len(wait_for_records(svc.url, len(answers))) == len(answers)
     yield {"svc": svc, "answers": answers, "run_dir": run_dir}
     stop_all([svc])
 
@@ -201,15 +202,18 @@ def test_drift_is_flagged_on_a_shifted_stream_and_not_on_the_one_like_training(s
                                      for rows in photos["by_class"].values())) for r in pair]
         for path, _ in mixed[:16]:
             assert requests.post(svc.url + "/", data=path.read_bytes(), timeout=60).status_code == 200
+        wait_for_records(svc.url, 16)
         baseline_only = requests.get(svc.url + "/v1/drift", timeout=30).json()
         assert baseline_only["windows"] == [] and baseline_only["reference"]["source"] == "traffic"
         for path, _ in mixed[16:]:
             assert requests.post(svc.url + "/", data=path.read_bytes(), timeout=60).status_code == 200
+        wait_for_records(svc.url, 32)
         like_before = requests.get(svc.url + "/v1/drift", timeout=30).json()
         assert len(like_before["windows"]) == 1 and like_before["flagged"] is False, like_before
         one_class = next(iter(photos["by_class"].values()))[TRAFFIC_PER_CLASS + 16:TRAFFIC_PER_CLASS + 32]
         for path, _ in one_class:
             assert requests.post(svc.url + "/", data=path.read_bytes(), timeout=60).status_code == 200
+        wait_for_records(svc.url, 48)
         shifted = requests.get(svc.url + "/v1/drift", timeout=30).json()
         assert shifted["flagged"] is True, shifted
         assert shifted["windows"][0]["tests"]["stack_classes"]["p_corrected"] < shifted["alpha"]
@@ -271,9 +275,8 @@ def test_label_calls_need_a_key_when_keys_are_on_and_name_it(stack: Stack, photo
     try:
         path, true = photos["traffic"][0]
         answer = requests.post(svc.url + "/", data=path.read_bytes(), headers={"X-API-Key": "beta-key"}, timeout=60)
-        record_id = requests.get(svc.url + "/v1/history", headers={"X-API-Key": "beta-key"},
-                                 timeout=10).json()["items"][0]["id"]
         assert answer.status_code == 200
+        record_id = wait_for_records(svc.url, 1, headers={"X-API-Key": "beta-key"})[0]["id"]
         assert label(svc.url, record_id, true).status_code == 401
         assert label(svc.url, record_id, true, **{"X-API-Key": "wrong"}).status_code == 401
         done = label(svc.url, record_id, true, Authorization="Bearer beta-key").json()

@@ -15,6 +15,7 @@ import requests
 from PIL import Image
 
 from shared.config import Settings
+from tests.integration.conftest import wait_for_records
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -210,6 +211,7 @@ def test_a_moderator_corrects_a_prediction_on_the_history_page_and_the_review_qu
     gateway = start_service("stacking", MEMBER_URLS=stack.member_urls())
     cards = upload(page, gateway.url, grocery_photos)
     rids = [card.get_attribute("data-request-id") for card in cards]
+    wait_for_records(gateway.url, len(rids))  # the history writes in the background
     page.goto(gateway.url + "/history")
     row = page.locator(f'tr[data-request-id="{rids[0]}"]')
     answered = row.locator(".label").inner_text()
