@@ -3,8 +3,8 @@ fast a label call answers under the benchmark's load (4 keep-alive clients on th
 
 The four services at full size (REAL EasyOCR, SYNTHETIC ViT-B-32), a model trained on grocery train/Packages (the
 features from make accuracy's cache), val/ photos as the load. Rounds alternate: load alone, then load while a
-moderator thread labels the newest answers (`LABELS_PER_S`) and reads the review queue and the quality figures
-every few labels. Gateway p50 and throughput of the two are compared round by round (the VM's speed drifts by tens
+moderator thread labels the newest answers (`LABELS_PER_S`, each after listing the newest unlabelled ones) and
+reads the review queue and the quality figures every `--reads-every` labels. Gateway p50 and throughput of the two are compared round by round (the VM's speed drifts by tens
 of percent over minutes); the label calls' latencies are those of the loaded rounds.
 
 `make bench-labels` (= python -m bench.labels); about 8 minutes on 2 cores once the features are cached.
@@ -34,15 +34,15 @@ from shared.members import GATEWAY, member_names
 log = logging.getLogger("bench.labels")
 RESULTS = Path("bench/results/labels.json")
 WORK = ROOT / ".cache" / "bench" / "labels"
-CONCURRENCY, LABELS_PER_S, READS_EVERY = 4, 2.0, 5
+CONCURRENCY, LABELS_PER_S = 4, 2.0
 
 
 class Moderator(threading.Thread):
-    """Labels the newest answers at a steady pace; every READS_EVERY labels also reads /v1/review and /v1/quality."""
+    """Labels the newest answers at a steady pace; every `reads_every` labels also reads /v1/review and /v1/quality."""
 
-    def __init__(self, url: str, classes: list[str]):
+    def __init__(self, url: str, classes: list[str], reads_every: int):
         super().__init__(daemon=True)
-        self.url, self.classes = url, classes
+        self.url, self.classes, self.reads_every = url, classes, reads_every
         self.stop = threading.Event()
         self.label_s: list[float] = []
         self.read_s: list[float] = []
@@ -63,7 +63,7 @@ class Moderator(threading.Thread):
                 (self.label_s if done.status_code == 200 else self.errors).append(
                     time.perf_counter() - started if done.status_code == 200 else done.text[:200])
                 n += 1
-                if n % READS_EVERY == 0:
+                if n % self.reads_every == 0:
                     for path in ("/v1/review", "/v1/quality"):
                         started = time.perf_counter()
                         client.get(self.url + path)
@@ -82,7 +82,7 @@ def trained_model(settings: Settings, grocery: Path, weights_dir: Path) -> Path:
     return models
 
 
-def measure(rounds: int, duration_s: float) -> dict:
+def measure(rounds: int, duration_s: float, reads_every: int) -> dict:
     settings, grocery, weights_dir, _ = setup()
     models = trained_model(settings, grocery, weights_dir)
     classes = json.loads((models / "manifest.json").read_text())["classes"]
@@ -92,13 +92,14 @@ def measure(rounds: int, duration_s: float) -> dict:
     (log_dir / "history.sqlite3").unlink(missing_ok=True)
     url = f"http://127.0.0.1:{BENCH_PORTS[GATEWAY]}"
     request = load.post_to(url + "/")
-    out: dict = {"rounds": [], "concurrency": CONCURRENCY, "duration_s": duration_s, "labels_per_s": LABELS_PER_S}
+    out: dict = {"rounds": [], "concurrency": CONCURRENCY, "duration_s": duration_s, "labels_per_s": LABELS_PER_S,
+                 "reads_every": reads_every}
     with running([*member_names(), GATEWAY], env, log_dir):
         load.warm_up(request, photos, 8)
         for r in range(rounds):
             row = {}
             for phase in (("alone", "labelling") if r % 2 == 0 else ("labelling", "alone")):
-                moderator = Moderator(url, classes) if phase == "labelling" else None
+                moderator = Moderator(url, classes, reads_every) if phase == "labelling" else None
                 if moderator:
                     moderator.start()
                 result = load.run_load(request, photos[r::2], CONCURRENCY, duration_s)
@@ -119,10 +120,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--duration", type=float, default=50.0, help="seconds of load per phase")
+    parser.add_argument("--reads-every", type=int, default=30,
+                        help="labels between two reads of /v1/review and /v1/quality (default: %(default)s, a page "
+                             "refreshed every 15 s)")
     parser.add_argument("--report-only", action="store_true", help=f"rewrite the section from {RESULTS}")
     args = parser.parse_args()
     if not args.report_only:
-        record = measure(args.rounds, args.duration) | {"machine": {"nproc": len(os.sched_getaffinity(0)),
+        record = measure(args.rounds, args.duration, args.reads_every) | {"machine": {"nproc": len(os.sched_getaffinity(0)),
                                                                      "python": platform.python_version()}}
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(record, indent=1))

@@ -52,7 +52,8 @@ def test_the_cost_section_states_ratios_per_round_and_the_label_latency(tmp_path
                "read_ms": [20.0, 30.0], "label_errors": []},
               {"alone": phase(1100, 2.8), "labelling": phase(1100, 2.8), "label_ms": [6.0] * 100, "read_ms": [25.0],
                "label_errors": []}]
-    record = {"rounds": rounds, "concurrency": 4, "duration_s": 50, "labels_per_s": 2.0, "machine": {"nproc": 2}}
+    record = {"rounds": rounds, "concurrency": 4, "duration_s": 50, "labels_per_s": 2.0, "reads_every": 30,
+              "machine": {"nproc": 2}}
     f = labels.labels_figures(record)
     assert f["p50_ratio"] == (1.01 + 1.0) / 2 and f["labels"] == 200 and f["label_errors"] == 0
     text = labels.labels_section(record)

@@ -55,3 +55,15 @@ def test_intervals_hold_the_estimate_and_narrow_with_more_labels() -> None:
     proba = np.eye(3)[y]
     assert bootstrap_macro_f1(y, proba) == [1.0, 1.0]
     assert bootstrap_macro_f1(y[:1], proba[:1]) is None
+
+
+def test_the_bootstrap_scores_each_resample_as_sklearn_does() -> None:
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(5)
+    y, proba = rng.integers(0, 5, 60), rng.dirichlet(np.ones(5), 60)
+    interval = bootstrap_macro_f1(y, proba, draws=50, seed=1)
+    picks = np.random.default_rng(1).integers(0, 60, (50, 60))
+    scores = [f1_score(y[p], proba.argmax(axis=1)[p], average="macro", labels=np.unique(y[p]), zero_division=0)
+              for p in picks]
+    assert interval == [round(float(np.percentile(scores, 2.5)), 4), round(float(np.percentile(scores, 97.5)), 4)]
