@@ -6,6 +6,7 @@ computed when asked (and for /metrics at most once per LOOP_METRICS_EVERY_S in e
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from typing import Any, Iterator
@@ -23,6 +24,7 @@ from shared.history.query import parse_limit
 from shared.serving import auth, observability
 from shared.serving.runtime import current_runtime
 
+log = logging.getLogger(__name__)
 bp = Blueprint("feedback", __name__)
 
 
@@ -275,6 +277,8 @@ class LoopGauges:
                 families += compute()
             except ClassifierError:  # not loaded, no history, no reference: no gauges of that kind this time
                 continue
+            except Exception:  # noqa: BLE001 - a figure computed from stored data must never fail the scrape
+                log.exception("could not compute the %s gauges", name)
         return families
 
     def _quality(self) -> list:
