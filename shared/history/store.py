@@ -346,14 +346,11 @@ class HistoryStore:
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(csv_header(members))
-        cursor: tuple[float, int] | None = None
-        while True:
-            rows = self._select(flt, EXPORT_CHUNK, cursor)
-            writer.writerows(csv_row(item_from_row(row), members) for row in rows)
-            yield _drain(buf)
-            if len(rows) < EXPORT_CHUNK:
-                return
-            cursor = (rows[-1]["ts"], rows[-1]["id"])
+        for n, item in enumerate(self.iter_items(flt), start=1):
+            writer.writerow(csv_row(item, members))
+            if n % EXPORT_CHUNK == 0:
+                yield _drain(buf)
+        yield _drain(buf)
 
     def _select(self, flt: HistoryFilter, limit: int, after: tuple[float, int] | None,
                 oldest_first: bool = False) -> list[sqlite3.Row]:
