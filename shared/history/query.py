@@ -3,15 +3,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import Any, Mapping
+from typing import Mapping
+
+from sqlalchemy import ColumnElement
 
 from shared.errors import BadRequest
+from shared.history.schema import LABELLED, UNLABELLED, p
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 # `reviewed=`: what a person said of the record; "wrong": labelled with another class than the answer's.
-REVIEWED_CLAUSES = {"labelled": "true_label IS NOT NULL", "unlabelled": "true_label IS NULL",
-                    "wrong": "true_label IS NOT NULL AND true_label != label"}
+REVIEWED_CLAUSES = {"labelled": (LABELLED,), "unlabelled": (UNLABELLED,), "wrong": (LABELLED, p.true_label != p.label)}
 
 
 @dataclass(frozen=True)
@@ -27,19 +29,15 @@ class HistoryFilter:
     reviewed: str | None = None
     model_version: str | None = None
 
-    def where(self) -> tuple[list[str], list[Any]]:
-        """SQL conditions and their parameters."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        for clause, value in (("label = ?", self.label), ("ts >= ?", self.since), ("ts < ?", self.until),
-                              ("degraded = ?", None if self.degraded is None else int(self.degraded)),
-                              ("model_version = ?", self.model_version)):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        if self.reviewed is not None:
-            clauses.append(REVIEWED_CLAUSES[self.reviewed])
-        return clauses, params
+    def where(self) -> list[ColumnElement[bool]]:
+        """The SQL conditions, on schema.predictions."""
+        conditions = [column == value for column, value in ((p.label, self.label), (p.model_version, self.model_version),
+                      (p.degraded, None if self.degraded is None else int(self.degraded))) if value is not None]
+        if self.since is not None:
+            conditions.append(p.ts >= self.since)
+        if self.until is not None:
+            conditions.append(p.ts < self.until)
+        return conditions + list(REVIEWED_CLAUSES.get(self.reviewed, ()))
 
     def to_query(self) -> dict[str, str]:
         """The filter as URL query parameters (for next-page and CSV links)."""

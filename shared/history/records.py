@@ -1,70 +1,12 @@
-"""A prediction record <-> its SQLite row <-> its JSON item and CSV row."""
+"""A prediction record <-> its database row (schema.py) <-> its JSON item and CSV row."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from typing import Any, Mapping, Sequence
 
 from shared.history.query import iso_time
 from shared.weights import combine_parts
-
-# The SQLite layout: INSERT's columns are row_from_record's, in order; LIST_COLUMNS feed item_from_row.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    request_id TEXT,
-    sha256 TEXT,
-    size_bytes INTEGER,
-    class_id INTEGER,
-    label TEXT,
-    proba REAL,
-    latency_ms REAL,
-    degraded INTEGER NOT NULL DEFAULT 0,
-    source TEXT,
-    synthetic INTEGER NOT NULL DEFAULT 0,
-    members TEXT
-);
-CREATE INDEX IF NOT EXISTS ix_predictions_ts ON predictions (ts, id);
-CREATE INDEX IF NOT EXISTS ix_predictions_label_ts ON predictions (label, ts, id);
-CREATE INDEX IF NOT EXISTS ix_predictions_degraded_ts ON predictions (degraded, ts, id);
-CREATE INDEX IF NOT EXISTS ix_predictions_request ON predictions (request_id);
--- Blobs live apart so that listing and filtering scan small rows only.
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY REFERENCES predictions (id) ON DELETE CASCADE,
-    thumbnail BLOB,
-    image BLOB
-);
-"""
-
-INSERT = ("INSERT INTO predictions (ts, request_id, sha256, size_bytes, class_id, label, proba, latency_ms, degraded,"
-          " source, synthetic, members, cached, model_version, probas, priority, in_training)"
-          " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-# Columns added after the first release: (name, definition), added to an older database when it is opened.
-ADDED_COLUMNS = (
-    ("cached", "INTEGER NOT NULL DEFAULT 0"),  # 1: answered from the gateway's response cache
-    ("model_version", "TEXT"),  # the model that answered (NULL in records older than it)
-    ("probas", "TEXT"),  # the stack's probability of every class, JSON
-    ("priority", "REAL"),  # how much a label would teach: review_priority
-    ("in_training", "INTEGER NOT NULL DEFAULT 0"),  # 1: the image is one the model was trained or tested on
-    ("true_label", "TEXT"),  # the class a person gave it (NULL: not labelled)
-    ("labelled_by", "TEXT"),
-    ("labelled_at", "REAL"),
-    ("label_changes", "INTEGER NOT NULL DEFAULT 0"),  # times a label was replaced by a different one
-)
-# Indexes on added columns: made after ADDED_COLUMNS. The review queue reads unlabelled rows by priority.
-ADDED_INDEXES = """
-CREATE INDEX IF NOT EXISTS ix_predictions_review ON predictions (priority, id) WHERE true_label IS NULL;
-CREATE INDEX IF NOT EXISTS ix_predictions_labelled ON predictions (ts, id) WHERE true_label IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ix_predictions_version_ts ON predictions (model_version, ts, id);
-"""
-LIST_COLUMNS = (
-    "id, ts, request_id, sha256, size_bytes, class_id, label, proba, latency_ms, degraded, source, synthetic, members,"
-    " cached, model_version, probas, priority, in_training, true_label, labelled_by, labelled_at, label_changes,"
-    " EXISTS (SELECT 1 FROM images i WHERE i.id = predictions.id AND i.thumbnail IS NOT NULL) AS has_thumbnail,"
-    " EXISTS (SELECT 1 FROM images i WHERE i.id = predictions.id AND i.image IS NOT NULL) AS has_image"
-)
 
 # The prediction's own columns, first in every CSV row; each member then adds MEMBER_CSV_COLUMNS.
 CSV_COLUMNS = ("id", "time", "ts", "request_id", "sha256", "size_bytes", "class_id", "label", "proba", "latency_ms",
@@ -73,30 +15,30 @@ CSV_COLUMNS = ("id", "time", "ts", "request_id", "sha256", "size_bytes", "class_
 MEMBER_CSV_COLUMNS = ("label", "proba", "ok", "latency_ms", "error")
 
 
-def row_from_record(rec: Mapping[str, Any]) -> tuple:
-    """The predictions row (without id) of one record, in the INSERT's column order."""
+def row_from_record(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """The predictions row (without id) of one record."""
     class_id = rec.get("class_id")
     if isinstance(class_id, (list, tuple)):
         class_id = class_id[0] if class_id else None
-    return (
-        float(rec.get("ts") or time.time()),
-        rec.get("request_id"),
-        rec.get("sha256"),
-        rec.get("size_bytes"),
-        None if class_id is None else int(class_id),
-        rec.get("label"),
-        _maybe_float(rec.get("proba")),
-        _maybe_float(rec.get("latency_ms")),
-        int(bool(rec.get("degraded"))),
-        rec.get("source"),
-        int(bool(rec.get("synthetic_weights"))),
-        json.dumps(compact_members(rec.get("members") or {}), separators=(",", ":")),
-        int(bool(rec.get("cached"))),
-        rec.get("model_version"),
-        json.dumps(_rounded(rec.get("probas") or {}), separators=(",", ":")) if rec.get("probas") else None,
-        review_priority(rec.get("probas") or {}, rec.get("label"), rec.get("members") or {}),
-        int(bool(rec.get("in_training"))),
-    )
+    return {
+        "ts": float(rec.get("ts") or time.time()),
+        "request_id": rec.get("request_id"),
+        "sha256": rec.get("sha256"),
+        "size_bytes": rec.get("size_bytes"),
+        "class_id": None if class_id is None else int(class_id),
+        "label": rec.get("label"),
+        "proba": _maybe_float(rec.get("proba")),
+        "latency_ms": _maybe_float(rec.get("latency_ms")),
+        "degraded": int(bool(rec.get("degraded"))),
+        "source": rec.get("source"),
+        "synthetic": int(bool(rec.get("synthetic_weights"))),
+        "members": json.dumps(compact_members(rec.get("members") or {}), separators=(",", ":")),
+        "cached": int(bool(rec.get("cached"))),
+        "model_version": rec.get("model_version"),
+        "probas": json.dumps(_rounded(rec.get("probas") or {}), separators=(",", ":")) if rec.get("probas") else None,
+        "priority": review_priority(rec.get("probas") or {}, rec.get("label"), rec.get("members") or {}),
+        "in_training": int(bool(rec.get("in_training"))),
+    }
 
 
 def review_priority(probas: Mapping[str, float], label: str | None, members: Mapping[str, Any]) -> float | None:
@@ -109,15 +51,6 @@ def review_priority(probas: Mapping[str, float], label: str | None, members: Map
     voters = [m.get("label") for m in members.values() if isinstance(m, Mapping) and m.get("ok", True)]
     disagreement = sum(v != label for v in voters) / len(voters) if voters else 0.0
     return round(1.0 - margin + disagreement, 6)
-
-
-def add_columns(conn: sqlite3.Connection) -> None:
-    """Bring an older predictions table up to ADDED_COLUMNS and ADDED_INDEXES."""
-    have = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
-    for name, definition in ADDED_COLUMNS:
-        if name not in have:
-            conn.execute(f"ALTER TABLE predictions ADD COLUMN {name} {definition}")
-    conn.executescript(ADDED_INDEXES)
 
 
 def compact_members(members: Mapping[str, Any]) -> dict:
@@ -137,8 +70,8 @@ def _rounded(probas: Any) -> Any:
     return [round(float(v), 5) for v in probas]
 
 
-def item_from_row(row: sqlite3.Row) -> dict:
-    """The JSON item of one listed row."""
+def item_from_row(row: Mapping[str, Any]) -> dict:
+    """The JSON item of one listed row (schema.LISTED)."""
     members = json.loads(row["members"] or "{}")
     return {
         "id": row["id"],

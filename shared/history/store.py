@@ -1,4 +1,5 @@
-"""HistoryStore: predictions written to SQLite by a background thread, read with keyset paging, kept within bounds."""
+"""HistoryStore: predictions written by a background thread to SQLite or PostgreSQL (database.py), read with keyset
+paging, kept within bounds."""
 from __future__ import annotations
 
 import csv
@@ -7,19 +8,20 @@ import io
 import logging
 import os
 import queue
-import sqlite3
 import threading
 import time
-from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from prometheus_client import Counter
+from sqlalchemy import Connection, Select, delete, func, insert, select, tuple_, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from shared.config import Settings
 from shared.errors import ClassifierError, NotFound
 from shared.history.query import MAX_PAGE_SIZE, PAGE_SIZE, HistoryFilter, HistoryPage, format_cursor, parse_cursor
-from shared.history.records import (INSERT, LIST_COLUMNS, SCHEMA, add_columns, csv_header, csv_row, item_from_row,
-                                    row_from_record)
+from shared.history.database import Database, database_target
+from shared.history.records import csv_header, csv_row, item_from_row, row_from_record
+from shared.history.schema import LABELS_SQL, LISTED, UNLABELLED, images, p, predictions
 from shared.history.thumbnails import make_thumbnail
 from shared.members import member_names
 
@@ -29,11 +31,14 @@ QUEUE_SIZE = 1000
 BATCH_SIZE = 200  # records per write transaction: one fsync for a burst instead of one each
 RETENTION_EVERY_S = 600.0
 EXPORT_CHUNK = 1000
+RETRY_S = 60.0  # how long a batch the database refused is retried (with backoff) before it is dropped and counted
+RETRY_FIRST_S, RETRY_MAX_S = 0.25, 5.0
 
 RECORD_FAILURES = Counter(
     "history_record_failures", "Predictions whose history record was dropped", ["reason"]
 )
 RECORDS_WRITTEN = Counter("history_records_written", "Prediction records written to the history")
+WRITE_ERRORS = Counter("history_write_errors", "Failed attempts to write a batch of records (each is retried)")
 
 LABELS_GIVEN = Counter("history_labels", "Labels given to recorded predictions", ["outcome"])  # new|same|changed
 
@@ -46,12 +51,13 @@ class HistoryUnavailable(ClassifierError):
 
 
 class HistoryStore:
-    """SQLite history: `record` enqueues and returns at once; one writer thread per process does the I/O."""
+    """The history: `record` enqueues and returns at once; one writer thread per process does the I/O."""
 
-    def __init__(self, path: str | os.PathLike, *, enabled: bool = True, keep_images: bool = False,
+    def __init__(self, db: str | os.PathLike, *, enabled: bool = True, keep_images: bool = False,
                  retention_days: int = 0, max_rows: int = 0, queue_size: int = QUEUE_SIZE,
-                 retention_every_s: float = RETENTION_EVERY_S, pending_images: int = 0):
-        self.path = Path(path)
+                 retention_every_s: float = RETENTION_EVERY_S, pending_images: int = 0, retry_s: float = RETRY_S):
+        self.db = Database(db)  # a SQLite file path or a postgresql:// URL
+        self.path = self.db.path  # the SQLite file (None on PostgreSQL)
         self.enabled = enabled
         self.keep_images = keep_images
         # Without keep_images: the full images of the newest `pending_images` unlabelled records are kept so that
@@ -60,20 +66,21 @@ class HistoryStore:
         self.retention_days = retention_days
         self.max_rows = max_rows
         self.retention_every_s = retention_every_s
+        self.retry_s = retry_s
+        # Bounded: while the database is down the writer retries one batch and up to queue_size records wait here;
+        # what does not fit is dropped and counted, and the prediction never waits.
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._owner_pid = 0
-        self._schema_ready = False
-        self._setup_lock = threading.Lock()  # the writer and a reader may open the new database at once
         self.last_error: str | None = None  # this process's latest write failure, for the history page
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "HistoryStore":
-        """A store configured by the history_* settings."""
-        return cls(settings.history_db, enabled=settings.history_enabled, keep_images=settings.history_keep_images,
-                   retention_days=settings.history_retention_days, max_rows=settings.history_max_rows,
-                   pending_images=settings.history_pending_images)
+        """A store configured by the history_* settings (HISTORY_DB or HISTORY_DB_FILE)."""
+        return cls(database_target(settings), enabled=settings.history_enabled,
+                   keep_images=settings.history_keep_images, retention_days=settings.history_retention_days,
+                   max_rows=settings.history_max_rows, pending_images=settings.history_pending_images)
 
     # --- writing ----------------------------------------------------------
     def record(self, rec: Mapping[str, Any]) -> None:
@@ -122,30 +129,47 @@ class HistoryStore:
             self._thread.start()
 
     def _write_loop(self) -> None:
-        conn: sqlite3.Connection | None = None
         next_retention = 0.0
         while True:
             batch, stop = self._next_batch(timeout=self.retention_every_s)
             try:
-                conn = conn or self._connect()
                 if batch:
-                    self._write_batch(conn, batch)
-                    self.last_error = None
+                    self._write_with_retry(batch)
                 if time.monotonic() >= next_retention:
-                    self.apply_retention(conn=conn)
+                    self.apply_retention()
                     next_retention = time.monotonic() + self.retention_every_s
-            except Exception as exc:
-                log.error("history: could not write %d record(s) to %s: %s", len(batch), self.path, exc)
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                if batch:
-                    RECORD_FAILURES.labels(reason="storage_error").inc(len(batch))
-                conn = _close_quietly(conn)
+            except Exception as exc:  # retention, or a bug: the writer thread must live on
+                log.error("history: retention on %s failed: %s", self.db, exc)
             finally:
                 for _ in range(len(batch) + stop):
                     self._queue.task_done()
             if stop:
-                _close_quietly(conn)
+                self.db.dispose()
                 return
+
+    def _write_with_retry(self, batch: list[dict]) -> None:
+        """Write one batch; while the database refuses, retry with backoff for retry_s, then drop it, counted."""
+        first_failure, wait = 0.0, RETRY_FIRST_S
+        while True:
+            try:
+                self._write_batch(batch)
+                if first_failure:
+                    log.warning("history: %s is writable again; %d record(s) written after %.1f s of retries",
+                                self.db, len(batch), time.monotonic() - first_failure)
+                self.last_error = None
+                return
+            except Exception as exc:
+                WRITE_ERRORS.inc()
+                self.last_error = f"{type(exc).__name__}: {_first_line(exc)}"
+                first_failure = first_failure or time.monotonic()
+                if time.monotonic() - first_failure + wait > self.retry_s:
+                    log.error("history: could not write %d record(s) to %s: %s", len(batch), self.db, self.last_error)
+                    RECORD_FAILURES.labels(reason="storage_error").inc(len(batch))
+                    return
+                log.warning("history: %s refused %d record(s) (%s); retrying in %.2f s", self.db, len(batch),
+                            self.last_error, wait)
+                time.sleep(wait)
+                wait = min(wait * 2, RETRY_MAX_S)
 
     def _next_batch(self, timeout: float) -> tuple[list[dict], bool]:
         """Block for one record, then take whatever else is already queued; (batch, stop requested)."""
@@ -166,15 +190,15 @@ class HistoryStore:
             batch.append(item)
         return batch, False
 
-    def _write_batch(self, conn: sqlite3.Connection, batch: list[dict]) -> None:
+    def _write_batch(self, batch: list[dict]) -> None:
         rows = [row_from_record(rec) for rec in batch]
         blobs = [self._blobs_from_record(rec) for rec in batch]
-        with conn:
-            for row, (thumb, image) in zip(rows, blobs):
-                cur = conn.execute(INSERT, row)
-                if thumb is not None or image is not None:
-                    conn.execute("INSERT INTO images (id, thumbnail, image) VALUES (?,?,?)",
-                                 (cur.lastrowid, thumb, image))
+        with self.db.begin() as conn:
+            ids = conn.execute(insert(predictions).returning(p.id, sort_by_parameter_order=True), rows).scalars().all()
+            stored = [{"id": i, "thumbnail": thumb, "image": image}
+                      for i, (thumb, image) in zip(ids, blobs) if thumb is not None or image is not None]
+            if stored:
+                conn.execute(insert(images), stored)
         RECORDS_WRITTEN.inc(len(batch))
 
     def _blobs_from_record(self, rec: Mapping[str, Any]) -> tuple[bytes | None, bytes | None]:
@@ -184,44 +208,36 @@ class HistoryStore:
         return make_thumbnail(data), (bytes(data) if self.keep_images or self.pending_images > 0 else None)
 
     # --- retention --------------------------------------------------------
-    def apply_retention(self, now: float | None = None, conn: sqlite3.Connection | None = None) -> int:
+    def apply_retention(self, now: float | None = None) -> int:
         """Delete records older than retention_days and beyond max_rows; returns how many went."""
-        own = conn is None
-        conn = conn or self._connect()
-        try:
-            with conn:
-                deleted = self._delete_expired(conn, time.time() if now is None else now)
-                deleted += self._delete_over_cap(conn)
-                self._drop_pending_images(conn)
-            return deleted
-        finally:
-            if own:
-                conn.close()
+        with self.db.begin() as conn:
+            deleted = self._delete_expired(conn, time.time() if now is None else now)
+            deleted += self._delete_over_cap(conn)
+            self._drop_pending_images(conn)
+        return deleted
 
-    def _delete_expired(self, conn: sqlite3.Connection, now: float) -> int:
+    def _delete_expired(self, conn: Connection, now: float) -> int:
         if self.retention_days <= 0:
             return 0
-        return conn.execute("DELETE FROM predictions WHERE ts < ?", (now - self.retention_days * 86400.0,)).rowcount
+        return conn.execute(delete(predictions).where(p.ts < now - self.retention_days * 86400.0)).rowcount
 
-    def _delete_over_cap(self, conn: sqlite3.Connection) -> int:
+    def _delete_over_cap(self, conn: Connection) -> int:
         if self.max_rows <= 0:
             return 0
         # The newest row that falls outside the cap; everything at or below it in (ts, id) order goes.
-        edge = conn.execute(
-            "SELECT ts, id FROM predictions ORDER BY ts DESC, id DESC LIMIT 1 OFFSET ?", (self.max_rows,)
-        ).fetchone()
+        edge = conn.execute(select(p.ts, p.id).order_by(p.ts.desc(), p.id.desc()).limit(1).offset(self.max_rows)).first()
         if edge is None:
             return 0
-        return conn.execute("DELETE FROM predictions WHERE (ts, id) <= (?, ?)", edge).rowcount
+        return conn.execute(delete(predictions).where(tuple_(p.ts, p.id) <= tuple_(*edge))).rowcount
 
-    def _drop_pending_images(self, conn: sqlite3.Connection) -> int:
+    def _drop_pending_images(self, conn: Connection) -> int:
         """Forget the full images of unlabelled records beyond the newest pending_images (thumbnails stay)."""
         if self.keep_images:
             return 0
-        return conn.execute(
-            "UPDATE images SET image = NULL WHERE id IN (SELECT p.id FROM predictions p JOIN images i ON i.id = p.id"
-            " WHERE p.true_label IS NULL AND i.image IS NOT NULL ORDER BY p.ts DESC, p.id DESC LIMIT -1 OFFSET ?)",
-            (self.pending_images,)).rowcount
+        beyond = (select(p.id).join(images, images.c.id == p.id)
+                  .where(UNLABELLED, images.c.image.is_not(None))
+                  .order_by(p.ts.desc(), p.id.desc()).offset(self.pending_images))
+        return conn.execute(update(images).where(images.c.id.in_(beyond)).values(image=None)).rowcount
 
     # --- labels -------------------------------------------------------------
     def set_label(self, record_id: int, label: str, by: str, now: float | None = None) -> dict:
@@ -238,45 +254,39 @@ class HistoryStore:
 
     def record_for_request(self, request_id: str) -> int:
         """The id of the newest record answering this request id; NotFound if none."""
-        sql = "SELECT id FROM predictions WHERE request_id = ? ORDER BY ts DESC, id DESC LIMIT 1"
-        rows = self._read(sql, (request_id,))
+        sql = select(p.id).where(p.request_id == request_id).order_by(p.ts.desc(), p.id.desc()).limit(1)
+        rows = self._read(sql)
         if not rows and self._queue.unfinished_tasks and self.flush(timeout=2.0):
-            rows = self._read(sql, (request_id,))
+            rows = self._read(sql)
         if not rows:
             raise NotFound(f"There is no history record for request id {request_id!r}.")
         return rows[0]["id"]
 
     def _write_label(self, record_id: int, label: str, by: str, now: float) -> str | None:
         """'new', 'same' or 'changed'; None when the record does not exist. Concurrent labels of one record
-        serialise in SQLite's write lock, and each counts against the label it replaced."""
+        serialise (SQLite's write lock, PostgreSQL's row lock), and each counts against the label it replaced."""
         try:
-            conn = self._connect()
-        except (sqlite3.Error, OSError) as exc:
-            raise HistoryUnavailable(f"The history database {self.path} cannot be opened: {exc}") from None
-        try:
-            conn.execute("BEGIN IMMEDIATE")  # the write lock first: read-then-update is one step for every labeller
-            row = conn.execute("SELECT true_label FROM predictions WHERE id = ?", (record_id,)).fetchone()
-            if row is not None:
-                conn.execute("UPDATE predictions SET label_changes = label_changes + ?, true_label = ?,"
-                             " labelled_by = ?, labelled_at = ? WHERE id = ?",
-                             (int(row["true_label"] not in (None, label)), label, by, now, record_id))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise HistoryUnavailable(f"The history database {self.path} cannot be written: {exc}") from None
-        finally:
-            conn.close()
+            with self.db.begin(write_lock=True) as conn:
+                row = conn.execute(select(p.true_label).where(p.id == record_id).with_for_update()).first()
+                if row is not None:
+                    conn.execute(update(predictions).where(p.id == record_id).values(
+                        label_changes=p.label_changes + int(row.true_label not in (None, label)),
+                        true_label=label, labelled_by=by, labelled_at=now))
+        except (SQLAlchemyError, OSError) as exc:
+            raise self._unavailable("written", exc) from None
         if row is None:
             return None
-        before = row["true_label"]
+        before = row.true_label
         return "new" if before is None else ("same" if before == label else "changed")
 
     def review_queue(self, *, limit: int = PAGE_SIZE, cursor: str | None = None) -> HistoryPage:
         """Unlabelled records, the ones a label would teach most first (review_priority, then newest)."""
         limit = max(1, min(int(limit), MAX_PAGE_SIZE))
         after = parse_cursor(cursor)
-        clause, params = ("", ()) if after is None else (" AND (priority, id) < (?, ?)", after)
-        rows = self._read(f"SELECT {LIST_COLUMNS} FROM predictions WHERE true_label IS NULL AND priority IS NOT NULL"
-                          f"{clause} ORDER BY priority DESC, id DESC LIMIT ?", (*params, limit + 1))
+        sql = LISTED.where(UNLABELLED, p.priority.is_not(None))
+        if after is not None:
+            sql = sql.where(tuple_(p.priority, p.id) < tuple_(*after))
+        rows = self._read(sql.order_by(p.priority.desc(), p.id.desc()).limit(limit + 1))
         page = HistoryPage(items=[item_from_row(r) for r in rows[:limit]])
         if len(rows) > limit:
             last = rows[limit - 1]
@@ -311,7 +321,7 @@ class HistoryStore:
 
     def get(self, record_id: int) -> dict:
         """One record by id; NotFound if there is none."""
-        rows = self._read(f"SELECT {LIST_COLUMNS} FROM predictions WHERE id = ?", (record_id,))
+        rows = self._read(LISTED.where(p.id == record_id))
         if not rows:
             raise NotFound(f"There is no history record with id {record_id}.")
         return item_from_row(rows[0])
@@ -327,18 +337,11 @@ class HistoryStore:
 
     def labels(self) -> list[str]:
         """Every class label seen in the history, sorted (for the filter's choices)."""
-        # A skip-scan of the label index: one lookup per distinct label instead of a pass over every row.
-        rows = self._read(
-            "WITH RECURSIVE seen(label) AS (SELECT MIN(label) FROM predictions UNION ALL"
-            " SELECT (SELECT MIN(label) FROM predictions WHERE label > seen.label) FROM seen"
-            " WHERE seen.label IS NOT NULL) SELECT label FROM seen WHERE label IS NOT NULL", ())
-        return [r["label"] for r in rows]
+        return [r["label"] for r in self._read(LABELS_SQL)]
 
     def count(self, flt: HistoryFilter = HistoryFilter()) -> int:
         """How many records match the filter."""
-        clauses, params = flt.where()
-        sql = "SELECT COUNT(*) AS n FROM predictions" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-        return self._read(sql, tuple(params))[0]["n"]
+        return self._read(select(func.count().label("n")).select_from(predictions).where(*flt.where()))[0]["n"]
 
     def iter_csv(self, flt: HistoryFilter = HistoryFilter()) -> Iterator[str]:
         """The matching records as CSV text, newest first, streamed in chunks; five columns per member."""
@@ -353,63 +356,34 @@ class HistoryStore:
         yield _drain(buf)
 
     def _select(self, flt: HistoryFilter, limit: int, after: tuple[float, int] | None,
-                oldest_first: bool = False) -> list[sqlite3.Row]:
-        clauses, params = flt.where()
+                oldest_first: bool = False) -> list[Mapping[str, Any]]:
+        sql = LISTED.where(*flt.where())
         if after is not None:
-            clauses.append("(ts, id) > (?, ?)" if oldest_first else "(ts, id) < (?, ?)")
-            params.extend(after)
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        order = "ts, id" if oldest_first else "ts DESC, id DESC"
-        sql = f"SELECT {LIST_COLUMNS} FROM predictions{where} ORDER BY {order} LIMIT ?"
-        return self._read(sql, (*params, limit))
+            key = tuple_(p.ts, p.id)
+            sql = sql.where(key > tuple_(*after) if oldest_first else key < tuple_(*after))
+        order = (p.ts, p.id) if oldest_first else (p.ts.desc(), p.id.desc())
+        return self._read(sql.order_by(*order).limit(limit))
 
     def _blob(self, column: str, record_id: int) -> bytes:
-        rows = self._read(f"SELECT {column} AS data FROM images WHERE id = ?", (record_id,))
+        rows = self._read(select(images.c[column].label("data")).where(images.c.id == record_id))
         if not rows or rows[0]["data"] is None:
             raise NotFound(f"History record {record_id} has no stored {column}.")
         return bytes(rows[0]["data"])
 
-    def _read(self, sql: str, params: tuple) -> list[sqlite3.Row]:
-        if not self.path.exists():
+    def _read(self, sql: Select | Any) -> list[Mapping[str, Any]]:
+        if not self.db.exists():
             if self.path.parent.exists() and not self.path.parent.is_dir():
                 raise HistoryUnavailable(f"The history database {self.path} cannot be created: "
                                          f"{self.path.parent} is a file, not a folder.")
             return []  # nothing recorded yet: an empty history, not an error
         try:
-            conn = self._connect()
-        except (sqlite3.Error, OSError) as exc:
-            raise HistoryUnavailable(f"The history database {self.path} cannot be opened: {exc}") from None
-        try:
-            return conn.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):  # the writer created the file and has not made its tables yet
-                return []
-            raise HistoryUnavailable(f"The history database {self.path} cannot be read: {exc}") from None
-        except sqlite3.Error as exc:
-            raise HistoryUnavailable(f"The history database {self.path} cannot be read: {exc}") from None
-        finally:
-            conn.close()
+            with self.db.begin() as conn:
+                return list(conn.execute(sql).mappings())
+        except (SQLAlchemyError, OSError) as exc:
+            raise self._unavailable("read", exc) from None
 
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes, one fsync per checkpoint
-            conn.execute("PRAGMA foreign_keys=ON")
-            if not self._schema_ready:
-                # Once per process, one thread at a time: a reader racing the writer's first journal-mode switch
-                # and schema got "database is locked" (a 503 from /v1/history right after the first prediction).
-                with self._setup_lock:
-                    if not self._schema_ready:
-                        conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: once is enough
-                        conn.executescript(SCHEMA)
-                        add_columns(conn)
-                        self._schema_ready = True
-        except Exception:
-            conn.close()
-            raise
-        return conn
+    def _unavailable(self, what: str, exc: BaseException) -> HistoryUnavailable:
+        return HistoryUnavailable(f"The history database {self.db} cannot be {what}: {_first_line(exc)}")
 
 
 def _drain(buf: io.StringIO) -> str:
@@ -419,10 +393,7 @@ def _drain(buf: io.StringIO) -> str:
     return text
 
 
-def _close_quietly(conn: sqlite3.Connection | None) -> None:
-    if conn is not None:
-        try:
-            conn.close()
-        except sqlite3.Error:
-            pass
-    return None
+def _first_line(exc: BaseException) -> str:
+    """The driver's own words, without SQLAlchemy's statement dump and background link."""
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]

@@ -1,16 +1,15 @@
-"""Labels on history records, in the real SQLite store: stored and counted, filtered, queued for review by priority,
-their images kept, safe under concurrent labelling, and a database from the previous release opened as it is."""
+"""Labels on history records, in the real store on both backends: stored and counted, filtered, queued for review by
+priority, their images kept, safe under concurrent labelling."""
 from __future__ import annotations
 
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from shared.errors import NotFound
 from shared.history import HistoryFilter, HistoryStore
-from shared.history.records import SCHEMA, review_priority
-from tests.history.conftest import LABELS, jpeg, record
+from shared.history.records import review_priority
+from tests.history.conftest import LABELS, jpeg, query_plan, record
 
 
 def answered(i: int, top: float = 0.6, **extra) -> dict:
@@ -87,12 +86,9 @@ def test_the_review_queue_orders_unlabelled_records_by_priority_and_pages_comple
     assert ids[3] not in [i["id"] for i in seen] and len(seen) == len(tops) - 1
     priorities = [i["review_priority"] for i in seen]
     assert priorities == sorted(priorities, reverse=True)
-    conn = sqlite3.connect(store.path)
-    plan = " ".join(str(r) for r in conn.execute(
-        "EXPLAIN QUERY PLAN SELECT id FROM predictions WHERE true_label IS NULL AND priority IS NOT NULL "
-        "ORDER BY priority DESC, id DESC LIMIT 50"))
-    conn.close()
-    assert "ix_predictions_review" in plan and "TEMP B-TREE" not in plan
+    plan = query_plan(store, "SELECT id FROM predictions WHERE true_label IS NULL AND priority IS NOT NULL "
+                             "ORDER BY priority DESC, id DESC LIMIT 50")
+    assert "ix_predictions_review" in plan and "TEMP B-TREE" not in plan and "Sort" not in plan
 
 
 def test_review_priority_is_uncertainty_plus_member_disagreement() -> None:
@@ -104,8 +100,8 @@ def test_review_priority_is_uncertainty_plus_member_disagreement() -> None:
     assert review_priority({}, "a", {}) is None
 
 
-def test_unlabelled_images_beyond_the_pending_bound_go_labelled_ones_stay(tmp_path) -> None:
-    s = HistoryStore(tmp_path / "p.sqlite3", pending_images=2)
+def test_unlabelled_images_beyond_the_pending_bound_go_labelled_ones_stay(new_db) -> None:
+    s = HistoryStore(new_db("p"), pending_images=2)
     first = fill(s, [0.6], image=jpeg())[0]
     s.set_label(first, "milk", "a")  # the oldest, labelled: keeps its image
     for i in range(1, 5):
@@ -126,25 +122,8 @@ def test_unlabelled_images_beyond_the_pending_bound_go_labelled_ones_stay(tmp_pa
     s.close()
 
 
-def test_no_pending_images_keeps_none_unless_keep_images(tmp_path) -> None:
-    s = HistoryStore(tmp_path / "n.sqlite3", pending_images=0)
+def test_no_pending_images_keeps_none_unless_keep_images(new_db) -> None:
+    s = HistoryStore(new_db("n"), pending_images=0)
     record_id = fill(s, [0.6], image=jpeg())[0]
     assert s.get(record_id)["has_image"] is False
-    s.close()
-
-
-def test_a_database_from_the_first_release_opens_and_keeps_its_rows(tmp_path) -> None:
-    path = tmp_path / "old.sqlite3"
-    conn = sqlite3.connect(path)
-    conn.executescript(SCHEMA)  # the first release's tables, without any added column
-    conn.execute("INSERT INTO predictions (ts, request_id, label, proba, members) VALUES (1.0, 'old', 'milk', 0.5, '{}')")
-    conn.commit()
-    conn.close()
-    s = HistoryStore(path)
-    old = s.query().items[0]
-    assert (old["request_id"], old["model_version"], old["probas"], old["true_label"]) == ("old", None, None, None)
-    assert s.set_label(old["id"], "apple", "a")["correct"] is False
-    assert s.review_queue().items == []  # no probabilities, no priority: not queued
-    s.record(answered(1))
-    assert s.flush() and s.count() == 2
     s.close()
