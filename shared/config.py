@@ -278,6 +278,11 @@ class Settings(BaseSettings):
         "0 = none", ge=0,
     )
 
+    history_retry_s: float = _finite(
+        "HISTORY_RETRY_S", 60.0, "While the history database refuses writes (down, restarting), how long a batch of "
+        "records is retried with backoff before it is dropped and counted; up to 1,000 more wait meanwhile", ge=0,
+    )
+
     # the loop: labels, review queue, live quality, drift (gateway)
     drift_window: int = _var("DRIFT_WINDOW", 200, "Drift tests: answers per window", ge=10, le=10_000)
     drift_windows: int = _var("DRIFT_WINDOWS", 5, "Drift tests: how many of the newest full windows to test", ge=1,

@@ -31,7 +31,7 @@ QUEUE_SIZE = 1000
 BATCH_SIZE = 200  # records per write transaction: one fsync for a burst instead of one each
 RETENTION_EVERY_S = 600.0
 EXPORT_CHUNK = 1000
-RETRY_S = 60.0  # how long a batch the database refused is retried (with backoff) before it is dropped and counted
+RETRY_S = 60.0  # HISTORY_RETRY_S
 RETRY_FIRST_S, RETRY_MAX_S = 0.25, 5.0
 
 RECORD_FAILURES = Counter(
@@ -80,7 +80,8 @@ class HistoryStore:
         """A store configured by the history_* settings (HISTORY_DB or HISTORY_DB_FILE)."""
         return cls(database_target(settings), enabled=settings.history_enabled,
                    keep_images=settings.history_keep_images, retention_days=settings.history_retention_days,
-                   max_rows=settings.history_max_rows, pending_images=settings.history_pending_images)
+                   max_rows=settings.history_max_rows, pending_images=settings.history_pending_images,
+                   retry_s=settings.history_retry_s)
 
     # --- writing ----------------------------------------------------------
     def record(self, rec: Mapping[str, Any]) -> None:

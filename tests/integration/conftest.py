@@ -155,6 +155,16 @@ def wait_for_records(url: str, n: int, headers: dict | None = None, timeout: flo
         time.sleep(0.1)
 
 
+def wait_for_metric(url: str, sample: str, timeout: float = 20.0) -> bool:
+    """True once the service's /metrics shows `sample` (a name with its labels)."""
+    deadline = time.monotonic() + timeout
+    while sample not in requests.get(url + "/metrics", timeout=10).text:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def base_env(models_dir: Path, weights_dir: Path, run_dir: Path) -> dict[str, str]:
     """Environment for test services: tiny limits, one torch thread, private history and metrics."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GUNICORN_", "PROMETHEUS_"))}
@@ -203,6 +213,20 @@ def start_stack(models_dir: Path, weights_dir: Path, run_dir: Path,
         stop_all(services.values())
         raise
     return stack
+
+
+def private_gateway(stack: Stack, run_dir: Path, **extra: str) -> Service:
+    """A gateway of the test's own (its own history unless HISTORY_DB says otherwise) over the session's members."""
+    served = stack.services[GATEWAY]
+    env = {**base_env(served.env["MODELS_DIR"], served.env["WEIGHTS_DIR"], run_dir), "MEMBER_URLS": stack.member_urls(),
+           **extra}
+    svc = launch(GATEWAY, env, run_dir)
+    try:
+        svc.wait_ready()
+    except BaseException:
+        stop_all([svc])
+        raise
+    return svc
 
 
 def stop_all(services) -> None:

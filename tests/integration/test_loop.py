@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from shared.learning.data import balanced_subset, folder_records, write_csv
-from shared.members import GATEWAY
 from tests.conftest import trained_models_settings
-from tests.integration.conftest import REPO, Service, Stack, base_env, launch, stop_all, wait_for_records
+from tests.integration.conftest import (REPO, Stack, base_env, private_gateway, stop_all, wait_for_metric,
+                                       wait_for_records)
 
 TRAFFIC_PER_CLASS = 12
 
@@ -35,20 +35,11 @@ def photos(trained_models: Path) -> dict:
     return {"traffic": traffic, "trained": sorted(trained)[:2], "by_class": by_class}
 
 
-def gateway(stack: Stack, run_dir: Path, **extra: str) -> Service:
-    """A private gateway (its own history) over the session's members."""
-    env = {**base_env(stack.services[GATEWAY].env["MODELS_DIR"], stack.services[GATEWAY].env["WEIGHTS_DIR"], run_dir),
-           "MEMBER_URLS": stack.member_urls(), **extra}
-    svc = launch(GATEWAY, env, run_dir)
-    svc.wait_ready()
-    return svc
-
-
 @pytest.fixture(scope="module")
 def served(stack: Stack, photos: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A private gateway that has answered the traffic photos and two training photos, in that order."""
     run_dir = tmp_path_factory.mktemp("loop")
-    svc = gateway(stack, run_dir, DRIFT_WINDOW="12", LOOP_METRICS_EVERY_S="0")
+    svc = private_gateway(stack, run_dir, DRIFT_WINDOW="12", LOOP_METRICS_EVERY_S="0")
     answers = []
     for path, label in [*photos["traffic"], *photos["trained"]]:
         resp = requests.post(svc.url + "/", data=path.read_bytes(), timeout=60)
@@ -196,7 +187,7 @@ def test_quality_and_drift_are_gauges_and_pages(served: dict) -> None:
 
 def test_drift_is_flagged_on_a_shifted_stream_and_not_on_the_one_like_training(stack: Stack, photos: dict,
                                                                               tmp_path: Path) -> None:
-    svc = gateway(stack, tmp_path, DRIFT_WINDOW="16", DRIFT_WINDOWS="1")  # DRIFT_REFERENCE=traffic, the default
+    svc = private_gateway(stack, tmp_path, DRIFT_WINDOW="16", DRIFT_WINDOWS="1")  # DRIFT_REFERENCE=traffic, the default
     try:
         mixed = [r for pair in zip(*(rows[TRAFFIC_PER_CLASS:TRAFFIC_PER_CLASS + 16]
                                      for rows in photos["by_class"].values())) for r in pair]
@@ -271,7 +262,7 @@ def test_export_feeds_calibration_and_restack(served: dict, trained_models: Path
 
 
 def test_label_calls_need_a_key_when_keys_are_on_and_name_it(stack: Stack, photos: dict, tmp_path: Path) -> None:
-    svc = gateway(stack, tmp_path, API_KEYS="alpha-key,beta-key")
+    svc = private_gateway(stack, tmp_path, API_KEYS="alpha-key,beta-key")
     try:
         path, true = photos["traffic"][0]
         answer = requests.post(svc.url + "/", data=path.read_bytes(), headers={"X-API-Key": "beta-key"}, timeout=60)
@@ -292,7 +283,7 @@ def test_a_history_that_cannot_be_written_fails_labels_with_503_while_prediction
         stack: Stack, photos: dict, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the history's folder should be")
-    svc = gateway(stack, tmp_path, HISTORY_DB=str(blocker / "history.sqlite3"))
+    svc = private_gateway(stack, tmp_path, HISTORY_DB=str(blocker / "history.sqlite3"), HISTORY_RETRY_S="0.5")
     try:
         path, true = photos["traffic"][0]
         for _ in range(3):
@@ -304,7 +295,6 @@ def test_a_history_that_cannot_be_written_fails_labels_with_503_while_prediction
         assert feedback.status_code == 503
         assert requests.get(svc.url + "/v1/review", timeout=10).status_code == 503
         assert requests.get(svc.url + "/v1/quality", timeout=10).status_code == 503
-        metrics = requests.get(svc.url + "/metrics", timeout=10).text
-        assert 'history_record_failures_total{reason="storage_error"}' in metrics
+        assert wait_for_metric(svc.url, 'history_record_failures_total{reason="storage_error"}')
     finally:
         stop_all([svc])
