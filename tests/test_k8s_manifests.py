@@ -28,6 +28,7 @@ KUBERNETES_VERSIONS = ("1.29", "1.37")
 SERVICES = [spec.name for spec in members.services()]
 MEMBERS = members.member_names()
 MODELS_CLAIM = "classifier-models"
+HISTORY_SECRET, HISTORY_SECRETS_DIR = "classifier-history-db", Path("/run/secrets/history-db")
 READY, LIVE = "/v2/health/ready", "/v2/health/live"
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # RFC 1123 label: containers, volumes, most names
@@ -130,6 +131,19 @@ def compose_seconds(text: str) -> float:
     return float(match[1])
 
 
+def kustomization() -> dict:
+    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
+
+
+def secret_mount(pod: dict, box: dict) -> tuple[dict, dict]:
+    """The container's mount of the history database's Secret, and the pod's volume behind it."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    found = [(m, volumes[m["name"]]) for m in box.get("volumeMounts", [])
+             if "secret" in volumes.get(m["name"], {}) and volumes[m["name"]]["secret"]["secretName"] == HISTORY_SECRET]
+    assert len(found) == 1, f"{box['name']}: the Secret {HISTORY_SECRET} must be mounted once"
+    return found[0]
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -154,18 +168,20 @@ def schema_errors(doc: dict, version: str) -> str | None:
 
 
 def test_the_folder_has_manifests_and_the_kustomization_lists_each() -> None:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
-    assert kustomization["kind"] == "Kustomization"
-    listed = kustomization["resources"]
+    kustomization_ = kustomization()
+    assert kustomization_["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
+    assert kustomization_["kind"] == "Kustomization"
+    listed = kustomization_["resources"]
     assert len(listed) == len(set(listed))
     assert sorted(listed) == [path.name for path in manifest_files()], "kustomization.yaml must list every manifest"
     assert {doc["kind"] for _, doc in documents()} >= {
-        "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "PersistentVolumeClaim"}
+        "Deployment", "StatefulSet", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+        "PersistentVolumeClaim"}
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_manifest_passes_the_strict_schemas(version: str) -> None:
+    assert {"postgres.yaml", f"{kube_name(GATEWAY)}.yaml"} <= {name for name, _ in documents()}
     errors = [f"{name} {doc.get('kind')}/{doc.get('metadata', {}).get('name')}: {error}"
               for name, doc in documents() if (error := schema_errors(doc, version))]
     assert not errors, f"against Kubernetes {version}:\n" + "\n".join(errors)
@@ -204,7 +220,7 @@ def test_names_ports_and_quantities_are_well_formed() -> None:
     for name, doc in documents():
         label = DNS_1035 if doc["kind"] == "Service" else DNS_LABEL
         assert label.match(doc["metadata"]["name"]) and len(doc["metadata"]["name"]) <= 63, (name, doc["metadata"])
-        if doc["kind"] != "Deployment":
+        if doc["kind"] not in ("Deployment", "StatefulSet"):
             continue
         pod = doc["spec"]["template"]["spec"]
         for box in pod["containers"]:
@@ -235,7 +251,9 @@ def test_a_deployment_per_service_with_its_image_port_and_env(service: str) -> N
         assert {"WEIGHTS_DIR", "TORCH_THREADS"} <= set(env)
         assert settings.weights_dir == Path("/models/weights")
     else:
-        assert settings.history_db.parent == Path("/data")
+        # The history database's URL (password included) from the mounted Secret, never in the spec itself.
+        assert "HISTORY_DB" not in env
+        assert Path(settings.history_db_file) == HISTORY_SECRETS_DIR / "url"
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -340,3 +358,92 @@ def test_ocr_nb_scales_on_cpu() -> None:
     assert "replicas" not in deployment("ocr_nb")["spec"]
     # Utilization is relative to the request, so there must be one.
     assert "cpu" in container("ocr_nb")["resources"]["requests"]
+
+
+# --- the history: PostgreSQL, its Secret, the gateway's replicas -----------------------------------------------------
+
+def postgres() -> tuple[dict, dict]:
+    """The postgres StatefulSet and its one container."""
+    found = resources("StatefulSet")
+    assert "postgres" in found, "no StatefulSet postgres (deploy/k8s/postgres.yaml)"
+    (box,) = found["postgres"]["spec"]["template"]["spec"]["containers"]
+    return found["postgres"], box
+
+
+def test_postgres_is_a_statefulset_with_its_own_volume_behind_a_headless_service() -> None:
+    assert {doc["kind"] for name, doc in documents() if name == "postgres.yaml"} == {"Service", "StatefulSet"}
+    sts, box = postgres()
+    spec, pod = sts["spec"], sts["spec"]["template"]["spec"]
+    assert spec["replicas"] == 1 and spec["serviceName"] == "postgres"
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert quantity(claim["spec"]["resources"]["requests"]["storage"]) >= 2**30
+    data = [m for m in box["volumeMounts"] if m["name"] == claim["metadata"]["name"]]
+    assert [m["mountPath"] for m in data] == ["/var/lib/postgresql/data"]
+    assert claim["metadata"]["name"] not in {v["name"] for v in pod.get("volumes", [])}, "the claim, not a pod volume"
+    env = {item["name"]: item["value"] for item in box["env"]}
+    assert env["PGDATA"].startswith("/var/lib/postgresql/data")
+    assert env["POSTGRES_USER"] == env["POSTGRES_DB"] == "classifier"
+    service = resources("Service")["postgres"]["spec"]
+    assert service["clusterIP"] == "None"
+    assert service["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert [(p["port"], p["targetPort"]) for p in service["ports"]] == [(5432, "postgres")]
+    assert [p["containerPort"] for p in box["ports"] if p["name"] == "postgres"] == [5432]
+    for probe in ("readinessProbe", "livenessProbe"):
+        command = box[probe]["exec"]["command"]
+        assert command[:7] == ["pg_isready", "-h", "127.0.0.1", "-U", "classifier", "-d", "classifier"], probe
+    context = pod["securityContext"]
+    assert context["runAsNonRoot"] is True and context["runAsUser"] == context["fsGroup"] == 999
+    assert box["securityContext"]["allowPrivilegeEscalation"] is False
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(box["resources"][kind])
+
+
+def test_postgres_reads_its_password_from_the_secret() -> None:
+    sts, box = postgres()
+    pod = sts["spec"]["template"]["spec"]
+    mount, volume = secret_mount(pod, box)
+    assert mount["readOnly"] is True and Path(mount["mountPath"]) == HISTORY_SECRETS_DIR
+    password = {item["name"]: item["value"] for item in box["env"]}["POSTGRES_PASSWORD_FILE"]
+    (item,) = volume["secret"]["items"]
+    assert Path(password) == HISTORY_SECRETS_DIR / item["path"] and item["key"] == "password"
+    # Readable by the postgres user: the pod's fsGroup owns the Secret's files.
+    assert volume["secret"]["defaultMode"] & 0o040 and pod["securityContext"]["fsGroup"] == 999
+
+
+def test_the_gateway_mounts_the_same_secret_and_reads_its_url() -> None:
+    pod, box = deployment(GATEWAY)["spec"]["template"]["spec"], container(GATEWAY)
+    mount, volume = secret_mount(pod, box)
+    assert mount["readOnly"] is True and Path(mount["mountPath"]) == HISTORY_SECRETS_DIR
+    (item,) = volume["secret"]["items"]
+    assert item == {"key": "url", "path": "url"}, "the gateway needs the URL, not the database's password"
+    assert Path(env_of(GATEWAY)["HISTORY_DB_FILE"]) == HISTORY_SECRETS_DIR / item["path"]
+    # uid 10001 reads it: readable by all, or by the pod's fsGroup.
+    mode = volume["secret"].get("defaultMode", 0o644)
+    assert mode & 0o004 or (mode & 0o040 and "fsGroup" in pod.get("securityContext", {}))
+    sts, postgres_box = postgres()
+    assert secret_mount(sts["spec"]["template"]["spec"], postgres_box)[1]["secret"]["secretName"] == \
+        volume["secret"]["secretName"] == HISTORY_SECRET
+    # Nothing else of the gateway's pod keeps state: no /data left behind.
+    assert "/data" not in {m["mountPath"] for m in box["volumeMounts"]}
+
+
+def test_the_kustomization_generates_the_secret_from_two_git_ignored_files() -> None:
+    (generator,) = kustomization()["secretGenerator"]
+    assert generator["name"] == HISTORY_SECRET
+    assert generator["options"]["disableNameSuffixHash"] is True, "the manifests name the Secret as it is"
+    # key=path, or a bare path whose file name is the key.
+    files = dict(entry.split("=", 1) if "=" in entry else (Path(entry).name, entry) for entry in generator["files"])
+    assert files == {"url": "history-db/url", "password": "history-db/password"}
+    assert "literals" not in generator and "envs" not in generator, "no password in the repository"
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "deploy/k8s/history-db/" in ignored, "the files holding the password must never be committed"
+
+
+def test_the_gateway_scales_out_now_that_the_history_is_shared() -> None:
+    spec = deployment(GATEWAY)["spec"]
+    assert spec["replicas"] >= 2
+    budget = resources("PodDisruptionBudget")[kube_name(GATEWAY)]["spec"]
+    # A drain leaves one answering.
+    assert budget.get("minAvailable", 0) >= 1 or budget["maxUnavailable"] < spec["replicas"]

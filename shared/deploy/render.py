@@ -80,6 +80,7 @@ def render() -> dict[str, str]:
         "deploy/swarm/stack.yml": "stack.yml.j2",
         "deploy/k8s/kustomization.yaml": "kustomization.yaml.j2",
         f"deploy/k8s/{host(GATEWAY_SPEC.name)}.yaml": "k8s-gateway.yaml.j2",
+        "deploy/k8s/postgres.yaml": "k8s-postgres.yaml.j2",
     }
     out = {path: env.get_template(name).render(context) for path, name in files.items()}
     for spec in context["members"]:
