@@ -87,15 +87,22 @@ compose-test: setup base-image
 STACK          ?= classifier
 STACKING_PORT  ?= 5003
 SWARM_MARK     := .cache/swarm-created-by-make
+# The history database's password and the gateways' URL, made once with a random password (swarm secrets).
+SWARM_SECRETS  := .cache/swarm-secrets
 
-swarm-up: base-image
+$(SWARM_SECRETS)/url:
+	mkdir -p $(SWARM_SECRETS) && chmod 700 $(SWARM_SECRETS)
+	python3 -c "import secrets; print(secrets.token_hex(16), end='')" > $(SWARM_SECRETS)/password
+	printf 'postgresql://classifier:%s@postgres:5432/classifier' "$$(cat $(SWARM_SECRETS)/password)" > $@
+
+swarm-up: base-image $(SWARM_SECRETS)/url
 	@test -f $(MODELS)/manifest.json $(if $(BAKE_WEIGHTS),,-a -f $(MODELS)/weights/weights.json) || \
 		{ echo "No trained models in $(MODELS) (manifest.json, weights/): run make weights (or weights-synthetic) and make train first."; exit 1; }
 	$(COMPOSE) build
 	@docker info -f '{{.Swarm.LocalNodeState}}' | grep -qx active || \
 		{ docker swarm init --advertise-addr 127.0.0.1 >/dev/null && mkdir -p $(dir $(SWARM_MARK)) && touch $(SWARM_MARK); }
 	MODELS_PATH=$${MODELS_PATH:-$(abspath $(MODELS))} STACKING_PORT=$(STACKING_PORT) \
-		docker stack deploy --detach=true --resolve-image never --prune -c deploy/swarm/stack.yml $(STACK)
+		HISTORY_DB_SECRETS=$(abspath $(SWARM_SECRETS)) docker stack deploy --detach=true --resolve-image never --prune -c deploy/swarm/stack.yml $(STACK)
 	@echo "waiting until every task is healthy and the gateway answers on 127.0.0.1:$(STACKING_PORT)"; \
 	for i in $$(seq 1 120); do \
 		pending=$$(docker service ls --filter label=com.docker.stack.namespace=$(STACK) --format '{{.Replicas}}' | awk -F'[/ ]' '$$1 != $$2' | wc -l); \

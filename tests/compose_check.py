@@ -1,8 +1,10 @@
 """`make compose-test`: the docker-compose stack, end to end, through its published ports on 127.0.0.1.
 
-Builds the four images, checks that none trusts this host's extra CAs (they are for the build's pip steps only),
-brings the stack up, POSTs real photos to all four ports and checks the response shape, stops clip_svm and checks
-the gateway answers degraded, starts it again and waits until the gateway is whole, then tears everything down
+Builds the four images and the history's PostgreSQL, checks that none trusts this host's extra CAs (they are for the
+build's pip steps only), brings the stack up, POSTs real photos to all four ports and checks the response shape and
+that the gateway's history (in PostgreSQL) lists them, stops clip_svm and checks the gateway answers degraded,
+starts it again and waits until the gateway is whole, stops PostgreSQL and checks predictions still answer and
+their records arrive once it is back, then tears everything down
 (always, even on failure). Without trained models it trains a small one on SYNTHETIC weights in a temporary folder
 first, and says so.
 
@@ -36,6 +38,8 @@ MEMBERS = member_names()  # the member table's names, in table order
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "classifier_compose_test"
 SERVICES = (*MEMBERS, GATEWAY)
+DATABASE = "postgres"  # the history's service: no HTTP port of ours, its health is docker's
+CONTAINERS = (*SERVICES, DATABASE)
 STOPPED = "clip_svm"  # the member taken down to see the gateway degrade
 DEFAULT_SUBNET = "172.16.238"
 HEALTH_TIMEOUT_S = 600.0
@@ -340,8 +344,8 @@ def check_degraded(stack: Stack, photo: Path) -> None:
 
 
 def check_containers(stack: Stack) -> None:
-    """Every container runs as the non-root user, under a CPU and a memory limit, with a restart policy."""
-    for name in SERVICES:
+    """Every container runs as a non-root user, under a CPU and a memory limit, with a restart policy."""
+    for name in CONTAINERS:
         fmt = "{{.Config.User}} {{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.RestartPolicy.Name}}"
         done = subprocess.run(["docker", "inspect", "-f", fmt, stack.container_id(name)], capture_output=True, text=True)
         user, cpus, memory, restart = done.stdout.split()
@@ -357,7 +361,7 @@ def check_images_trust_debian_cas_only(stack: Stack) -> None:
     tag = stack.env.get("IMAGE_TAG") or "latest"
     script = (f"ls -A {HOST_CA_DIR} 2>/dev/null; echo '--- bundle'; cat {IMAGE_CA_BUNDLE} 2>/dev/null; "
               "echo '--- tmp'; ls -d /tmp/build-cas.* 2>/dev/null; true")
-    for name in SERVICES:
+    for name in CONTAINERS:
         image = f"classifier/{name}:{tag}"
         done = subprocess.run(["docker", "run", "--rm", "--network", "none", image, "sh", "-c", script],
                               capture_output=True, text=True, timeout=120)
@@ -399,6 +403,8 @@ def _is_healthy(stack: Stack, service: str) -> bool:
         raise CheckFailed(f"{service} is {state}")
     if state != "running/healthy":
         return False
+    if service == DATABASE:
+        return True
     try:
         return httpx.get(f"{stack.url(service)}/v2/health/ready", timeout=5.0).status_code == 200
     except httpx.HTTPError:
@@ -423,17 +429,19 @@ def wait_whole(stack: Stack, photo: Path, timeout: float = RECOVER_TIMEOUT_S) ->
 def round_trip(stack: Stack, photos: list[Path], clock: Clock, skip_build: bool) -> None:
     """Build, CAs, up, classify, degrade, recover."""
     if not skip_build:
-        for name in SERVICES:  # one at a time: the members' big pip layer is built once, then reused
+        for name in CONTAINERS:  # one at a time: the members' big pip layer is built once, then reused
             with clock.step(f"build {name}"):
                 stack.run("build", name, log=LOG_DIR / f"build-{name}.log")
     with clock.step("images trust Debian's CAs only (the host's extra ones were for the build)"):
         check_images_trust_debian_cas_only(stack)
     with clock.step("up (members healthy, then the gateway)"):
         stack.run("up", "-d", "--no-build", log=LOG_DIR / "up.log")
-        wait_healthy(stack, SERVICES)
+        wait_healthy(stack, CONTAINERS)
         check_containers(stack)
     with clock.step(f"classify {len(photos)} real photos on ports {', '.join(map(str, stack.ports.values()))}"):
         classify_everywhere(stack, photos)
+    with clock.step(f"the gateway's history lists them, from {DATABASE}"):
+        say(f"    {wait_recorded(stack, len(photos))} records in {DATABASE}")
     with clock.step(f"stop {STOPPED}: gateway degraded"):
         stack.run("stop", STOPPED)
         check_degraded(stack, photos[0])
@@ -441,6 +449,53 @@ def round_trip(stack: Stack, photos: list[Path], clock: Clock, skip_build: bool)
         stack.run("start", STOPPED)
         wait_healthy(stack, (STOPPED,))
         wait_whole(stack, photos[0])
+    with clock.step(f"stop {DATABASE}: predictions answer; start it: their records arrive"):
+        check_database_outage(stack, photos)
+
+
+def recorded(stack: Stack) -> int:
+    """How many records the history's database holds, asked inside its container."""
+    done = subprocess.run(["docker", "exec", stack.container_id(DATABASE), "psql", "-U", "classifier", "-d",
+                           "classifier", "-tAc", "SELECT count(*) FROM predictions"], capture_output=True, text=True,
+                          timeout=30)
+    if done.returncode != 0:
+        raise CheckFailed(f"psql in {DATABASE}: {done.stderr.strip()[-500:]}")
+    return int(done.stdout.strip())
+
+
+def wait_recorded(stack: Stack, n: int, timeout: float = 60.0) -> int:
+    """Until the database holds at least n records and the gateway's /v1/history lists them; the count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        count = recorded(stack)
+        listed = httpx.get(f"{stack.url(GATEWAY)}/v1/history", params={"limit": 500}, timeout=10.0)
+        if count >= n and listed.status_code == 200 and len(listed.json()["items"]) >= min(n, 500):
+            return count
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"{DATABASE} holds {count} records, /v1/history answered {listed.status_code}; "
+                              f"{n} expected within {timeout:.0f} s")
+        time.sleep(1)
+
+
+def check_database_outage(stack: Stack, photos: list[Path]) -> None:
+    """With the database stopped every prediction still answers (not degraded) and the history's reads answer 503
+    with Retry-After; once it is back the records written meanwhile arrive."""
+    before = recorded(stack)
+    stack.run("stop", DATABASE)
+    with httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0)) as client:
+        for photo in photos:
+            body = post(client, stack.url(GATEWAY), photo)
+            if body["degraded"]:
+                raise CheckFailed(f"with {DATABASE} stopped the gateway answered degraded: {body['failed']}")
+        listed = client.get(f"{stack.url(GATEWAY)}/v1/history")
+    if listed.status_code != 503 or "Retry-After" not in listed.headers:
+        raise CheckFailed(f"/v1/history with {DATABASE} stopped: {listed.status_code} {listed.headers}, "
+                          "expected 503 with Retry-After")
+    say(f"    {len(photos)} predictions answered with {DATABASE} down; /v1/history 503, Retry-After "
+        f"{listed.headers['Retry-After']}")
+    stack.run("start", DATABASE)
+    wait_healthy(stack, (DATABASE,))
+    say(f"    back: {wait_recorded(stack, before + len(photos))} records (was {before})")
 
 
 def show_logs(stack: Stack) -> None:
@@ -450,7 +505,7 @@ def show_logs(stack: Stack) -> None:
 
 
 def tear_down(stack: Stack, clock: Clock) -> None:
-    with clock.step("down (containers, network, history volume)"):
+    with clock.step("down (containers, network, volumes)"):
         stack.run("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False)
 
 

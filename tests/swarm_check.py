@@ -11,6 +11,9 @@ then while it
                                                classifier_replica_calls_total, and POSTs in the replica's own
                                                classifier_requests_total), no failed answer
   c) rolls clip_svm to a new image tag         goal: no failed answer during the start-first update, which completes
+  d) kills the PostgreSQL task (the history)   goal: no failed and no degraded answer while swarm replaces it; then
+                                               every answer is a record in the database, less the drops the gateway
+                                               counts (history_record_failures_total)
 and prints the counts and timings of each phase. Always removes the stack (waiting until its network is gone), the
 :rolled tag, and the swarm if it made it. Exit status 1 when a goal is missed.
 
@@ -45,6 +48,8 @@ from tests.compose_check import CheckFailed, Clock, banner, check_shape, choose_
 
 MEMBERS = member_names()
 SERVICES = (*MEMBERS, GATEWAY)
+DATABASE = "postgres"  # the history's service (not ours: no HTTP port, no member table entry)
+TASKS = (*SERVICES, DATABASE)
 ROOT = compose_check.ROOT
 STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yml"
 LOG_DIR = ROOT / "test-artifacts" / "swarm"
@@ -101,11 +106,11 @@ def image_name(service: str, tag: str) -> str:
 def ensure_images(tag: str, skip_build: bool, clock: Clock, rebuild: bool = False) -> None:
     """The four images docker-compose builds; built here the same way (base image, then one at a time) if missing
     (all four with `rebuild`: after a code change only the code layers are built again)."""
-    missing = [name for name in SERVICES
+    missing = [name for name in TASKS
                if rebuild or subprocess.run(["docker", "image", "inspect", image_name(name, tag)],
                                             capture_output=True, timeout=30).returncode != 0]
     if not missing:
-        say(f"images {', '.join(image_name(name, tag) for name in SERVICES)} are there")
+        say(f"images {', '.join(image_name(name, tag) for name in TASKS)} are there")
         return
     if skip_build:
         raise CheckFailed(f"missing images {missing} (--skip-build): run `make base-image` and `docker-compose build`")
@@ -113,7 +118,7 @@ def ensure_images(tag: str, skip_build: bool, clock: Clock, rebuild: bool = Fals
         _run_logged(["bash", "docker/build-base-image.sh"], LOG_DIR / "base-image.log", timeout=1800)
     env = compose_check.build_env(dict(os.environ, IMAGE_TAG=tag))
     builder = compose_check.Stack(compose_check.compose_command(), env, {})
-    for name in SERVICES:  # one at a time, as compose_check: the members' big pip layer is built once
+    for name in TASKS:  # one at a time, as compose_check: the members' big pip layer is built once
         if name in missing:
             with clock.step(f"build {name} (docker-compose build)"):
                 builder.run("build", name, log=LOG_DIR / f"build-{name}.log")
@@ -130,6 +135,17 @@ def _run_logged(argv: list[str], log: Path, timeout: float) -> None:
 
 
 # --- the swarm ---------------------------------------------------------------------------------------------
+def write_history_secrets(folder: Path) -> Path:
+    """The stack's history secrets (as make swarm-up writes them): a random password and the gateways' URL."""
+    import secrets
+
+    folder.mkdir(mode=0o700, parents=True)
+    password = secrets.token_hex(16)
+    (folder / "password").write_text(password)
+    (folder / "url").write_text(f"postgresql://classifier:{password}@{DATABASE}:5432/classifier")
+    return folder
+
+
 def join_swarm() -> bool:
     """This host as an active swarm manager: True when this call created the swarm (so it is left at the end)."""
     state = docker("info", "-f", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}", timeout=30).split()
@@ -229,7 +245,7 @@ class SwarmStack:
 
     def logs(self) -> str:
         parts = []
-        for name in SERVICES:
+        for name in TASKS:
             try:
                 done = subprocess.run(["docker", "service", "logs", "--no-task-ids", "--tail", "30",
                                        self.service(name)], capture_output=True, text=True, timeout=30)
@@ -251,7 +267,7 @@ class SwarmStack:
             time.sleep(1)
         else:
             say(f"WARNING: {self.network} or the stack's containers still there after {REMOVE_TIMEOUT_S:.0f} s")
-        docker("volume", "rm", f"{self.name}_history", check=False, timeout=30)
+        docker("volume", "rm", f"{self.name}_{DATABASE}", check=False, timeout=30)
         self.deployed = False
 
 
@@ -584,6 +600,44 @@ def roll(stack: SwarmStack, load: Load, tag: str) -> Phase:
     return phase
 
 
+def kill_database(stack: SwarmStack, load: Load) -> Phase:
+    """d) docker kill the PostgreSQL task's container; the load goes on until swarm's replacement is healthy."""
+    victim = next(t for t in stack.tasks(DATABASE) if t.healthy)
+    phase = open_phase(f"d) kill the {DATABASE} task", stack, SCALED)
+    docker("kill", victim.container, timeout=30)
+    killed = time.monotonic()
+    healed = wait_healthy(stack, (DATABASE,), REPLACE_TIMEOUT_S, exclude={victim.id})[DATABASE]
+    phase.notes.append(f"killed task {victim.id[:12]}; replacement {healed[0].id[:12]} healthy "
+                       f"{time.monotonic() - killed:.1f} s after the kill")
+    time.sleep(SETTLE_S)
+    return close_phase(phase, load, {"failed": 0, "degraded": 0}, stack)
+
+
+def history_counts(stack: SwarmStack) -> tuple[int, float, float]:
+    """(records in the database, predictions the gateway answered, records it dropped and counted)."""
+    task = next(t for t in stack.tasks(DATABASE) if t.healthy)
+    records = int(docker("exec", task.container, "psql", "-U", "classifier", "-d", "classifier", "-tAc",
+                         "SELECT count(*) FROM predictions", timeout=30).strip())
+    text = requests.get(f"{stack.url}/metrics", timeout=10).text
+    answered = sum(value for labels, value in samples(text, "classifier_requests_total")
+                   if labels.get("method") == "POST" and labels.get("status") == "200")
+    dropped = sum(value for _, value in samples(text, "history_record_failures_total"))
+    return records, answered, dropped
+
+
+def check_history_complete(stack: SwarmStack, timeout: float = 90.0) -> str:
+    """Every answered prediction is a record, or a drop the gateway counted; the writer may still be catching up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records, answered, dropped = history_counts(stack)
+        if records == answered - dropped and answered > 0:
+            return f"{records} records = {int(answered)} answers - {int(dropped)} dropped (counted)"
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"the history holds {records} records for {int(answered)} answers and "
+                              f"{int(dropped)} counted drops, {timeout:.0f} s after the load stopped")
+        time.sleep(2)
+
+
 # --- the whole check -----------------------------------------------------------------------------------------
 def pick_port(requested: int | None) -> int:
     port = requested or int(os.environ.get("STACKING_PORT", GATEWAY_PORT))
@@ -601,7 +655,7 @@ def pick_port(requested: int | None) -> int:
 def run_check(stack: SwarmStack, photos: list[Path], clock: Clock, threads: int, tag: str) -> list[Phase]:
     with clock.step("deploy (every task running and healthy, gateway ready on its host port)"):
         stack.deploy()
-        tasks = wait_healthy(stack, SERVICES, DEPLOY_TIMEOUT_S)
+        tasks = wait_healthy(stack, TASKS, DEPLOY_TIMEOUT_S)
         wait_gateway_ready(stack, 120)
         for name, running in tasks.items():
             say(f"    {name}: {', '.join(f'{t.address} ({t.id[:12]})' for t in running)}")
@@ -620,8 +674,12 @@ def run_check(stack: SwarmStack, photos: list[Path], clock: Clock, threads: int,
             phases.append(scale_up(stack, load))
         with clock.step(f"c) rolling update of {ROLLED}"):
             phases.append(roll(stack, load, tag))
+        with clock.step(f"d) kill the {DATABASE} task"):
+            phases.append(kill_database(stack, load))
     finally:
         load.stop()
+    with clock.step("the history holds every answer"):
+        say(f"    {check_history_complete(stack)}")
     return phases
 
 
@@ -663,7 +721,8 @@ def main(argv: list[str] | None = None) -> int:
         with clock.step("swarm"):
             created = join_swarm()
         stack = SwarmStack(args.name, {}, pick_port(args.port))
-        stack.env = dict(os.environ, MODELS_PATH=str(models), STACKING_PORT=str(stack.port), IMAGE_TAG=tag)
+        stack.env = dict(os.environ, MODELS_PATH=str(models), STACKING_PORT=str(stack.port), IMAGE_TAG=tag,
+                         HISTORY_DB_SECRETS=str(write_history_secrets(workdir / "secrets")))
         if network_exists(stack.network) or docker("stack", "ls", "--format", "{{.Name}}").split().count(stack.name):
             with clock.step(f"remove the stack {stack.name} left from an earlier run"):
                 stack.remove()

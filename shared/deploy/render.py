@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 HEALTHCHECK = ("import urllib.request as u; from shared.config import Settings; s = Settings.from_env(); "
                "u.urlopen(f'http://127.0.0.1:{s.port_map()[s.service_name]}/v2/health/ready', timeout=4)")
 SCALED_OUT_REPLICAS = 2  # Swarm tasks of a member that scales out (k8s: its autoscaler's minimum)
+POSTGRES_HOST_SUFFIX = 14  # the history database's compose address: after the services' .10-.13
 
 
 def host(name: str) -> str:
@@ -68,7 +69,8 @@ def _context() -> dict:
     return {"header": HEADER, "members": table, "gateway": GATEWAY_SPEC, "services": members.services(),
             "subnet": prefixes.pop(), "member_urls": member_urls(),
             "swarm_member_urls": member_urls(by_service_name=True), "healthcheck": HEALTHCHECK,
-            "healthcheck_test": json.dumps(["CMD", "python", "-c", HEALTHCHECK])}
+            "healthcheck_test": json.dumps(["CMD", "python", "-c", HEALTHCHECK]),
+            "postgres_host_suffix": POSTGRES_HOST_SUFFIX}
 
 
 def render() -> dict[str, str]:
