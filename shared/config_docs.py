@@ -61,7 +61,7 @@ DEPLOY_VARIABLES: tuple[DeployVariable, ...] = (
                    "are public. `BUILD_CA_CERTS= make ...` leaves them out"),
     # docker-compose
     DeployVariable("SUBNET_PREFIX", (COMPOSE,), "172.16.238",
-                   "The /24 of the bridge network (members .10-.12, gateway .13)"),
+                   "The /24 of the bridge network (members .10-.12, gateway .13, the history's PostgreSQL .14)"),
     DeployVariable("PUBLISH_ADDR", (COMPOSE,), "0.0.0.0",
                    "Host address the ports are published on (127.0.0.1: this host only)"),
     DeployVariable("HOST_PORT_OCR_NB", (COMPOSE,), "5000", "Host port of ocr_nb"),
@@ -94,6 +94,22 @@ DEPLOY_VARIABLES: tuple[DeployVariable, ...] = (
     DeployVariable("GATEWAY_MEM_RESERVATION", (SWARM,), "128m", "Memory the scheduler reserves for the gateway task"),
     DeployVariable("UPDATE_MONITOR", (SWARM,), "20s",
                    "How long a new task must stay up before a rolling update goes on (else: rollback)"),
+    # the history's PostgreSQL (docs/history.md)
+    DeployVariable("POSTGRES_PASSWORD", (COMPOSE,), "classifier",
+                   "Password of the history database, set on its first start (its volume keeps it); the gateway's "
+                   "HISTORY_DB carries it. Change it before the stack is reachable from anywhere but this host"),
+    DeployVariable("POSTGRES_IMAGE", (COMPOSE, SWARM), "classifier/postgres:latest",
+                   "The history database's image: built from Debian's package (docker/postgres), or the official "
+                   "`postgres:15`, which takes the same variables"),
+    DeployVariable("POSTGRES_CPUS", (COMPOSE, SWARM), "0.5", "CPU limit of the history database's container (task)"),
+    DeployVariable("POSTGRES_MEM_LIMIT", (COMPOSE, SWARM), "512m",
+                   "Memory limit of the history database's container (task)"),
+    DeployVariable("HISTORY_DB_SECRETS", (SWARM,), "none (required; make: `.cache/swarm-secrets`)",
+                   "ABSOLUTE path of a folder holding `password` and `url`: the history database's password and the "
+                   "gateways' HISTORY_DB, made into swarm secrets (make swarm-up writes them once, a random password)"),
+    DeployVariable("POSTGRES_PLACEMENT", (SWARM,), "node.role == manager",
+                   "Placement constraint of the history database's task: its data is a local volume, so pin it to "
+                   "one node (a node label with several managers)"),
     # the fallback base image
     DeployVariable("DEBIAN_SUITE", (BASE_SCRIPT,), "bookworm", "Debian release debootstrap builds the base image from"),
     DeployVariable("DEBIAN_MIRROR", (BASE_SCRIPT,), "http://deb.debian.org/debian", "Debian mirror debootstrap uses"),

@@ -101,8 +101,19 @@ BAD_VALUES = [  # variable, value, what the message says was expected
     ("SERVICE_PORTS", "ocr_nb:5000", "name=port pairs"),
     ("SERVICE_PORTS", "ocr_nb=abc", "port number 1-65535"),
     ("SERVICE_PORTS", "ocr_nb=70000", "port number 1-65535"),
-    ("HISTORY_DB", "postgresql://postgres@127.0.0.1:55432/postgres", "a SQLite file path"),
+    ("HISTORY_DB", "mysql://app@127.0.0.1:3306/history", "a SQLite file path or a postgresql"),
 ]
+
+
+def test_a_refused_database_url_is_shown_without_its_password() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"HISTORY_DB": "mysql://app:s3cret@db/history"})
+    assert "mysql://app:***@db/history" in caught.value.message and "s3cret" not in caught.value.message
+
+
+def test_history_db_takes_a_path_or_a_postgresql_url() -> None:
+    assert Settings.from_env({"HISTORY_DB": "postgresql://u:p@h:5432/d"}).history_db == "postgresql://u:p@h:5432/d"
+    assert Settings.from_env({}).history_db == "models/history.sqlite3"
 
 
 @pytest.mark.parametrize("variable, value, expected", BAD_VALUES)
