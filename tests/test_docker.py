@@ -194,11 +194,15 @@ def test_the_compose_check_finds_a_host_ca_however_the_bundle_wraps_it() -> None
     assert host_cas_in(other, pem_bodies(host)) == set()
 
 
-def test_compose_gateway_waits_for_healthy_members_and_keeps_history_in_a_volume(compose: dict) -> None:
-    gateway = compose["services"][GATEWAY]
-    assert gateway["depends_on"] == {name: {"condition": "service_healthy"} for name in MEMBERS}
-    assert "history:/data" in gateway["volumes"] and "history" in compose["volumes"]
-    assert gateway["environment"]["HISTORY_DB"] == "/data/history.sqlite3"
+def test_compose_gateway_waits_for_healthy_members_and_its_postgresql_history(compose: dict) -> None:
+    gateway, database = compose["services"][GATEWAY], compose["services"]["postgres"]
+    assert gateway["depends_on"] == {name: {"condition": "service_healthy"} for name in (*MEMBERS, "postgres")}
+    assert gateway["environment"]["HISTORY_DB"] == \
+        "postgresql://classifier:${POSTGRES_PASSWORD:-classifier}@postgres:5432/classifier"
+    assert database["environment"]["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:-classifier}"
+    assert database["build"]["dockerfile"] == "docker/postgres/Dockerfile"
+    assert "postgres:/var/lib/postgresql/data" in database["volumes"] and "postgres" in compose["volumes"]
+    assert "pg_isready" in database["healthcheck"]["test"] and database["restart"] == "unless-stopped"
     urls = dict(pair.split("=", 1) for pair in gateway["environment"]["MEMBER_URLS"].split(","))
     assert set(urls) == set(MEMBERS)
     assert compose["networks"]["classifier"]["ipam"]["config"] == [{"subnet": "${SUBNET_PREFIX:-172.16.238}.0/24"}]

@@ -39,7 +39,7 @@ def compose() -> dict:
 def test_a_swarm_file_format_with_every_service_of_the_table(stack: dict) -> None:
     major, minor = (int(part) for part in str(stack["version"]).split(".")[:2])
     assert (major, minor) >= (3, 8), "max_replicas_per_node needs 3.8"
-    assert set(stack["services"]) == set(SERVICES)
+    assert set(stack["services"]) == {*SERVICES, "postgres"}  # and the history's database
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -128,12 +128,25 @@ def test_gateway_reaches_every_member_by_service_name(stack: dict) -> None:
     env = stack["services"][GATEWAY]["environment"]
     urls = dict(pair.split("=", 1) for pair in env["MEMBER_URLS"].split(","))
     assert urls == {name: f"http://{name}:{members.service(name).port}" for name in MEMBERS}
-    assert env["HISTORY_DB"] == "/data/history.sqlite3" and "history:/data" in stack["services"][GATEWAY]["volumes"]
+
+
+def test_every_gateway_task_shares_one_postgresql_history_through_secrets(stack: dict) -> None:
+    gateway, database = stack["services"][GATEWAY], stack["services"]["postgres"]
+    assert gateway["environment"]["HISTORY_DB_FILE"] == "/run/secrets/history_db_url"
+    assert "HISTORY_DB" not in gateway["environment"] and gateway["secrets"] == ["history_db_url"]
+    assert database["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/history_db_password"
+    assert database["secrets"] == ["history_db_password"]
+    assert "postgres:/var/lib/postgresql/data" in database["volumes"] and "postgres" in stack["volumes"]
+    deploy = database["deploy"]
+    assert deploy["replicas"] == 1 and deploy["endpoint_mode"] == "dnsrr" and deploy["placement"]["constraints"]
+    assert deploy["update_config"]["order"] == "stop-first"  # one task owns the volume
+    assert "pg_isready" in database["healthcheck"]["test"]
+    for name, secret in stack["secrets"].items():
+        assert secret["file"].startswith("${HISTORY_DB_SECRETS:?"), name  # never a password in the file
 
 
 def test_an_attachable_overlay_network(stack: dict) -> None:
     assert stack["networks"]["classifier"] == {"driver": "overlay", "attachable": True}
-    assert "history" in stack["volumes"]
 
 
 def test_nothing_a_stack_would_ignore(stack: dict) -> None:
