@@ -6,7 +6,7 @@ WEIGHTS   ?= models/weights
 STAMP     := .venv/.installed
 
 .PHONY: setup system-deps weights weights-synthetic train evaluate serve test test-unit test-integration \
-        base-image up down compose-test swarm-up swarm-down swarm-test bench bench-resilience bench-replicas bench-bulk bench-labels accuracy accuracy-loop docs clean
+        base-image up down compose-test swarm-up swarm-down swarm-test bench bench-resilience bench-replicas bench-bulk bench-labels bench-history accuracy accuracy-loop docs clean
 
 setup: $(STAMP)
 
@@ -156,6 +156,10 @@ accuracy: setup
 # BENCHMARKS.md "The loop's cost": gateway p50/throughput with a moderator labelling, label call latency under load.
 bench-labels: setup
 	$(PY) -m bench.labels
+
+# BENCHMARKS.md "The history on PostgreSQL": the gateway's p50 and throughput, PostgreSQL ÷ SQLite (system-deps: the server).
+bench-history: setup system-deps
+	$(PY) -m bench.history_db
 
 # ACCURACY.md's Loop section: review queue, calibration and restacking from labelled val/, drift (task (b) by default).
 accuracy-loop: setup

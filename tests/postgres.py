@@ -50,12 +50,18 @@ class PostgresServer:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=120)
 
-    def init(self) -> "PostgresServer":
+    def init(self, durable: bool = False) -> "PostgresServer":
+        """A new cluster, started. Not durable by default (no fsync: quick for tests, and a crash of the server
+        process alone still loses nothing); durable=True as in production, for benchmarks."""
         self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "--no-sync", "-E", "UTF8")
-        with open(self.data / "postgresql.conf", "a") as conf:  # quick for tests; durability is not what is tested
+        with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
-                       "fsync = off\nfull_page_writes = off\nmax_connections = 200\n")
+                       "max_connections = 200\n" + ("" if durable else "fsync = off\nfull_page_writes = off\n"))
         return self.start()
+
+    def version(self) -> str:
+        with psycopg.connect(self.url()) as conn:
+            return conn.execute("SHOW server_version").fetchone()[0]
 
     def start(self) -> "PostgresServer":
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")

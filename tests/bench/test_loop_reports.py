@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.report import labels, loop
+import pytest
+
+from bench.report import history_db, labels, loop
 
 
 def scores(f1: float, ece: float = 0.05) -> dict:
@@ -62,3 +64,22 @@ def test_the_cost_section_states_ratios_per_round_and_the_label_latency(tmp_path
     page.write_text("# Benchmarks\n\n## What the measurements changed\n")
     labels.write_section(record, page)
     assert page.read_text().count(labels.START) == 1
+
+
+def test_the_history_backends_section_states_ratios_per_round_and_every_answer_recorded(tmp_path: Path) -> None:
+    def phase(p50: float, rps: float, answers: int, records: int) -> dict:
+        return {"p50_ms": p50, "throughput_rps": rps, "errors": 0, "answers": answers, "records": records}
+
+    rounds = [{"sqlite": phase(1000, 3.0, 100, 100), "postgresql": phase(1020, 2.94, 98, 98)},
+              {"postgresql": phase(1100, 2.8, 90, 89), "sqlite": phase(1100, 2.8, 90, 90)}]
+    record = {"rounds": rounds, "concurrency": 4, "duration_s": 45, "postgresql": "15.18", "machine": {"nproc": 2}}
+    f = history_db.history_db_figures(record)
+    assert f["p50_ratio"] == pytest.approx((1.02 + 1.0) / 2) and (f["answers"], f["records"]) == (378, 377)
+    text = history_db.history_db_section(record)
+    assert "| gateway p50, PostgreSQL ÷ SQLite | 1.010 (1.02, 1.00)" in text
+    assert "| answers recorded | 377 of 378 | all | not met |" in text
+    page = tmp_path / "BENCHMARKS.md"
+    page.write_text("# Benchmarks\n")
+    history_db.write_section(record, page)
+    history_db.write_section(record, page)
+    assert page.read_text().count(history_db.START) == 1
