@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import re
@@ -45,6 +46,7 @@ DEFAULT_SUBNET = "172.16.238"
 HEALTH_TIMEOUT_S = 600.0
 RECOVER_TIMEOUT_S = 120.0
 LOG_DIR = ROOT / "test-artifacts" / "compose"
+MODELS_CACHE = ROOT / ".cache" / "check-models"  # the small synthetic models the compose and swarm checks share
 MEMBER_KEYS = {"class_id", "proba", "label", "probas", "model", "model_version"}
 GATEWAY_KEYS = MEMBER_KEYS | {"members", "degraded", "failed", "latency_ms", "request_id"}
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")  # a TLS-intercepting proxy's CAs, as the Makefile reads them
@@ -232,14 +234,31 @@ def _docker_subnets() -> set[str]:
 
 # --- models -------------------------------------------------------------------------------------------
 def choose_models(requested: Path | None, workdir: Path, settings: Settings) -> Path:
-    """The given folder, else ./models when it holds a trained stack, else a small SYNTHETIC one made now."""
+    """The given folder, else ./models when it holds a trained stack, else a small SYNTHETIC one: made now, or the
+    one an earlier check made from this very code (compose-test then swarm-test in CI train it once)."""
     if requested is not None:
         return requested.resolve()
     local = ROOT / "models"
     if (local / "manifest.json").is_file() and (local / "weights" / "weights.json").is_file():
         say(f"using the trained models in {local}")
         return local
-    return prepare_synthetic_models(workdir / "models", settings)
+    cached = MODELS_CACHE / code_digest()
+    if (cached / "models" / "manifest.json").is_file():
+        say(f"using the SYNTHETIC check models an earlier check trained from this code: {cached / 'models'}")
+        return cached / "models"
+    made = prepare_synthetic_models(workdir / "models", settings)
+    shutil.rmtree(MODELS_CACHE, ignore_errors=True)  # older code's models: never read again
+    shutil.copytree(made, cached / "models")
+    _open_to_all(cached)
+    return made
+
+
+def code_digest() -> str:
+    """What a check model depends on: every Python file under shared/ (a code change trains a new one)."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "shared").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def prepare_synthetic_models(out: Path, settings: Settings) -> Path:

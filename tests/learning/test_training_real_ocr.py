@@ -13,8 +13,8 @@ from tests.test_cli import run_cli
 GROCERY = Settings.from_env().datasets_dir / "grocery" / "train" / "Packages"
 # Four products whose brand or variety is printed large: the text tells them apart, the (synthetic) CLIP cannot.
 PRODUCTS = ("Alpro-Vanilla-Soyghurt", "God-Morgon-Orange-Juice", "Arla-Mild-Vanilla-Yoghurt", "Tropicana-Apple-Juice")
-PER_PRODUCT = 20
-KEPT_BACK = 5  # the next photos of each product, never trained on: scored by `evaluate`
+PER_PRODUCT = 12  # real OCR reads about a photo a second here: 64 photos in all keep this test near a minute
+KEPT_BACK = 4  # the next photos of each product, never trained on: scored by `evaluate`
 
 
 def copy_products(dest: Path, photos: slice) -> Path:
@@ -41,7 +41,7 @@ def test_real_ocr_tells_packages_apart_by_text(tiny_weights: Path, tmp_path: Pat
     assert manifest["classes"] == sorted(PRODUCTS) and manifest["training"]["train"]["labels"] == "leaf"
     assert manifest["weights"] == {"clip": "synthetic", "ocr": "real"}
     metrics = manifest["metrics"]
-    # 32 held-out photos of 4 products: chance is 0.25. Measured 0.9+; the bound leaves room for OCR jitter.
+    # 20 held-out photos of 4 products: chance is 0.25. Measured 0.9+; the bound leaves room for OCR jitter.
     assert metrics["ocr_nb"]["accuracy"] >= 0.7, metrics
     assert metrics["ocr_nb"]["macro_f1"] > metrics["clip_logreg"]["macro_f1"] + 0.2, metrics
     report = (models / "report" / "report.md").read_text()
@@ -52,5 +52,5 @@ def test_real_ocr_tells_packages_apart_by_text(tiny_weights: Path, tmp_path: Pat
                    env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
-    assert summary["ocr_nb"]["accuracy"] >= 0.6, summary  # 20 unseen photos; chance 0.25
+    assert summary["ocr_nb"]["accuracy"] >= 0.6, summary  # 16 unseen photos; chance 0.25
     assert "ocr real, clip SYNTHETIC" in done.stderr
