@@ -613,8 +613,9 @@ def kill_database(stack: SwarmStack, load: Load) -> Phase:
     return close_phase(phase, load, {"failed": 0, "degraded": 0}, stack)
 
 
-def history_counts(stack: SwarmStack) -> tuple[int, float, float]:
-    """(records in the database, predictions the gateway answered, records it dropped and counted)."""
+def history_counts(stack: SwarmStack) -> tuple[int, float, float, float]:
+    """(records in the database, predictions the gateway answered, records it dropped and counted, write attempts
+    the database refused and the writer retried)."""
     task = next(t for t in stack.tasks(DATABASE) if t.healthy)
     records = int(docker("exec", task.container, "psql", "-U", "classifier", "-d", "classifier", "-tAc",
                          "SELECT count(*) FROM predictions", timeout=30).strip())
@@ -622,16 +623,18 @@ def history_counts(stack: SwarmStack) -> tuple[int, float, float]:
     answered = sum(value for labels, value in samples(text, "classifier_requests_total")
                    if labels.get("method") == "POST" and labels.get("status") == "200")
     dropped = sum(value for _, value in samples(text, "history_record_failures_total"))
-    return records, answered, dropped
+    refused = sum(value for _, value in samples(text, "history_write_errors_total"))
+    return records, answered, dropped, refused
 
 
 def check_history_complete(stack: SwarmStack, timeout: float = 90.0) -> str:
     """Every answered prediction is a record, or a drop the gateway counted; the writer may still be catching up."""
     deadline = time.monotonic() + timeout
     while True:
-        records, answered, dropped = history_counts(stack)
+        records, answered, dropped, refused = history_counts(stack)
         if records == answered - dropped and answered > 0:
-            return f"{records} records = {int(answered)} answers - {int(dropped)} dropped (counted)"
+            return (f"{records} records = {int(answered)} answers - {int(dropped)} dropped (counted); "
+                    f"{int(refused)} write attempts refused while it was down, retried")
         if time.monotonic() > deadline:
             raise CheckFailed(f"the history holds {records} records for {int(answered)} answers and "
                               f"{int(dropped)} counted drops, {timeout:.0f} s after the load stopped")
