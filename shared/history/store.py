@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping
 
 from prometheus_client import Counter
 from sqlalchemy import Connection, Select, delete, func, insert, select, tuple_, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, TimeoutError as PoolTimeout
 
 from shared.config import Settings
 from shared.errors import ClassifierError, NotFound
@@ -33,6 +33,9 @@ RETENTION_EVERY_S = 600.0
 EXPORT_CHUNK = 1000
 RETRY_S = 60.0  # HISTORY_RETRY_S
 RETRY_FIRST_S, RETRY_MAX_S = 0.25, 5.0
+# What a retry can mend: the database unreachable, restarting or locked (a full pool too). A corrupt file or a value
+# the schema refuses is dropped at once.
+TRANSIENT = (OperationalError, InterfaceError, PoolTimeout, OSError)
 
 RECORD_FAILURES = Counter(
     "history_record_failures", "Predictions whose history record was dropped", ["reason"]
@@ -149,11 +152,24 @@ class HistoryStore:
                 return
 
     def _write_with_retry(self, batch: list[dict]) -> None:
-        """Write one batch; while the database refuses, retry with backoff for retry_s, then drop it, counted."""
+        """Write one batch. While the database cannot be reached (down, restarting, locked) retry with backoff for
+        retry_s; then, or at once for an error retrying cannot mend, drop the batch, counted."""
+        rows, blobs = [], []
+        for rec in batch:  # once, not per attempt
+            try:
+                row, blob = row_from_record(rec), self._blobs_from_record(rec)
+            except Exception:  # a record this code cannot map: a bug, never worth a retry; the others go on
+                log.exception("history: could not prepare a record")
+                RECORD_FAILURES.labels(reason="error").inc()
+                continue
+            rows.append(row)
+            blobs.append(blob)
+        if not rows:
+            return
         first_failure, wait = 0.0, RETRY_FIRST_S
         while True:
             try:
-                self._write_batch(batch)
+                self._insert(rows, blobs)
                 if first_failure:
                     log.warning("history: %s is writable again; %d record(s) written after %.1f s of retries",
                                 self.db, len(batch), time.monotonic() - first_failure)
@@ -163,7 +179,10 @@ class HistoryStore:
                 WRITE_ERRORS.inc()
                 self.last_error = f"{type(exc).__name__}: {_first_line(exc)}"
                 first_failure = first_failure or time.monotonic()
-                if time.monotonic() - first_failure + wait > self.retry_s:
+                if not isinstance(exc, TRANSIENT) and len(rows) > 1:
+                    self._insert_one_by_one(rows, blobs)  # one refused row must not take its batch with it
+                    return
+                if not isinstance(exc, TRANSIENT) or time.monotonic() - first_failure + wait > self.retry_s:
                     log.error("history: could not write %d record(s) to %s: %s", len(batch), self.db, self.last_error)
                     RECORD_FAILURES.labels(reason="storage_error").inc(len(batch))
                     return
@@ -191,16 +210,22 @@ class HistoryStore:
             batch.append(item)
         return batch, False
 
-    def _write_batch(self, batch: list[dict]) -> None:
-        rows = [row_from_record(rec) for rec in batch]
-        blobs = [self._blobs_from_record(rec) for rec in batch]
+    def _insert_one_by_one(self, rows: list[dict], blobs: list[tuple[bytes | None, bytes | None]]) -> None:
+        for row, blob in zip(rows, blobs):
+            try:
+                self._insert([row], [blob])
+            except Exception as exc:
+                log.error("history: %s refused a record: %s", self.db, _first_line(exc))
+                RECORD_FAILURES.labels(reason="storage_error").inc()
+
+    def _insert(self, rows: list[dict], blobs: list[tuple[bytes | None, bytes | None]]) -> None:
         with self.db.begin() as conn:
             ids = conn.execute(insert(predictions).returning(p.id, sort_by_parameter_order=True), rows).scalars().all()
             stored = [{"id": i, "thumbnail": thumb, "image": image}
                       for i, (thumb, image) in zip(ids, blobs) if thumb is not None or image is not None]
             if stored:
                 conn.execute(insert(images), stored)
-        RECORDS_WRITTEN.inc(len(batch))
+        RECORDS_WRITTEN.inc(len(rows))
 
     def _blobs_from_record(self, rec: Mapping[str, Any]) -> tuple[bytes | None, bytes | None]:
         data = rec.get("image")

@@ -276,3 +276,16 @@ def test_reading_while_the_first_record_creates_the_database_never_fails(tmp_pat
         assert store.flush()
         store.close()
         assert not errors, errors[:3]
+
+
+def test_a_record_that_cannot_be_stored_is_dropped_alone_and_at_once(store):
+    before_error, before_storage = _failures("error"), _failures("storage_error")
+    unmappable = record(1) | {"ts": "not a time"}  # this code cannot map it
+    refused = record(2) | {"size_bytes": 10**20}  # the database refuses it: out of range, not worth a retry
+    start = time.perf_counter()
+    for rec in (record(0), unmappable, refused, record(3)):
+        store.record(rec)
+    assert store.flush(30)
+    assert time.perf_counter() - start < 5  # no backoff spent on either
+    assert sorted(i["request_id"] for i in store.query().items) == ["req-0", "req-3"]
+    assert (_failures("error"), _failures("storage_error")) == (before_error + 1, before_storage + 1)
