@@ -12,13 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
-from shared.config import HISTORY_URL_SCHEMES, Settings, redact_url
+from shared.config import HISTORY_URL_SCHEMES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class Database:
 
     def __str__(self) -> str:
         """What logs and messages name: the file, or the URL without its password."""
-        return str(self.path) if self.path is not None else redact_url(self.url.render_as_string(hide_password=False))
+        return str(self.path) if self.path is not None else self.url.render_as_string(hide_password=True)
 
     def exists(self) -> bool:
         """False only for a SQLite file not created yet (reading it is an empty history, not an error)."""
@@ -150,7 +151,6 @@ def migrate(conn: Connection) -> None:
         return
     if set(current) == {script.get_current_head()}:
         return
-    from alembic import command
     command.upgrade(config, "head")
 
 
