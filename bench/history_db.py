@@ -1,7 +1,7 @@
 """BENCHMARKS.md "The history on PostgreSQL": the gateway's p50 and throughput with its history in PostgreSQL ÷ in
 SQLite, in one run (recording is off the answer path, so the goal is: within noise).
 
-The four services at full size (REAL EasyOCR, SYNTHETIC ViT-B-32); a model trained on grocery val/Packages (the
+The four services at full size (REAL EasyOCR, SYNTHETIC ViT-B-32); a model trained on grocery val/'s 3 coarse classes (the
 model's accuracy is not what is measured; a small training set keeps the bench short), val/ photos as the load,
 4 keep-alive clients. The members start once; the gateway is restarted for each phase, with HISTORY_DB a SQLite file
 or a database on a PostgreSQL server started here (Debian's package, on loopback, fsync on as in production), and
@@ -41,7 +41,7 @@ def trained_model(settings, grocery: Path, weights_dir: Path) -> Path:
 
     models = WORK / "models"
     if not (models / "manifest.json").is_file():
-        records = split_records(grocery, "val", TASKS["b_packages"][1])
+        records = split_records(grocery, "val", TASKS["a_coarse"][1])
         train(write_csv(records, WORK / "train.csv"), models, weights_dir, settings, folds=3, seed=0)
     return models
 

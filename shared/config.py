@@ -394,7 +394,8 @@ def _to_text(value: Any) -> str:
 
 def redact_url(text: str) -> str:
     """A URL with its password replaced by ***: what logs and error messages may show of a database URL."""
-    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", text)
+    # Up to the last "@": a password holding an unencoded "@" or "/" is hidden whole (more hidden, never less).
+    return re.sub(r"(://[^/:@]*:).*@", r"\1***@", text)
 
 
 def _describe(exc: ValidationError, env_names: Mapping[str, str]) -> str:

@@ -18,6 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from shared.config import HISTORY_URL_SCHEMES, Settings
 
@@ -57,6 +58,8 @@ class Database:
             url = make_url(str(target))
             if url.drivername not in HISTORY_URL_SCHEMES:
                 raise ValueError(f"HISTORY_DB: expected a SQLite path or a postgresql:// URL, not {url.drivername}://")
+            if "@" in (url.host or ""):
+                raise ValueError("HISTORY_DB: the URL's host holds an '@': percent-encode the password (@ is %40)")
             self.url = url.set(drivername="postgresql+psycopg")
             self.path: Path | None = None
         else:
@@ -112,7 +115,11 @@ class Database:
                 self.url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE, pool_pre_ping=True, pool_timeout=CONNECT_TIMEOUT_S,
                 connect_args={"connect_timeout": CONNECT_TIMEOUT_S,
                               "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-                              "application_name": "classifier-history"})
+                              "application_name": "classifier-history",
+                              # A server gone without a reset (a killed task, a partition) is noticed in ~15 s,
+                              # not after the kernel's retransmissions (~15 min).
+                              "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+                              "tcp_user_timeout": 15_000})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(self.url, connect_args={"timeout": 10.0, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_connect)
@@ -124,15 +131,24 @@ class Database:
         with self._schema_lock:
             if self._schema_ready:
                 return
-            with self.engine().connect() as conn:
-                if self.backend == "sqlite":  # outside any transaction, and kept in the file
-                    conn.connection.driver_connection.execute("PRAGMA journal_mode=WAL")
-                conn.execution_options(history_write_lock=True)  # SQLite: one migrating process at a time
-                with conn.begin():
-                    if self.backend == "postgresql":  # PostgreSQL: the same, by an advisory lock
-                        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-                    migrate(conn)
+            try:
+                self._migrate()
+            except SQLAlchemyError:
+                raise
+            except Exception as exc:  # the driver's own (the WAL pragma) or Alembic's: unavailable, not a bug
+                raise OperationalError("migrating the history's schema", None, exc) from exc
             self._schema_ready = True
+
+    def _migrate(self) -> None:
+        with self.engine().connect() as conn:
+            if self.backend == "sqlite":  # outside any transaction, and kept in the file
+                conn.connection.driver_connection.execute("PRAGMA journal_mode=WAL")
+            conn.execution_options(history_write_lock=True)  # SQLite: one migrating process at a time
+            with conn.begin():
+                if self.backend == "postgresql":  # PostgreSQL: the same, by an advisory lock
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                    conn.execute(text("SET LOCAL statement_timeout = 0"))  # an index on a big table takes long
+                migrate(conn)
 
 
 def migrate(conn: Connection) -> None:

@@ -76,6 +76,7 @@ class HistoryStore:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._owner_pid = 0
+        self._stopping = threading.Event()
         self.last_error: str | None = None  # this process's latest write failure, for the history page
 
     @classmethod
@@ -110,10 +111,15 @@ class HistoryStore:
         return True
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued, then stop the writer thread."""
+        """Write what is queued, then stop the writer thread; within `timeout`, even with the database down (what
+        cannot be written then is dropped, counted)."""
         thread = self._thread
         if thread is not None and self._writer_running():
-            self._queue.put(None)
+            self._stopping.set()  # no more retries: a stopping worker must not wait out HISTORY_RETRY_S
+            try:
+                self._queue.put(None, timeout=timeout)
+            except queue.Full:
+                pass
             thread.join(timeout)
         self._thread = None
 
@@ -129,6 +135,7 @@ class HistoryStore:
             if self._writer_running():
                 return
             self._owner_pid = os.getpid()
+            self._stopping.clear()
             self._thread = threading.Thread(target=self._write_loop, name="history-writer", daemon=True)
             self._thread.start()
 
@@ -172,7 +179,7 @@ class HistoryStore:
                 self._insert(rows, blobs)
                 if first_failure:
                     log.warning("history: %s is writable again; %d record(s) written after %.1f s of retries",
-                                self.db, len(batch), time.monotonic() - first_failure)
+                                self.db, len(rows), time.monotonic() - first_failure)
                 self.last_error = None
                 return
             except Exception as exc:
@@ -182,13 +189,14 @@ class HistoryStore:
                 if not isinstance(exc, TRANSIENT) and len(rows) > 1:
                     self._insert_one_by_one(rows, blobs)  # one refused row must not take its batch with it
                     return
-                if not isinstance(exc, TRANSIENT) or time.monotonic() - first_failure + wait > self.retry_s:
-                    log.error("history: could not write %d record(s) to %s: %s", len(batch), self.db, self.last_error)
-                    RECORD_FAILURES.labels(reason="storage_error").inc(len(batch))
+                if (not isinstance(exc, TRANSIENT) or self._stopping.is_set()
+                        or time.monotonic() - first_failure + wait > self.retry_s):
+                    log.error("history: could not write %d record(s) to %s: %s", len(rows), self.db, self.last_error)
+                    RECORD_FAILURES.labels(reason="storage_error").inc(len(rows))
                     return
-                log.warning("history: %s refused %d record(s) (%s); retrying in %.2f s", self.db, len(batch),
+                log.warning("history: %s refused %d record(s) (%s); retrying in %.2f s", self.db, len(rows),
                             self.last_error, wait)
-                time.sleep(wait)
+                self._stopping.wait(wait)
                 wait = min(wait * 2, RETRY_MAX_S)
 
     def _next_batch(self, timeout: float) -> tuple[list[dict], bool]:
@@ -236,7 +244,7 @@ class HistoryStore:
     # --- retention --------------------------------------------------------
     def apply_retention(self, now: float | None = None) -> int:
         """Delete records older than retention_days and beyond max_rows; returns how many went."""
-        with self.db.begin() as conn:
+        with self.db.begin(write_lock=True) as conn:  # SQLite: read the edge and delete as one writer
             deleted = self._delete_expired(conn, time.time() if now is None else now)
             deleted += self._delete_over_cap(conn)
             self._drop_pending_images(conn)

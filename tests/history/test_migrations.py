@@ -185,7 +185,7 @@ def test_during_a_rolling_update_this_release_works_on_the_next_release_s_schema
     restarted.close()
 
 
-def test_gateways_starting_together_migrate_once(new_db) -> None:
+def test_gateways_starting_together_migrate_once(new_db, caplog) -> None:
     target = new_db("together")
     stores = [HistoryStore(target) for _ in range(4)]
     barrier = threading.Barrier(len(stores))
@@ -201,10 +201,12 @@ def test_gateways_starting_together_migrate_once(new_db) -> None:
             errors.append(exc)
 
     threads = [threading.Thread(target=first_write, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    with caplog.at_level(logging.INFO, logger="alembic.runtime.migration"):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert sum("Running upgrade" in r.getMessage() for r in caplog.records) == 1
     assert not errors and all(s.last_error is None for s in stores)
     assert stores[0].count() == 4 and _revision(stores[0]) == {"0001"}
     for s in stores:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -23,9 +22,13 @@ def database() -> Iterator[PostgresServer]:
     server.destroy()
 
 
+# The test server trusts loopback, so any password connects: this one is there to be looked for where it must not be.
+PASSWORD = "never-shown-7f3a"
+
+
 @pytest.fixture(scope="module")
 def gateways(stack: Stack, database: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list]:
-    url = database.create_database("shared")
+    url = database.create_database("shared").replace("postgres@", f"postgres:{PASSWORD}@")
     secret = tmp_path_factory.mktemp("secret") / "history-db"
     secret.write_text(url + "\n")  # one reads the URL from a file, as from a Docker or Kubernetes secret
     pair = [private_gateway(stack, tmp_path_factory.mktemp("a"), HISTORY_DB=url, HISTORY_RETRY_S="120"),
@@ -77,11 +80,11 @@ def test_while_the_database_is_down_predictions_answer_and_nothing_is_lost_silen
         for url in (a.url, b.url):
             listed = requests.get(url + "/v1/history", timeout=30)
             assert listed.status_code == 503 and listed.headers["Retry-After"] == "5", listed.text
-            assert "cannot be read" in listed.json()["error"]["message"]
-            assert "password" not in listed.text
+            assert "cannot be read" in listed.json()["error"]["message"] and PASSWORD not in listed.text
         refused = requests.post(f"{b.url}/v1/history/{record_id}/label", json={"label": classes[1]}, timeout=30)
-        assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "5" and PASSWORD not in refused.text
         assert _counter(a.url, "history_write_errors_total") > 0
+        assert PASSWORD not in requests.get(a.url + "/history", timeout=30).text  # the page shows the last error
     finally:
         database.start()
     deadline = time.monotonic() + 60
@@ -95,3 +98,6 @@ def test_while_the_database_is_down_predictions_answer_and_nothing_is_lost_silen
     assert len(items) == before + answered - dropped and dropped == 0
     kept = requests.get(f"{a.url}/v1/history/{record_id}", timeout=10).json()
     assert kept["true_label"] == classes[0]  # acknowledged before the crash, still there after it
+    for gateway in gateways:  # what the database refused was logged, the password never
+        assert "refused" in gateway.log_text() and PASSWORD not in gateway.log_text()
+        assert PASSWORD not in requests.get(gateway.url + "/metrics", timeout=10).text
