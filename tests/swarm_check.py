@@ -515,17 +515,24 @@ def steady(stack: SwarmStack, load: Load) -> Phase:
     return close_phase(phase, load, {"failed": 0, "degraded": 0}, stack)
 
 
-def kill_one(stack: SwarmStack, load: Load) -> Phase:
-    """a) docker kill one ocr_nb task's container; the load goes on until swarm's replacement is healthy."""
-    victim = next(t for t in stack.tasks(SCALED) if t.healthy)
-    phase = open_phase(f"a) kill 1 {SCALED}", stack, SCALED)
+def kill_task(stack: SwarmStack, service: str) -> tuple[Task, list[Task], float]:
+    """docker kill one healthy task's container of `service`; wait until swarm's replacement is healthy: (the killed
+    task, the healthy tasks after, seconds from kill to healthy)."""
+    victim = next(t for t in stack.tasks(service) if t.healthy)
     docker("kill", victim.container, timeout=30)
     killed = time.monotonic()
-    healed = wait_healthy(stack, (SCALED,), REPLACE_TIMEOUT_S, exclude={victim.id})[SCALED]
+    healed = wait_healthy(stack, (service,), REPLACE_TIMEOUT_S, exclude={victim.id})[service]
+    return victim, healed, time.monotonic() - killed
+
+
+def kill_one(stack: SwarmStack, load: Load) -> Phase:
+    """a) docker kill one ocr_nb task's container; the load goes on until swarm's replacement is healthy."""
+    phase = open_phase(f"a) kill 1 {SCALED}", stack, SCALED)
+    victim, healed, seconds = kill_task(stack, SCALED)
     new = [t for t in healed if t.slot == victim.slot]
     phase.notes.append(f"killed task {victim.id[:12]} ({victim.address}); replacement "
                        f"{(new[0].id[:12] + ' (' + new[0].address + ')') if new else '?'} healthy "
-                       f"{time.monotonic() - killed:.1f} s after the kill")
+                       f"{seconds:.1f} s after the kill")
     time.sleep(SETTLE_S)
     phase = close_phase(phase, load, {"failed": 0, "degraded": 0}, stack)
     own = sum(1 for r in phase.results if r.kind != "ok" and victim.address in r.detail)
@@ -602,13 +609,10 @@ def roll(stack: SwarmStack, load: Load, tag: str) -> Phase:
 
 def kill_database(stack: SwarmStack, load: Load) -> Phase:
     """d) docker kill the PostgreSQL task's container; the load goes on until swarm's replacement is healthy."""
-    victim = next(t for t in stack.tasks(DATABASE) if t.healthy)
     phase = open_phase(f"d) kill the {DATABASE} task", stack, SCALED)
-    docker("kill", victim.container, timeout=30)
-    killed = time.monotonic()
-    healed = wait_healthy(stack, (DATABASE,), REPLACE_TIMEOUT_S, exclude={victim.id})[DATABASE]
-    phase.notes.append(f"killed task {victim.id[:12]}; replacement {healed[0].id[:12]} healthy "
-                       f"{time.monotonic() - killed:.1f} s after the kill")
+    victim, healed, seconds = kill_task(stack, DATABASE)
+    phase.notes.append(f"killed task {victim.id[:12]}; replacement {healed[0].id[:12]} healthy {seconds:.1f} s "
+                       "after the kill")
     time.sleep(SETTLE_S)
     return close_phase(phase, load, {"failed": 0, "degraded": 0}, stack)
 
