@@ -257,7 +257,9 @@ def test_history_survives_a_gateway_restart(page, stack, start_service, grocery_
 def test_a_broken_history_database_never_fails_the_prediction(page, stack, start_service, tmp_path, jpeg):
     blocker = tmp_path / "a-file-not-a-folder"
     blocker.write_text("the history cannot live under a file")
-    gateway = start_service("stacking", MEMBER_URLS=stack.member_urls(), HISTORY_DB=blocker / "history.sqlite3")
+    # HISTORY_RETRY_S: how long the writer retries before it drops the record and counts it (60 s by default).
+    gateway = start_service("stacking", MEMBER_URLS=stack.member_urls(), HISTORY_DB=blocker / "history.sqlite3",
+                            HISTORY_RETRY_S="0.5")
     resp = requests.post(gateway.url + "/", data=jpeg, timeout=60)
     assert resp.status_code == 200 and resp.json()["label"]
     failures = 0.0
