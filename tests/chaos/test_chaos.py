@@ -141,9 +141,13 @@ def test_a_stale_pooled_connection_costs_nothing(served):
         assert resp.status_code == 200 and not resp.json()["degraded"], resp.text
 
 
-def test_a_killed_member_degrades_then_comes_back_whole(served):
+def test_a_killed_member_degrades_or_waits_then_comes_back_whole(served):
+    """SIGKILL to clip_logreg's processes. Its listening socket stays open in the supervisor, so calls made while it
+    is down queue until the restarted process accepts them: an answer waits for it, or, when the restart takes longer
+    than the member timeout, answers without it and says so (degraded). Never a failed answer."""
     before = served.text().count("clip_logreg started")
     with Load(served.url, served.photos, clients=2) as load:
+        normal = median(r.latency_s for r in load.wait_for(4, time.monotonic()))
         t0 = time.monotonic()
         served.signal_tree("clip_logreg", signal.SIGKILL)
         served.wait_whole(timeout=180)
@@ -151,9 +155,11 @@ def test_a_killed_member_degrades_then_comes_back_whole(served):
         after = load.wait_for(4, t1, timeout=60)
     window = load.since(t0)
     tally = counts(window)
-    print(f"member SIGKILL: {tally} over {t1 - t0:.1f} s until whole again")
+    waited = [r for r in window if not r.degraded and r.latency_s > 2 * normal + 0.5]
+    print(f"member SIGKILL: {tally}, {len(waited)} waited for it (normal p50 {normal:.2f} s) over {t1 - t0:.1f} s "
+          "until whole again")
     assert tally["failed"] == 0 and tally["overloaded_503"] == 0, [r.error for r in window if r.error][:5]  # all 200
-    assert tally["degraded"] > 0  # clip_logreg was missing meanwhile, and said so
+    assert tally["degraded"] > 0 or waited  # clip_logreg was missing meanwhile: answers said so, or waited for it
     assert all(set(r.failed_members) <= {"clip_logreg"} for r in window)
     assert served.text().count("clip_logreg started") == before + 1  # restarted by the supervisor
     assert sum(not r.degraded for r in after) > 0
