@@ -1,4 +1,5 @@
-"""The /v1/history endpoints on a real Flask app: filters, cursors, CSV, thumbnails, errors as JSON."""
+"""The /v1/history endpoints on a real Flask app, over each backend: filters, cursors, CSV, thumbnails, errors as
+JSON."""
 from __future__ import annotations
 
 import csv
@@ -14,9 +15,9 @@ from tests.history.conftest import jpeg, record
 
 
 @pytest.fixture
-def client(tmp_path):
+def client(new_db):
     app = Flask(__name__)
-    settings = Settings.from_env({}, history_db=tmp_path / "api.sqlite3")
+    settings = Settings.from_env({}, history_db=new_db("api"))
     s = history.init_app(app, settings)
 
     @app.errorhandler(ClassifierError)
