@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,7 +18,7 @@ from shared.errors import DatasetError
 from shared.features.registry import extractor_class, extractor_kinds, part_label
 from shared.learning import evaluation, report
 from shared.learning.data import Dataset, load_dataset
-from shared.learning.learners import build_learner, learner_path
+from shared.learning.learners import CALIBRATION_FOLDS, build_learner, learner_path
 from shared.learning.meta_model import (MetaEnsemble, fit_meta_models, make_folds, member_subsets, meta_path,
                                         out_of_fold_proba, subset_name)
 from shared.learning.reference import save_reference
@@ -127,7 +128,9 @@ def _aligned(other: Dataset, training: Dataset, role: str) -> Dataset:
 
 
 def choose_folds(y: np.ndarray, folds: int, classes: Sequence[str]) -> int:
-    """K for the out-of-fold step: at most the smallest class count; refuses classes too small to fit."""
+    """K for the out-of-fold step: at most the smallest class count; refuses classes too small to fit. K is raised
+    where a training fold would leave a class fewer photos than a learner's own inner CV needs (clip_svm's
+    calibration): 4 photos of a class split 3 ways leave 2 in a training fold, 4 ways leave 3."""
     counts = np.bincount(y, minlength=len(classes))
     smallest = int(counts.min())
     if smallest < MIN_PER_CLASS:
@@ -139,7 +142,13 @@ def choose_folds(y: np.ndarray, folds: int, classes: Sequence[str]) -> int:
     if smallest < folds:
         log.warning("reducing folds from %d to %d: the smallest class has only %d training images",
                     folds, smallest, smallest)
-    return min(folds, smallest)
+    k = min(folds, smallest)
+    while smallest - math.ceil(smallest / k) < CALIBRATION_FOLDS and k < smallest:
+        k += 1
+    if k > folds:
+        log.warning("raising folds from %d to %d: with %d images in the smallest class each training fold keeps "
+                    "%d, as clip_svm's calibration needs", folds, k, smallest, smallest - math.ceil(smallest / k))
+    return k
 
 
 def member_kinds() -> tuple[str, ...]:

@@ -131,6 +131,15 @@ def test_choose_folds_reduces_to_the_smallest_class(caplog: pytest.LogCaptureFix
     assert choose_folds(y, 5, ["a", "b"]) == 5
 
 
+def test_choose_folds_leaves_every_training_fold_enough_for_the_svm_calibration(caplog) -> None:
+    # 4 a class (what MIN_PER_CLASS allows) in 3 folds left 2 a training fold: CalibratedClassifierCV(cv=3) failed
+    # with scikit-learn's traceback. 4 folds leave 3.
+    with caplog.at_level(logging.WARNING):
+        assert choose_folds(np.array([0] * 4 + [1] * 9), 3, ["a", "b"]) == 4
+    assert "raising folds from 3 to 4" in caplog.text
+    assert choose_folds(np.array([0] * 5 + [1] * 9), 3, ["a", "b"]) == 3  # 5 in 3 folds leave 3
+
+
 def test_choose_folds_refuses_classes_too_small_to_fit() -> None:
     with pytest.raises(DatasetError, match="at least 4 readable training images; too few in b: 2"):
         choose_folds(np.array([0] * 10 + [1] * 2), 5, ["a", "b"])
