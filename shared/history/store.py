@@ -13,7 +13,7 @@ import time
 from typing import Any, Iterator, Mapping
 
 from prometheus_client import Counter
-from sqlalchemy import Connection, Select, delete, func, insert, select, tuple_, update
+from sqlalchemy import Select, delete, func, insert, select, tuple_, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, TimeoutError as PoolTimeout
 
 from shared.config import Settings
@@ -31,11 +31,14 @@ QUEUE_SIZE = 1000
 BATCH_SIZE = 200  # records per write transaction: one fsync for a burst instead of one each
 RETENTION_EVERY_S = 600.0
 EXPORT_CHUNK = 1000
+RETENTION_CHUNK = 5000  # rows a retention statement touches at most
 RETRY_S = 60.0  # HISTORY_RETRY_S
 RETRY_FIRST_S, RETRY_MAX_S = 0.25, 5.0
-# What a retry can mend: the database unreachable, restarting or locked (a full pool too). A corrupt file or a value
-# the schema refuses is dropped at once.
+# What a retry can mend: the database unreachable, restarting or locked (a full pool too), and PostgreSQL's own
+# transient states: read-only during a failover, shutting down, starting up, a deadlock or serialization failure. A
+# corrupt file or a value the schema refuses is dropped at once.
 TRANSIENT = (OperationalError, InterfaceError, PoolTimeout, OSError)
+TRANSIENT_SQLSTATES = {"25006", "57P01", "57P02", "57P03", "40001", "40P01"}
 
 RECORD_FAILURES = Counter(
     "history_record_failures", "Predictions whose history record was dropped", ["reason"]
@@ -186,10 +189,10 @@ class HistoryStore:
                 WRITE_ERRORS.inc()
                 self.last_error = f"{type(exc).__name__}: {_first_line(exc)}"
                 first_failure = first_failure or time.monotonic()
-                if not isinstance(exc, TRANSIENT) and len(rows) > 1:
+                if not _transient(exc) and len(rows) > 1:
                     self._insert_one_by_one(rows, blobs)  # one refused row must not take its batch with it
                     return
-                if (not isinstance(exc, TRANSIENT) or self._stopping.is_set()
+                if (not _transient(exc) or self._stopping.is_set()
                         or time.monotonic() - first_failure + wait > self.retry_s):
                     log.error("history: could not write %d record(s) to %s: %s", len(rows), self.db, self.last_error)
                     RECORD_FAILURES.labels(reason="storage_error").inc(len(rows))
@@ -243,35 +246,39 @@ class HistoryStore:
 
     # --- retention --------------------------------------------------------
     def apply_retention(self, now: float | None = None) -> int:
-        """Delete records older than retention_days and beyond max_rows; returns how many went."""
-        with self.db.begin(write_lock=True) as conn:  # SQLite: read the edge and delete as one writer
-            deleted = self._delete_expired(conn, time.time() if now is None else now)
-            deleted += self._delete_over_cap(conn)
-            self._drop_pending_images(conn)
+        """Delete records older than retention_days and beyond max_rows, and the full images of unlabelled records
+        beyond the newest pending_images; returns how many records went. In chunks of RETENTION_CHUNK rows, a
+        transaction each: a first pass over millions of rows stays within PostgreSQL's statement timeout, and
+        SQLite's write lock is never held for long."""
+        deleted = 0
+        if self.retention_days > 0:
+            cutoff = (time.time() if now is None else now) - self.retention_days * 86400.0
+            deleted += self._in_chunks(delete(predictions).where(p.id.in_(
+                select(p.id).where(p.ts < cutoff).order_by(p.ts, p.id).limit(RETENTION_CHUNK))))
+        if self.max_rows > 0:
+            # The newest row that falls outside the cap; everything at or below it in (ts, id) order goes.
+            with self.db.begin() as conn:
+                edge = conn.execute(select(p.ts, p.id).order_by(p.ts.desc(), p.id.desc())
+                                    .limit(1).offset(self.max_rows)).first()
+            if edge is not None:
+                deleted += self._in_chunks(delete(predictions).where(p.id.in_(
+                    select(p.id).where(tuple_(p.ts, p.id) <= tuple_(*edge)).order_by(p.ts, p.id)
+                    .limit(RETENTION_CHUNK))))
+        if not self.keep_images:  # thumbnails stay
+            beyond = (select(p.id).join(images, images.c.id == p.id).where(UNLABELLED, images.c.image.is_not(None))
+                      .order_by(p.ts.desc(), p.id.desc()).offset(self.pending_images).limit(RETENTION_CHUNK))
+            self._in_chunks(update(images).where(images.c.id.in_(beyond)).values(image=None))
         return deleted
 
-    def _delete_expired(self, conn: Connection, now: float) -> int:
-        if self.retention_days <= 0:
-            return 0
-        return conn.execute(delete(predictions).where(p.ts < now - self.retention_days * 86400.0)).rowcount
-
-    def _delete_over_cap(self, conn: Connection) -> int:
-        if self.max_rows <= 0:
-            return 0
-        # The newest row that falls outside the cap; everything at or below it in (ts, id) order goes.
-        edge = conn.execute(select(p.ts, p.id).order_by(p.ts.desc(), p.id.desc()).limit(1).offset(self.max_rows)).first()
-        if edge is None:
-            return 0
-        return conn.execute(delete(predictions).where(tuple_(p.ts, p.id) <= tuple_(*edge))).rowcount
-
-    def _drop_pending_images(self, conn: Connection) -> int:
-        """Forget the full images of unlabelled records beyond the newest pending_images (thumbnails stay)."""
-        if self.keep_images:
-            return 0
-        beyond = (select(p.id).join(images, images.c.id == p.id)
-                  .where(UNLABELLED, images.c.image.is_not(None))
-                  .order_by(p.ts.desc(), p.id.desc()).offset(self.pending_images))
-        return conn.execute(update(images).where(images.c.id.in_(beyond)).values(image=None)).rowcount
+    def _in_chunks(self, statement: Any) -> int:
+        """Run a statement that touches at most RETENTION_CHUNK rows until it touches fewer; the rows touched."""
+        total = 0
+        while True:
+            with self.db.begin(write_lock=True) as conn:
+                done = conn.execute(statement).rowcount
+            total += done
+            if done < RETENTION_CHUNK:
+                return total
 
     # --- labels -------------------------------------------------------------
     def set_label(self, record_id: int, label: str, by: str, now: float | None = None) -> dict:
@@ -425,6 +432,11 @@ def _drain(buf: io.StringIO) -> str:
     buf.seek(0)
     buf.truncate()
     return text
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a retry may succeed where this attempt failed."""
+    return isinstance(exc, TRANSIENT) or getattr(getattr(exc, "orig", None), "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
 def _first_line(exc: BaseException) -> str:

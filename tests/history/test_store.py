@@ -7,12 +7,14 @@ import sqlite3
 import threading
 import time
 
+import psycopg
 import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
 from shared.errors import ClassifierError, NotFound
 from shared.history import HistoryFilter, HistoryStore
+from shared.history import store as store_module
 from tests.history.conftest import LABELS, T0, jpeg, query_plan, record, scalar
 
 
@@ -289,3 +291,43 @@ def test_a_record_that_cannot_be_stored_is_dropped_alone_and_at_once(store):
     assert time.perf_counter() - start < 5  # no backoff spent on either
     assert sorted(i["request_id"] for i in store.query().items) == ["req-0", "req-3"]
     assert (_failures("error"), _failures("storage_error")) == (before_error + 1, before_storage + 1)
+
+
+def test_retention_deletes_in_chunks_until_done(new_db, monkeypatch):
+    monkeypatch.setattr(store_module, "RETENTION_CHUNK", 3)  # 3 rows a statement: 8 records take 3 statements
+    s = HistoryStore(new_db("chunks"), pending_images=12)  # no limits while writing: the writer applies them too
+    now = T0 + 10 * 86400
+    for i in range(12):
+        s.record(record(i, ts=now - (86400 * 2 if i < 4 else 0) + i, image=jpeg()))  # 4 expired, 8 recent
+    assert s.flush()
+    s.retention_days, s.max_rows, s.pending_images = 1, 4, 1
+    assert s.apply_retention(now=now) == 4 + 4  # the expired, then the recent beyond the cap of 4
+    kept = s.query().items
+    assert [i["request_id"] for i in kept] == ["req-11", "req-10", "req-9", "req-8"]
+    assert [i["has_image"] for i in kept] == [True, False, False, False] and all(i["has_thumbnail"] for i in kept)
+    assert scalar(s, "SELECT COUNT(*) FROM images") == 4  # the deleted records' images went with them
+    s.close()
+
+
+def test_a_read_only_postgresql_is_waited_out_as_in_a_failover(postgres):
+    """A standby promoted late answers writes with 'read-only transaction' (SQLSTATE 25006): retried, not dropped."""
+    url = postgres.create_database("readonly")
+    name = url.rsplit("/", 1)[1]
+    s = HistoryStore(url, retry_s=30)
+    s.record(record(0))
+    assert s.flush()
+    before = _failures("storage_error")
+    with psycopg.connect(postgres.url(), autocommit=True) as admin:
+        def read_only(on: bool) -> None:  # for new sessions; the store's pooled ones are ended, as a failover does
+            admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = {"on" if on else "off"}')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+        read_only(True)
+        s.record(record(1))
+        deadline = time.monotonic() + 10
+        while not (s.last_error and "read-only" in s.last_error) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert s.last_error and "read-only" in s.last_error
+        read_only(False)
+    assert s.flush(30) and s.count() == 2 and _failures("storage_error") == before
+    s.close()
