@@ -153,7 +153,8 @@ def test_a_killed_member_degrades_or_waits_then_comes_back_whole(served):
         served.wait_whole(timeout=180)
         t1 = time.monotonic()
         after = load.wait_for(4, t1, timeout=60)
-    window = load.since(t0)
+    # Every request the kill could touch: the ones in flight at the kill (they are the ones that wait) and after.
+    window = [r for r in load.results if r.started + r.latency_s >= t0]
     tally = counts(window)
     waited = [r for r in window if not r.degraded and r.latency_s > 2 * normal + 0.5]
     print(f"member SIGKILL: {tally}, {len(waited)} waited for it (normal p50 {normal:.2f} s) over {t1 - t0:.1f} s "
