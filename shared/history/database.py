@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from shared.config import HISTORY_URL_SCHEMES, Settings
+from shared.errors import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ def database_target(settings: Settings) -> str:
     try:
         return Path(settings.history_db_file).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        from shared.errors import SettingsError
         raise SettingsError(f"HISTORY_DB_FILE={settings.history_db_file!r} cannot be read: {exc.strerror}") from None
 
 

@@ -10,6 +10,7 @@ import os
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from prometheus_client import Counter
@@ -63,7 +64,6 @@ class HistoryStore:
                  retention_days: int = 0, max_rows: int = 0, queue_size: int = QUEUE_SIZE,
                  retention_every_s: float = RETENTION_EVERY_S, pending_images: int = 0, retry_s: float = RETRY_S):
         self.db = Database(db)  # a SQLite file path or a postgresql:// URL
-        self.path = self.db.path  # the SQLite file (None on PostgreSQL)
         self.enabled = enabled
         self.keep_images = keep_images
         # Without keep_images: the full images of the newest `pending_images` unlabelled records are kept so that
@@ -81,6 +81,11 @@ class HistoryStore:
         self._owner_pid = 0
         self._stopping = threading.Event()
         self.last_error: str | None = None  # this process's latest write failure, for the history page
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file (None on PostgreSQL)."""
+        return self.db.path
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "HistoryStore":
