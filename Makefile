@@ -6,7 +6,7 @@ WEIGHTS   ?= models/weights
 STAMP     := .venv/.installed
 
 .PHONY: setup system-deps weights weights-synthetic train evaluate serve test test-unit test-integration \
-        base-image up down compose-test swarm-up swarm-down swarm-test bench bench-resilience bench-replicas bench-bulk bench-labels bench-history accuracy accuracy-loop docs clean
+        base-image up down compose-test swarm-up swarm-down swarm-test bench bench-resilience bench-replicas bench-bulk bench-labels bench-history bench-versions accuracy accuracy-loop docs clean
 
 setup: $(STAMP)
 
@@ -160,6 +160,10 @@ bench-labels: setup
 # BENCHMARKS.md "The history on PostgreSQL": the gateway's p50 and throughput, PostgreSQL ÷ SQLite (system-deps: the server).
 bench-history: setup system-deps
 	$(PY) -m bench.history_db
+
+# BENCHMARKS.md "Model versions": memory of a second version, activate/rollback under load, the shadow's cost.
+bench-versions: setup
+	$(PY) -m bench.versions
 
 # ACCURACY.md's Loop section: review queue, calibration and restacking from labelled val/, drift (task (b) by default).
 accuracy-loop: setup

@@ -1,5 +1,5 @@
-"""`python -m shared <command>`: weights, train, evaluate, predict, classify-batch, serve, history, restack, openapi,
-settings, deploy."""
+"""`python -m shared <command>`: weights, train, evaluate, predict, classify-batch, serve, history, restack, models,
+openapi, settings, deploy."""
 from __future__ import annotations
 
 import argparse
@@ -38,17 +38,39 @@ def _engine(args: argparse.Namespace, settings: Settings) -> Settings:
 
 
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import repository
     from shared.learning import training
 
     settings = _engine(args, settings)
-    manifest = training.train(
-        data=args.data, out=args.out, weights_dir=args.weights, settings=settings,
-        test_data=args.test_data, test_size=args.test_size, folds=args.folds, seed=args.seed, labels=args.labels,
-        calibration_data=args.calibration_data,
-    )
-    print(f"Trained {len(manifest['classes'])} classes into {args.out}; report: {args.out / 'report' / 'report.md'}"
-          f"{_synthetic_note(manifest)}")
+    trained: dict = {}
+
+    def build(folder: Path) -> None:
+        trained.update(training.train(
+            data=args.data, out=folder, weights_dir=args.weights, settings=settings,
+            test_data=args.test_data, test_size=args.test_size, folds=args.folds, seed=args.seed, labels=args.labels,
+            calibration_data=args.calibration_data))
+
+    info = repository.publish(args.out, build, activate=True if args.activate else None)
+    print(f"Trained {len(trained['classes'])} classes into {info.path} (version {info.version}); report: "
+          f"{info.path / 'report' / 'report.md'}{_synthetic_note(trained)}")
+    print(_activation_note(args.out, info.version))
     return 0
+
+
+def _activation_note(root: Path, version: str) -> str:
+    from shared import repository
+
+    if repository.read_state(root).active == version:
+        return f"{version} is the active version in {root}."
+    return (f"The active version is unchanged; put {version} in front of traffic with: "
+            f"python -m shared models activate {version} --models {root}")
+
+
+def _active(models: Path) -> Path:
+    """The folder of the version a command reads: MODELS's active one (or MODELS itself, a model folder)."""
+    from shared import repository
+
+    return repository.active_dir(models)
 
 
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
@@ -56,12 +78,12 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from shared.learning import evaluation
 
     settings = _engine(args, settings)
-    metrics = evaluation.evaluate_models(args.models, args.data, args.weights, settings, out=args.out,
-                                         labels=args.labels)
+    folder = _active(args.models)
+    metrics = evaluation.evaluate_models(folder, args.data, args.weights, settings, out=args.out, labels=args.labels)
     print(json.dumps(metrics["summary"], indent=2))
     # stderr: stdout stays pure JSON for scripts.
-    report = (args.out or args.models / "evaluation") / "report.md"
-    print(f"Report: {report}{_synthetic_note(artifacts.load_manifest(args.models))}", file=sys.stderr)
+    report = (args.out or folder / "evaluation") / "report.md"
+    print(f"Report: {report}{_synthetic_note(artifacts.load_manifest(folder))}", file=sys.stderr)
     return 0
 
 
@@ -76,7 +98,7 @@ def _synthetic_note(manifest: dict) -> str:
 def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     from shared.learning import predict
 
-    results = predict.predict_files(args.models, args.weights, args.images, settings)
+    results = predict.predict_files(_active(args.models), args.weights, args.images, settings)
     for result in results:
         print(json.dumps(result, ensure_ascii=False) if args.json else predict.format_prediction(result))
     parts = next((r["weights"] for r in results if "weights" in r), None)
@@ -90,7 +112,7 @@ def _cmd_classify_batch(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.address is not None:
         settings = settings.replace(ray_address=args.address)
-    summary = job.classify_batch(args.data, args.out, args.models, args.weights, settings,
+    summary = job.classify_batch(args.data, args.out, _active(args.models), args.weights, settings,
                                  cache_dir=args.feature_cache, actors=args.actors, batch_size=args.batch_size,
                                  part_rows=args.part_rows, progress=not args.quiet)
     print(summary.line())
@@ -141,15 +163,26 @@ def _cmd_history_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_restack(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import repository
     from shared.learning.restack import restack
 
-    manifest = restack(args.models, args.data, args.out, folds=args.folds, seed=args.seed)
-    done = manifest["restack"]
+    out = args.out or args.models
+    made: dict = {}
+    info = repository.publish(out, lambda folder: made.update(restack(_active(args.models), args.data, folder,
+                                                                      folds=args.folds, seed=args.seed)))
+    done = made["restack"]
     scores = ", ".join(f"{name} {m['macro_f1']:.3f}" for name, m in done["traffic_metrics"].items())
     print(f"Restacked {args.models} (version {done['from_model_version']}) on {done['photos']} labelled photos into "
-          f"{args.out}: version {manifest['model_version']}. Macro-F1 on those photos, the stack out-of-fold: "
-          f"{scores}{_synthetic_note(manifest)}")
+          f"{info.path}: version {info.version}. Macro-F1 on those photos, the stack out-of-fold: "
+          f"{scores}{_synthetic_note(made)}")
+    print(_activation_note(out, info.version))
     return 0
+
+
+def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import models_command
+
+    return models_command.run(args, settings)
 
 
 def _cmd_deploy_render(args: argparse.Namespace, settings: Settings) -> int:
@@ -254,7 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "train", "extract features, fit the three learners and the stacking meta-models", TRAIN_HELP)
     p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
-    p.add_argument("--out", type=Path, default=models, help="artifact folder (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=models,
+                   help="model repository: the new version goes to OUT/versions/<version>/ (default: %(default)s)")
+    p.add_argument("--activate", action="store_true",
+                   help="make the new version active in serving.json (default: only when none is active yet)")
     p.add_argument("--weights", type=Path, default=weights, help="weights folder (default: %(default)s)")
     p.add_argument("--test-data", type=Path, default=None, help="held-out set; default: a stratified split of --data")
     p.add_argument("--test-size", type=float, default=0.2, help="held-out fraction when no --test-data (default: %(default)s)")
@@ -357,11 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
              RESTACK_HELP)
     p.add_argument("--models", type=Path, default=models, help="the model whose stack to refit (default: %(default)s)")
     p.add_argument("--data", type=Path, required=True, help="a `history export --labelled` folder")
-    p.add_argument("--out", type=Path, required=True, help="a new or empty folder for the new model version")
+    p.add_argument("--out", type=Path, default=None,
+                   help="model repository for the new version (default: --models; it is not made active there)")
     p.add_argument("--folds", type=int, default=5, help="folds over the traffic for its out-of-fold answers "
                                                         "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.set_defaults(func=_cmd_restack)
+
+    from shared import models_command
+
+    models_command.add_parser(_add(sub, "models", "list the model versions; activate, roll back, canary, shadow",
+                                   models_command.HELP), models).set_defaults(func=_cmd_models)
 
     deploy = _add(sub, "deploy", "files for compose, Swarm and Kubernetes").add_subparsers(
         dest="deploy_command", required=True, metavar="COMMAND")

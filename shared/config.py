@@ -100,6 +100,32 @@ class Settings(BaseSettings):
     weights_dir: Path = _var("WEIGHTS_DIR", Path("models/weights"), "CLIP and EasyOCR weights")
     cache_dir: Path = _var("FEATURE_CACHE_DIR", Path("models/cache"), "Feature cache")
 
+    # model versions (repository.py: MODELS_DIR/versions/<version>/ and serving.json)
+    model_poll_s: float = _finite(
+        "MODEL_POLL_S", 1.0, "How often every service reads `MODELS_DIR/serving.json` to follow the active version, "
+        "candidates and loaded versions; 0 = only at start", ge=0,
+    )
+    model_versions_loaded: int = _var(
+        "MODEL_VERSIONS_LOADED", 3, "Most model versions one service holds loaded at once (the active one, the one "
+        "before it for an instant rollback, a canary or shadow); versions that record the same extractor share it",
+        ge=1,
+    )
+    model_load_timeout_s: float = _finite(
+        "MODEL_LOAD_TIMEOUT_S", 300.0, "`models activate` and the repository API: how long to wait for every service "
+        "to load and warm a version before giving up (the old version keeps serving)", gt=0,
+    )
+    shadow_workers: int = _var(
+        "SHADOW_WORKERS", 2, "Gateway: threads per worker asking the shadow version (off the response path)", ge=1,
+    )
+    shadow_queue: int = _var(
+        "SHADOW_QUEUE", 16, "Gateway: copies for the shadow version waiting or running per worker; beyond it they "
+        "are dropped, counted (classifier_shadow_requests_total{outcome=\"dropped\"})", ge=1,
+    )
+    models_url: str = _var(
+        "MODELS_GATEWAY_URL", "http://127.0.0.1:5003", "`python -m shared models`: the gateway whose repository index "
+        "it watches while a version loads; unreachable = only serving.json is written",
+    )
+
     # image limits (shared by training and serving)
     max_image_bytes: int = _var("MAX_IMAGE_BYTES", 20 * 1024 * 1024, "Largest accepted body, bytes", gt=0)
     max_image_pixels: int = _var("MAX_IMAGE_PIXELS", 40_000_000, "Largest accepted width*height", gt=0)
@@ -244,6 +270,11 @@ class Settings(BaseSettings):
     metrics_require_key: Flag = _var("METRICS_REQUIRE_KEY", False, "`/metrics` also needs a key (when keys are on)")
     gateway_member_key: str = _var(
         "GATEWAY_MEMBER_KEY", "", "Gateway: the key it sends to the members; empty = the first of its own keys",
+    )
+    admin_keys: str = _var(
+        "ADMIN_KEYS", "", "Comma-separated admin keys for the model repository routes (load, unload, canary, "
+        "shadow); with no key at all, those routes answer only a service bound to loopback (`serve`)",
+        accepts="keys, comma-separated",
     )
 
     # response cache (gateway)

@@ -50,6 +50,26 @@ class NotFound(ClassifierError):
     status, code = 404, "not_found"
 
 
+class VersionConflict(ClassifierError):
+    """A model version that cannot be used as asked: not loaded here, or a change the serving state refuses."""
+
+    status, code = 409, "version_conflict"
+
+
+class VersionNotLoaded(VersionConflict):
+    """Asked for a version this service does not hold: refused, never answered by another version."""
+
+    code = "version_not_loaded"
+
+
+class Unauthorized(ClassifierError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ClassifierError):
+    status, code = 403, "forbidden"
+
+
 # --- server-side states (5xx) ---------------------------------------------
 class NotReady(ClassifierError):
     status, code = 503, "not_ready"

@@ -83,10 +83,11 @@ def prepare_weights(weights_dir: Path, settings: Settings, synthetic_ok: bool) -
 
 def prepare_models(models_dir: Path, weights_dir: Path, settings: Settings, demo_data: Path | None) -> None:
     """On a fresh clone (no trained models), train a demo model and say what it was trained on."""
-    from shared.artifacts import MANIFEST, load_manifest
+    from shared import repository
+    from shared.artifacts import load_manifest
 
-    if (models_dir / MANIFEST).is_file():
-        load_manifest(models_dir)  # a tampered or incompatible model fails here, before anything starts
+    if repository.has_model(models_dir):
+        load_manifest(repository.active_dir(models_dir))  # tampered or incompatible: fails here, before anything starts
         return
     data = Path(demo_data) if demo_data is not None else Path(settings.datasets_dir) / "screenshots"
     if not data.exists():
@@ -99,6 +100,7 @@ def prepare_models(models_dir: Path, weights_dir: Path, settings: Settings, demo
 
 def train_demo_model(data: Path, models_dir: Path, weights_dir: Path, settings: Settings) -> dict:
     """Train on a balanced sample of data (at most DEMO_PER_CLASS a class: minutes on a CPU); say what, how long."""
+    from shared import repository
     from shared.learning import training
     from shared.learning.data import balanced_subset, load_dataset, write_csv
 
@@ -108,12 +110,14 @@ def train_demo_model(data: Path, models_dir: Path, weights_dir: Path, settings: 
     say(f"No trained models in {models_dir}: training a demo model on {data} ({len(sample)} of its {len(records)} "
         f"images, at most {DEMO_PER_CLASS} per class, listed in {csv}; under {DEMO_BUDGET_MIN} minutes on a CPU) ...")
     started = time.monotonic()
-    manifest = training.train(data=csv, out=models_dir, weights_dir=weights_dir, settings=settings)
+    manifest: dict = {}
+    info = repository.publish(models_dir, lambda folder: manifest.update(
+        training.train(data=csv, out=folder, weights_dir=weights_dir, settings=settings)), activate=True)
     minutes = (time.monotonic() - started) / 60
     train, test = (manifest.get("training", {}).get(side, {}) for side in ("train", "test"))
     per_class = ", ".join(f"{label} {n}" for label, n in train.get("per_class", {}).items())
     say(f"Demo model trained on {data}: {train.get('images', '?')} images ({per_class}), "
-        f"{test.get('images', '?')} more held out for its report in {models_dir / 'report'}; "
+        f"{test.get('images', '?')} more held out for its report in {info.path / 'report'}; "
         f"took {minutes:.1f} min{'' if minutes < DEMO_BUDGET_MIN else f' (over the {DEMO_BUDGET_MIN} min aimed at)'}.")
     return manifest
 

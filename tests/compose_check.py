@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 
 import httpx
 
-from shared import members
+from shared import members, repository
 from shared.config import Settings
 from shared.members import GATEWAY, member_names
 
@@ -239,7 +239,7 @@ def choose_models(requested: Path | None, workdir: Path, settings: Settings) -> 
     if requested is not None:
         return requested.resolve()
     local = ROOT / "models"
-    if (local / "manifest.json").is_file() and (local / "weights" / "weights.json").is_file():
+    if repository.has_model(local) and (local / "weights" / "weights.json").is_file():
         say(f"using the trained models in {local}")
         return local
     cached = MODELS_CACHE / code_digest()

@@ -14,6 +14,11 @@ then while it
   d) kills the PostgreSQL task (the history)   goal: no failed and no degraded answer while swarm replaces it; then
                                                every answer is a record in the database, less the drops the gateway
                                                counts (history_record_failures_total)
+  e) activates a second model version          goal: through serving.json on the bind mount (as `python -m shared
+                                               models activate`): every replica loads it, the gateway switches; no
+                                               failed, no degraded answer, none mixing versions, and after the
+                                               switch every answer is of the new version
+  f) rolls back to the first version           goal: the same
 and prints the counts and timings of each phase. Always removes the stack (waiting until its network is gone), the
 :rolled tag, and the swarm if it made it. Exit status 1 when a goal is missed.
 
@@ -316,6 +321,7 @@ class Result:
     kind: str  # ok, degraded, failed
     latency_s: float
     detail: str = ""  # failed: status or exception; degraded: the failed members and their reasons
+    version: str = ""  # the model version that answered
 
 
 class Load:
@@ -368,11 +374,15 @@ class Load:
             body = resp.json()
         except ValueError:
             return Result(now, "failed", now - begun, "not JSON")
+        version = body.get("model_version", "")
+        mixed = {m.get("model_version") for m in (body.get("members") or {}).values()} - {version}
+        if mixed:  # never: the gateway stacks one version's answers only
+            return Result(now, "failed", now - begun, f"mixed versions: {version} with {sorted(mixed)}", version)
         if body.get("degraded"):
             failed = body.get("failed") or {}
             detail = "; ".join(f"{name}: {str(reason)[:100]}" for name, reason in sorted(failed.items()))
-            return Result(now, "degraded", now - begun, detail)
-        return Result(now, "ok", now - begun)
+            return Result(now, "degraded", now - begun, detail, version)
+        return Result(now, "ok", now - begun, "", version)
 
     def window(self, begun: float, ended: float) -> list[Result]:
         with self._lock:
@@ -645,6 +655,52 @@ def check_history_complete(stack: SwarmStack, timeout: float = 90.0) -> str:
         time.sleep(2)
 
 
+def version_repository(models: Path, workdir: Path) -> tuple[Path, str, str]:
+    """A model repository for the stack: the check's model as the active version and a second version (the same
+    learners, its manifest noted apart, so another version id), weights beside them; readable by the tasks."""
+    from shared import repository
+    from shared.artifacts import load_manifest, write_manifest
+
+    root, source = workdir / "repository", repository.active_dir(models)
+
+    def model_files(folder: str, names: list[str]) -> set[str]:  # the model only: not its weights or caches
+        return {"weights", "cache", "versions", repository.POINTER} & set(names) if Path(folder) == source else set()
+
+    first = repository.publish(root, lambda folder: shutil.copytree(source, folder, ignore=model_files))
+
+    def second(folder: Path) -> None:
+        shutil.copytree(source, folder, ignore=model_files)
+        manifest = load_manifest(folder)
+        write_manifest(folder, {k: v for k, v in manifest.items() if k != "model_version"} | {"note": "swarm-test v2"})
+
+    other = repository.publish(root, second)
+    shutil.copytree(models / "weights", root / "weights")
+    compose_check._open_to_all(root)
+    return root, first.version, other.version
+
+
+def switch_version(stack: SwarmStack, load: Load, root: Path, version: str, name: str) -> Phase:
+    """e), f) make `version` active through serving.json on the bind mount, as `python -m shared models activate`
+    does, watching the gateway's index: every replica loads it, then the gateway switches; no failed, no degraded,
+    no answer mixing versions."""
+    from shared import rollout
+
+    phase = open_phase(name, stack, SCALED)
+    index = rollout.GatewayIndex(stack.url)
+    rollout.activate(root, version, index.readiness, index.active, REPLACE_TIMEOUT_S, 3, say=lambda m: None)
+    switched = time.monotonic()
+    replicas = [e for e in index.entries() or [] if e.get("version") == version and "replica" in e]
+    phase.notes.append(f"the gateway answers with {version} {switched - phase.begun:.1f} s after the command; "
+                       f"{len(replicas)} member replicas hold it ({', '.join(e['name'] + '@' + e['replica'] for e in replicas)})")
+    time.sleep(SETTLE_S)
+    phase = close_phase(phase, load, {"failed": 0, "degraded": 0}, stack)
+    after = Counter(r.version for r in phase.results if r.done > switched + 1.0)
+    phase.notes.append(f"answers by version after the switch: {dict(after)}")
+    if set(after) - {version}:
+        phase.missed.append(f"{phase.name}: answers of {sorted(set(after) - {version})} after the switch")
+    return phase
+
+
 # --- the whole check -----------------------------------------------------------------------------------------
 def pick_port(requested: int | None) -> int:
     port = requested or int(os.environ.get("STACKING_PORT", GATEWAY_PORT))
@@ -659,7 +715,8 @@ def pick_port(requested: int | None) -> int:
     return free
 
 
-def run_check(stack: SwarmStack, photos: list[Path], clock: Clock, threads: int, tag: str) -> list[Phase]:
+def run_check(stack: SwarmStack, photos: list[Path], clock: Clock, threads: int, tag: str,
+              versions: tuple[Path, str, str]) -> list[Phase]:
     with clock.step("deploy (every task running and healthy, gateway ready on its host port)"):
         stack.deploy()
         tasks = wait_healthy(stack, TASKS, DEPLOY_TIMEOUT_S)
@@ -683,6 +740,11 @@ def run_check(stack: SwarmStack, photos: list[Path], clock: Clock, threads: int,
             phases.append(roll(stack, load, tag))
         with clock.step(f"d) kill the {DATABASE} task"):
             phases.append(kill_database(stack, load))
+        root, first, second = versions
+        with clock.step("e) activate another model version across the replicas"):
+            phases.append(switch_version(stack, load, root, second, f"e) activate {second}"))
+        with clock.step("f) roll back to the first version"):
+            phases.append(switch_version(stack, load, root, first, f"f) roll back to {first}"))
     finally:
         load.stop()
     with clock.step("the history holds every answer"):
@@ -728,13 +790,14 @@ def main(argv: list[str] | None = None) -> int:
         with clock.step("swarm"):
             created = join_swarm()
         stack = SwarmStack(args.name, {}, pick_port(args.port))
-        stack.env = dict(os.environ, MODELS_PATH=str(models), STACKING_PORT=str(stack.port), IMAGE_TAG=tag,
+        versions = version_repository(models, workdir)
+        stack.env = dict(os.environ, MODELS_PATH=str(versions[0]), STACKING_PORT=str(stack.port), IMAGE_TAG=tag,
                          HISTORY_DB_SECRETS=str(write_history_secrets(workdir / "secrets")))
         if network_exists(stack.network) or docker("stack", "ls", "--format", "{{.Name}}").split().count(stack.name):
             with clock.step(f"remove the stack {stack.name} left from an earlier run"):
                 stack.remove()
         say(f"stack {stack.name}, models {models}, gateway on {stack.url}, logs in {LOG_DIR}")
-        phases = run_check(stack, photos, clock, args.threads, tag)
+        phases = run_check(stack, photos, clock, args.threads, tag, versions)
         missed = [text for phase in phases for text in phase.missed]
         table = [f"{'phase':<28} {'time':>8}  requests and answers", *(p.line() for p in phases)]
         if missed:

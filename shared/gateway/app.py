@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from flask import Flask
 
 from shared import feedback, history, ui
-from shared.gateway import cache, client, routes
+from shared.gateway import cache, client, routes, shadow, versions
 from shared.gateway.runtime import GatewayRuntime
 from shared.gateway.torch_guard import keep_torch_out
 from shared.members import GATEWAY
@@ -31,11 +31,14 @@ def build_app(config: Mapping[str, Any] | None = None) -> Flask:
     app, settings = base_app({**(config or {}), "SERVICE_NAME": GATEWAY})
     model = GatewayRuntime(settings)
     init_service(app, model)
-    client.init_app(app, settings).session.headers.update(auth.outgoing_headers(settings))
+    members = client.init_app(app, settings)
+    members.session.headers.update(auth.outgoing_headers(settings))
     routes.init_app(app)
+    versions.init_app(app, model, members)
     oip.init_app(app, routes.classify)
     cache.init_app(app, settings)
-    history.init_app(app, settings)
+    store = history.init_app(app, settings)
+    shadow.init_app(app, model, members, store.record_shadow)
     feedback.init_app(app, settings)
     ui.init_app(app)
     return start(app, model)

@@ -174,6 +174,12 @@ class ReplicaPool:
                      if r.state == ReplicaState.OPEN else f"{r.address} on trial" for r in self.replicas.values()]
         return "circuit open: " + "; ".join(parts)
 
+    def addresses(self) -> list[tuple[str, str]]:
+        """(address, base URL) of every replica known now (resolving first when due)."""
+        self._maybe_resolve()
+        with self._lock:
+            return [(r.address, r.base_url) for r in self.replicas.values()]
+
     def snapshot(self) -> list[dict]:
         """Every replica's state, for /v2/models/stacking and tests."""
         with self._lock:

@@ -19,7 +19,7 @@ from flask import Flask, current_app
 from requests.adapters import HTTPAdapter
 
 from shared.config import Settings
-from shared.errors import Overloaded
+from shared.errors import Overloaded, VersionNotLoaded
 from shared.gateway.balancer import BreakerPolicy, ReplicaPool, Pick
 from shared.gateway.slack import SlackPlanner
 from shared.serving import api, observability
@@ -41,6 +41,7 @@ class Outcome(StrEnum):
     BAD_RESPONSE = "bad_response"  # answered, but not with probabilities over the stack's classes
     CIRCUIT_OPEN = "circuit_open"  # not asked: every replica is ejected after consecutive failures
     OVERLOADED = "overloaded"  # the replica is up but full (503 overloaded): tried elsewhere, never ejected for it
+    WRONG_VERSION = "wrong_version"  # the replica does not hold the version asked for (409): tried elsewhere
 
 
 # Outcomes that count against a replica (towards ejecting it); OK, REJECTED (the input's fault) and OVERLOADED
@@ -93,7 +94,8 @@ class MemberAnswer:
         """What the response's `members` and the history record carry for this member."""
         out: dict[str, Any] = {"ok": self.ok, "latency_ms": self.latency_ms}
         if self.ok:
-            out.update(probas=self.body.get("probas"), label=self.body.get("label"))
+            out.update(probas=self.body.get("probas"), label=self.body.get("label"),
+                       model_version=self.body.get("model_version"))
         else:
             out["error"] = self.error
         if self.replica:
@@ -126,14 +128,18 @@ class MemberClient:
                    slack_share=settings.gateway_slack_share, policy=policy)
 
     def fan_out(self, data: bytes, headers: Mapping[str, str], classes: Sequence[str],
-                deadline_at: float | None = None) -> dict[str, MemberAnswer]:
+                deadline_at: float | None = None, version: str | None = None) -> dict[str, MemberAnswer]:
         """Ask every member at once; whoever has not answered by the deadline counts as failed.
 
         `classes`: the stack's classes; an answer over other classes is a bad response, not an answer.
         `deadline_at`: time.monotonic() by which the whole request must be answered (default: deadline from now).
+        `version`: the model version every member must answer with (sent as X-Model-Version); an answer of
+        another version is a bad response, never stacked.
         """
         started = time.perf_counter()
         deadline_at = deadline_at if deadline_at is not None else time.monotonic() + self.timeouts.deadline
+        if version is not None:
+            headers = {**headers, api.MODEL_VERSION_HEADER: version}
         concurrent = self._enter()
         try:
             slack = self.slack.plan(concurrent)
@@ -187,7 +193,8 @@ class MemberClient:
             headers = {**headers, api.EXPECTED_TIMEOUT_HEADER: f"{read_timeout * 1000:.0f}"}
             resp = self.session.post(pick.replica.base_url + "/", data=data, headers=headers,
                                      timeout=(min(self.timeouts.connect, read_timeout), read_timeout))
-            answer = _answer_from_response(name, resp, _ms_since(started), classes)
+            answer = _answer_from_response(name, resp, _ms_since(started), classes,
+                                           headers.get(api.MODEL_VERSION_HEADER))
         except requests.ConnectionError as exc:  # first: ConnectTimeout is both, and nothing ran (a dead replica)
             answer = MemberAnswer(name, Outcome.CONNECTION_ERROR, _ms_since(started),
                                   error=f"connection failed (to {address}): {_short(exc)}")
@@ -243,8 +250,8 @@ def make_session(pool_size: int) -> requests.Session:
 
 
 def _answer_from_response(name: str, resp: requests.Response, latency_ms: float,
-                          classes: Sequence[str]) -> MemberAnswer:
-    """The one place a member's HTTP answer becomes an Outcome."""
+                          classes: Sequence[str], version: str | None = None) -> MemberAnswer:
+    """The one place a member's HTTP answer becomes an Outcome; `version`: the one it had to answer with."""
     status = resp.status_code
     try:
         body = resp.json()
@@ -254,7 +261,7 @@ def _answer_from_response(name: str, resp: requests.Response, latency_ms: float,
         return MemberAnswer(name, Outcome.BAD_RESPONSE, latency_ms, status,
                             error=f"HTTP {status} with a body that is not a JSON object")
     if status == 200 and isinstance(body.get("probas"), dict):
-        problem = _probas_problem(body["probas"], classes)
+        problem = _probas_problem(body["probas"], classes) or _version_problem(body, version)
         if problem:  # a member trained on other classes, or sending other than probabilities, has not answered
             return MemberAnswer(name, Outcome.BAD_RESPONSE, latency_ms, status, body, error=problem)
         return MemberAnswer(name, Outcome.OK, latency_ms, status, body, batch_wait_ms=_batch_wait_ms(resp))
@@ -262,7 +269,8 @@ def _answer_from_response(name: str, resp: requests.Response, latency_ms: float,
     message = error.get("message", "") if isinstance(error, dict) else ""
     code = error.get("code") if isinstance(error, dict) else None
     outcome = (Outcome.REJECTED if status in INPUT_REJECTED else
-               Outcome.OVERLOADED if status == 503 and code in Overloaded.CODES else Outcome.HTTP_ERROR)
+               Outcome.OVERLOADED if status == 503 and code in Overloaded.CODES else
+               Outcome.WRONG_VERSION if status == 409 and code == VersionNotLoaded.code else Outcome.HTTP_ERROR)
     retry_after = resp.headers.get("Retry-After", "")
     return MemberAnswer(name, outcome, latency_ms, status, body, error=f"HTTP {status}: {message}".strip(),
                         retry_after=int(retry_after) if retry_after.isdigit() else None)
@@ -271,7 +279,7 @@ def _answer_from_response(name: str, resp: requests.Response, latency_ms: float,
 def _worth_retrying(answer: MemberAnswer) -> bool:
     """Nothing ran (refused, reset, closed), or the replica could not take it (503): idempotent, so ask again.
     A timeout is not retried: the member may still be working on it and the deadline is mostly spent."""
-    return answer.outcome in (Outcome.CONNECTION_ERROR, Outcome.OVERLOADED) or (
+    return answer.outcome in (Outcome.CONNECTION_ERROR, Outcome.OVERLOADED, Outcome.WRONG_VERSION) or (
         answer.outcome == Outcome.HTTP_ERROR and answer.status in RETRY_STATUSES)
 
 
@@ -282,6 +290,13 @@ def _probas_problem(probas: Mapping[str, Any], classes: Sequence[str]) -> str | 
     if not all(_is_probability(p) for p in probas.values()):
         return "its probas are not all numbers between 0 and 1"
     return None
+
+
+def _version_problem(body: Mapping[str, Any], version: str | None) -> str | None:
+    """Why an answer is not of the version asked for, or None: versions are never mixed in one stack."""
+    if version is None or body.get("model_version") == version:
+        return None
+    return f"it answered with version {body.get('model_version')!r}, not the {version!r} asked for"
 
 
 def _is_probability(value: Any) -> bool:

@@ -1,6 +1,7 @@
 """The gateway's routes: fan the image out to the members, stack what answers, record it in the history."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import Mapping
@@ -11,7 +12,8 @@ from shared.config import Settings
 from shared.errors import ClassifierError, DeadlineExceeded, MembersUnavailable, Overloaded
 from shared.gateway.cache import current_cache, mark as cache_mark
 from shared.gateway.client import MemberAnswer, Outcome, current_member_client
-from shared.gateway.runtime import GatewayRuntime
+from shared.gateway.runtime import GatewayRuntime, LoadedStack
+from shared.gateway.shadow import current_shadow
 from shared.images import ImageLimits, probe_image, sha256_hex
 from shared.members import GATEWAY
 from shared.history import current_history
@@ -70,26 +72,31 @@ class MemberRejected(ClassifierError):
         return self.body
 
 
-def classify(data: bytes) -> dict:
-    """One image's bytes -> the stacked prediction body (the raw POST's and the inference protocol's one path)."""
+def classify(data: bytes, version: str | None = None) -> dict:
+    """One image's bytes -> the stacked prediction body (the raw POST's and the inference protocol's one path).
+
+    One model version answers the whole request: the pinned one (`version`, else X-Model-Version), else the canary
+    for the clients in its share, else the active one. Every member is asked for that version, and only answers
+    of it are stacked, by that version's meta-models."""
     started = time.perf_counter()
     settings: Settings = current_app.config["SETTINGS"]
     runtime = current_runtime(GatewayRuntime)
     probe_image(data, ImageLimits(settings.max_image_bytes, settings.max_image_pixels))
-    classes = runtime.require_loaded().classes
+    version, route = choose_version(runtime, version or api.requested_version(request))
+    stack = runtime.require_stack(version)
     sha, cache = sha256_hex(data), current_cache()
-    hit = cache.get(sha, runtime.model_version)
+    hit = cache.get(sha, version)
     if hit is not None:  # the stored answer as it was; the history still records this request, as a hit
         cache_mark("hit")
-        _record_history(runtime, data, sha, {**hit, "request_id": observability.request_id(),
-                                             "latency_ms": _ms_since(started)}, cached=True)
+        _record_history(stack, data, sha, {**hit, "request_id": observability.request_id(),
+                                           "latency_ms": _ms_since(started)}, cached=True)
         return hit
     if cache.enabled:
         cache_mark("miss")
     deadline_at = _deadline_or_refuse()
     # The members get the deadline less a margin for stacking, recording and sending the answer.
-    answers = current_member_client().fan_out(data, _member_headers(), classes,
-                                             deadline_at - ANSWER_MARGIN_S)
+    answers = current_member_client().fan_out(data, _member_headers(), stack.classes,
+                                             deadline_at - ANSWER_MARGIN_S, version=version)
     _log_members(answers)
     rejected = [a for a in answers.values() if a.rejected]
     if rejected:  # the input is bad: the client gets the member's own 4xx and error body
@@ -97,10 +104,48 @@ def classify(data: bytes) -> dict:
     answered = {name: a for name, a in answers.items() if a.ok}
     if not answered:
         raise _nobody_answered(answers)
-    body = _stack_body(runtime, answers, answered, _ms_since(started))
-    cache.put(sha, runtime.model_version, body)
-    _record_history(runtime, data, sha, body)
+    body = _stack_body(stack, answers, answered, _ms_since(started))
+    if route == CANARY:
+        body["canary"] = True
+    observability.VERSION_ANSWERS.labels(version, route).inc()
+    cache.put(sha, version, body)
+    _record_history(stack, data, sha, body)
+    if route == ACTIVE:  # a copy for the shadow version, if any, after the live answer is made; never waited for
+        current_shadow().offer(data, body, {**_member_headers(), observability.REQUEST_ID_HEADER:
+                                            f"{observability.request_id()}.shadow"})
     return body
+
+
+ACTIVE, PINNED, CANARY = "active", "pinned", "canary"
+CLIENT_HEADER = "X-Client-Id"
+
+
+def choose_version(runtime: GatewayRuntime, pinned: str | None) -> tuple[str, str]:
+    """(version, how it was chosen): pinned, else the canary when this client falls in its share, else active."""
+    if pinned is not None:
+        return pinned, PINNED
+    runtime.require_loaded()
+    canary = runtime.serving.canary
+    if canary is not None and canary.version in runtime.loaded_versions() and \
+            _bucket(_client_key(), canary.version) < canary.percent:
+        return canary.version, CANARY
+    return runtime.active, ACTIVE
+
+
+def _client_key() -> str:
+    """Who the canary sticks to: the API key, else the caller's X-Client-Id, else its address."""
+    from shared.serving.auth import caller_id
+
+    caller = caller_id()
+    if caller != "anonymous":
+        return caller
+    return request.headers.get(CLIENT_HEADER) or request.remote_addr or ""
+
+
+def _bucket(client: str, version: str) -> float:
+    """A stable number in [0, 100) per client and candidate: the same client always gets the same answer."""
+    digest = hashlib.sha256(f"{version}:{client}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 10_000 / 100.0
 
 
 def _deadline_or_refuse() -> float:
@@ -121,13 +166,13 @@ def _member_headers() -> dict[str, str]:
     return {observability.REQUEST_ID_HEADER: observability.request_id(), "Content-Type": "application/octet-stream"}
 
 
-def _stack_body(runtime: GatewayRuntime, answers: Mapping[str, MemberAnswer], answered: Mapping[str, MemberAnswer],
+def _stack_body(stack: LoadedStack, answers: Mapping[str, MemberAnswer], answered: Mapping[str, MemberAnswer],
                 latency_ms: float) -> dict:
     """The member response contract for the stacked probabilities, plus every member's outcome."""
-    parts = {name: _member_weights(runtime, name, a) for name, a in answered.items()}
-    proba = runtime.predict({name: a.body["probas"] for name, a in answered.items()})
-    body = api.prediction_body(proba, runtime.require_loaded().classes, model=GATEWAY,
-                               model_version=runtime.model_version, weights=combine_parts(parts.values()))
+    parts = {name: _member_weights(stack, name, a) for name, a in answered.items()}
+    proba = stack.combine({name: a.body["probas"] for name, a in answered.items()})
+    body = api.prediction_body(proba, stack.classes, model=GATEWAY,
+                               model_version=stack.model_version, weights=combine_parts(parts.values()))
     failed = {name: a.error for name, a in answers.items() if not a.ok}
     members = {name: a.summary() for name, a in answers.items()}
     for name, member_parts in parts.items():
@@ -138,10 +183,10 @@ def _stack_body(runtime: GatewayRuntime, answers: Mapping[str, MemberAnswer], an
     return body
 
 
-def _member_weights(runtime: GatewayRuntime, name: str, answer: MemberAnswer) -> dict[str, str]:
+def _member_weights(stack: LoadedStack, name: str, answer: MemberAnswer) -> dict[str, str]:
     """The parts behind one member's answer: as its body says, else as the manifest records them."""
     own = answer.body.get("weights")
-    return dict(own) if isinstance(own, dict) else runtime.member_weights(name)
+    return dict(own) if isinstance(own, dict) else stack.member_weights(name)
 
 
 def _nobody_answered(answers: Mapping[str, MemberAnswer]) -> Exception:
@@ -164,7 +209,7 @@ def _log_members(answers: Mapping[str, MemberAnswer]) -> None:
         members={name: {"outcome": a.outcome.value, "latency_ms": a.latency_ms} for name, a in answers.items()})
 
 
-def _record_history(runtime: GatewayRuntime, data: bytes, sha: str, body: dict, cached: bool = False) -> None:
+def _record_history(stack: LoadedStack, data: bytes, sha: str, body: dict, cached: bool = False) -> None:
     """Hand the prediction to the history store, which writes it in the background; never fails the request."""
     source = request.headers.get(SOURCE_HEADER, "api").lower()
     try:
@@ -172,7 +217,7 @@ def _record_history(runtime: GatewayRuntime, data: bytes, sha: str, body: dict, 
             "ts": time.time(), "request_id": body["request_id"], "sha256": sha,
             "size_bytes": len(data), "image": data, "class_id": body["class_id"][0], "label": body["label"],
             "proba": body["proba"], "probas": body["probas"], "members": body["members"],
-            "model_version": body["model_version"], "in_training": runtime.seen_in_training(sha),
+            "model_version": body["model_version"], "in_training": stack.seen_in_training(sha),
             "latency_ms": body["latency_ms"], "degraded": body["degraded"],
             "synthetic_weights": bool(body.get("synthetic_weights")), "weights": body.get("weights", {}),
             "source": source if source in SOURCES else "api", "cached": cached,

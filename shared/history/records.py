@@ -41,6 +41,18 @@ def row_from_record(rec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def shadow_row(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """The shadow_answers row of what a shadow version answered for a copy of a live request."""
+    return {
+        "ts": float(rec.get("ts") or time.time()), "request_id": rec.get("request_id"),
+        "model_version": rec.get("model_version"), "live_version": rec.get("live_version"),
+        "class_id": rec.get("class_id"), "label": rec.get("label"), "proba": _maybe_float(rec.get("proba")),
+        "probas": json.dumps(_rounded(rec.get("probas") or {}), separators=(",", ":")),
+        "live_label": rec.get("live_label"), "degraded": int(bool(rec.get("degraded"))),
+        "latency_ms": _maybe_float(rec.get("latency_ms")),
+    }
+
+
 def review_priority(probas: Mapping[str, float], label: str | None, members: Mapping[str, Any]) -> float | None:
     """How much a person's label would teach, 0..2: (1 - the stack's margin between its top two classes) + the
     share of answering members whose top class is not the stack's. None without the stack's probabilities."""

@@ -43,6 +43,25 @@ images = Table(
     Column("thumbnail", LargeBinary),
     Column("image", LargeBinary),
 )
+# What a shadow version answered for a copy of a live request (joined to its prediction by request_id).
+shadow_answers = Table(
+    "shadow_answers", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ts", Float(53), nullable=False),
+    Column("request_id", String),  # the live request's
+    Column("model_version", String),  # the shadow version
+    Column("live_version", String),
+    Column("class_id", Integer),
+    Column("label", String),
+    Column("proba", Float(53)),
+    Column("probas", String),
+    Column("live_label", String),
+    Column("degraded", Integer, nullable=False, server_default="0"),
+    Column("latency_ms", Float(53)),
+    sqlite_autoincrement=True,
+)
+Index("ix_shadow_version_ts", shadow_answers.c.model_version, shadow_answers.c.ts, shadow_answers.c.id)
+Index("ix_shadow_request", shadow_answers.c.request_id)
 p = predictions.c
 UNLABELLED, LABELLED = p.true_label.is_(None), p.true_label.is_not(None)
 INDEXES = (

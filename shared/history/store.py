@@ -21,14 +21,15 @@ from shared.config import Settings
 from shared.errors import ClassifierError, NotFound
 from shared.history.query import MAX_PAGE_SIZE, PAGE_SIZE, HistoryFilter, HistoryPage, format_cursor, parse_cursor
 from shared.history.database import Database, database_target
-from shared.history.records import csv_header, csv_row, item_from_row, row_from_record
-from shared.history.schema import LABELS_SQL, LISTED, UNLABELLED, images, p, predictions
+from shared.history.records import csv_header, csv_row, item_from_row, row_from_record, shadow_row
+from shared.history.schema import LABELS_SQL, LISTED, UNLABELLED, images, p, predictions, shadow_answers
 from shared.history.thumbnails import make_thumbnail
 from shared.members import member_names
 
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 1000
+SHADOW = "_shadow"  # marks a queued shadow answer (and stands for its blobs: it has none)
 BATCH_SIZE = 200  # records per write transaction: one fsync for a burst instead of one each
 RETENTION_EVERY_S = 600.0
 EXPORT_CHUNK = 1000
@@ -109,6 +110,10 @@ class HistoryStore:
             log.exception("history: could not queue a record")
             RECORD_FAILURES.labels(reason="error").inc()
 
+    def record_shadow(self, rec: Mapping[str, Any]) -> None:
+        """Queue what a shadow version answered for a copy of a live request (shadow_row's fields); as record()."""
+        self.record({**rec, SHADOW: True})
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued record is written (or dropped); True if done in time."""
         deadline = time.monotonic() + timeout
@@ -172,7 +177,8 @@ class HistoryStore:
         rows, blobs = [], []
         for rec in batch:  # once, not per attempt
             try:
-                row, blob = row_from_record(rec), self._blobs_from_record(rec)
+                row, blob = ((shadow_row(rec), SHADOW) if rec.get(SHADOW) else
+                             (row_from_record(rec), self._blobs_from_record(rec)))
             except Exception:  # a record this code cannot map: a bug, never worth a retry; the others go on
                 log.exception("history: could not prepare a record")
                 RECORD_FAILURES.labels(reason="error").inc()
@@ -226,7 +232,7 @@ class HistoryStore:
             batch.append(item)
         return batch, False
 
-    def _insert_one_by_one(self, rows: list[dict], blobs: list[tuple[bytes | None, bytes | None]]) -> None:
+    def _insert_one_by_one(self, rows: list[dict], blobs: list[Any]) -> None:
         for row, blob in zip(rows, blobs):
             try:
                 self._insert([row], [blob])
@@ -234,14 +240,21 @@ class HistoryStore:
                 log.error("history: %s refused a record: %s", self.db, _first_line(exc))
                 RECORD_FAILURES.labels(reason="storage_error").inc()
 
-    def _insert(self, rows: list[dict], blobs: list[tuple[bytes | None, bytes | None]]) -> None:
+    def _insert(self, rows: list[dict], blobs: list[Any]) -> None:
+        """Predictions with their blobs, and shadow answers (their blob is the SHADOW marker), in one transaction."""
+        shadows = [row for row, blob in zip(rows, blobs) if blob is SHADOW]
+        kept = [(row, blob) for row, blob in zip(rows, blobs) if blob is not SHADOW]
         with self.db.begin() as conn:
-            ids = conn.execute(insert(predictions).returning(p.id, sort_by_parameter_order=True), rows).scalars().all()
-            stored = [{"id": i, "thumbnail": thumb, "image": image}
-                      for i, (thumb, image) in zip(ids, blobs) if thumb is not None or image is not None]
-            if stored:
-                conn.execute(insert(images), stored)
-        RECORDS_WRITTEN.inc(len(rows))
+            if kept:
+                ids = conn.execute(insert(predictions).returning(p.id, sort_by_parameter_order=True),
+                                   [row for row, _ in kept]).scalars().all()
+                stored = [{"id": i, "thumbnail": thumb, "image": image}
+                          for i, (_, (thumb, image)) in zip(ids, kept) if thumb is not None or image is not None]
+                if stored:
+                    conn.execute(insert(images), stored)
+            if shadows:
+                conn.execute(insert(shadow_answers), shadows)
+        RECORDS_WRITTEN.inc(len(kept))
 
     def _blobs_from_record(self, rec: Mapping[str, Any]) -> tuple[bytes | None, bytes | None]:
         data = rec.get("image")
@@ -260,6 +273,9 @@ class HistoryStore:
             cutoff = (time.time() if now is None else now) - self.retention_days * 86400.0
             deleted += self._in_chunks(delete(predictions).where(p.id.in_(
                 select(p.id).where(p.ts < cutoff).order_by(p.ts, p.id).limit(RETENTION_CHUNK))))
+            s = shadow_answers.c
+            self._in_chunks(delete(shadow_answers).where(s.id.in_(
+                select(s.id).where(s.ts < cutoff).order_by(s.ts, s.id).limit(RETENTION_CHUNK))))
         if self.max_rows > 0:
             # The newest row that falls outside the cap; everything at or below it in (ts, id) order goes.
             with self.db.begin() as conn:
@@ -400,6 +416,18 @@ class HistoryStore:
             if n % EXPORT_CHUNK == 0:
                 yield _drain(buf)
         yield _drain(buf)
+
+    # --- shadow answers ---------------------------------------------------------
+    def shadow_pairs(self, version: str, since: float | None = None) -> list[Mapping[str, Any]]:
+        """Every shadow answer of `version` (since a time): its label, the live answer's label and version, and the
+        label a person gave the live record, if any (joined by request id)."""
+        s = shadow_answers.c
+        sql = (select(s.label, s.live_label, s.live_version, s.degraded, p.true_label)
+               .select_from(shadow_answers.outerjoin(predictions, p.request_id == s.request_id))
+               .where(s.model_version == version))
+        if since is not None:
+            sql = sql.where(s.ts >= since)
+        return self._read(sql)
 
     def _select(self, flt: HistoryFilter, limit: int, after: tuple[float, int] | None,
                 oldest_first: bool = False) -> list[Mapping[str, Any]]:

@@ -99,14 +99,22 @@ class FittedLearner:
         self.model_version: str = manifest["model_version"]
 
     @classmethod
-    def load(cls, models_dir: Path, weights_dir: Path, name: str, settings: Settings) -> "FittedLearner":
-        """Verify the artifacts, load the pipeline, and its extractor as recorded at training (weights must match)."""
+    def load(cls, models_dir: Path, weights_dir: Path, name: str, settings: Settings,
+             extractors: dict[str, Extractor] | None = None) -> "FittedLearner":
+        """Verify the artifacts, load the pipeline, and its extractor as recorded at training (weights must match).
+
+        `extractors`: loaded extractors by `extractor_key`; one recorded alike is shared rather than loaded again
+        (a second model version costs its learner, not a second CLIP)."""
         kind = members.member(name).extractor
         manifest = artifacts.load_manifest(models_dir)
         if name not in manifest["members"]:
             raise ArtifactError(f"{models_dir} has no trained {name}; it has {', '.join(manifest['members'])}")
         pipeline = artifacts.load_object(models_dir, learner_path(name), manifest)
-        extractor = load_extractor(kind, weights_dir, settings, recorded=manifest["features"][kind])
+        recorded = manifest["features"][kind]
+        key = extractor_key(kind, recorded)
+        extractor = (extractors or {}).get(key) or load_extractor(kind, weights_dir, settings, recorded=recorded)
+        if extractors is not None:
+            extractors[key] = extractor
         return cls(name, pipeline, extractor, manifest, models_dir)
 
     def featurize(self, images: Sequence[Image.Image]) -> Any:
@@ -136,6 +144,13 @@ class FittedLearner:
             "part_labels": {kind: part_label(kind) for kind in self.weights},
             "synthetic": self.synthetic,
         }
+
+
+def extractor_key(kind: str, recorded: dict) -> str:
+    """Two versions whose manifests record the same extractor config (weights' hashes included) share it."""
+    import json
+
+    return f"{kind}:{json.dumps(recorded, sort_keys=True)}"
 
 
 def align_proba(proba: np.ndarray, fitted_classes: np.ndarray, n_classes: int) -> np.ndarray:

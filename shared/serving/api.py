@@ -21,6 +21,9 @@ BATCH_WAIT_HEADER = "X-Batch-Wait-Ms"
 # Caller -> service: how long (ms) the caller will wait for this answer (Envoy's x-envoy-expected-rq-timeout-ms).
 # The service's own deadline shrinks to it, so it never queues work its caller has given up on.
 EXPECTED_TIMEOUT_HEADER = "X-Expected-Timeout-Ms"
+# Caller -> service: answer with this model version or refuse (409); the gateway names it on every member call.
+# Service -> caller: the version that answered.
+MODEL_VERSION_HEADER = "X-Model-Version"
 
 
 def settings_from_config(config: Mapping[str, Any] | None) -> Settings:
@@ -29,6 +32,16 @@ def settings_from_config(config: Mapping[str, Any] | None) -> Settings:
     base = config.get("SETTINGS") or Settings.from_env()
     names = {name.upper(): name for name in Settings.env_names()}
     return base.replace(**{names[key]: value for key, value in config.items() if key in names})
+
+
+def requested_version(request: Request) -> str | None:
+    """The version the request pins in X-Model-Version, or None (the active one answers)."""
+    value = (request.headers.get(MODEL_VERSION_HEADER) or "").strip()
+    if not value:
+        return None
+    if len(value) > 64 or not all(c.isalnum() or c in "-_." for c in value):
+        raise BadRequest(f"{MODEL_VERSION_HEADER} must be a model version (letters, digits, - _ .); got {value[:40]!r}")
+    return value
 
 
 def read_image_bytes(request: Request) -> bytes:

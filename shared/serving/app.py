@@ -11,7 +11,7 @@ from flask import Flask
 
 from shared.config import Settings
 from shared.members import GATEWAY, GATEWAY_SPEC, member_names
-from shared.serving import admission, api, auth, observability, oip, openapi, runtime
+from shared.serving import admission, api, auth, model_repository, observability, oip, openapi, runtime
 from shared.serving.runtime import ModelRuntime
 
 
@@ -41,6 +41,7 @@ def init_service(app: Flask, model: ModelRuntime) -> None:
     """What every service has: its runtime, health and metrics endpoints, its OpenAPI document and docs page,
     request logs, bounded admission, errors as JSON."""
     runtime.init_app(app, model)
+    model_repository.init_app(app)
     observability.init_app(app, model.name, model.health)
     openapi.init_app(app, model.name)
     auth.init_app(app, model.settings)

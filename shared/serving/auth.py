@@ -21,6 +21,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from flask_httpauth import HTTPTokenAuth, MultiAuth
 
 from shared.config import Settings
+from shared.errors import Forbidden, Unauthorized
 from shared.serving import api
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,14 @@ REALM = "classifier"
 CHALLENGE = f'Bearer realm="{REALM}"'
 _EXTENSION = "api_keys_on"  # app.extensions key; read through keys_on()
 OPEN_RULES = frozenset({
-    "/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/<name>/ready",
+    "/v2/health/live", "/v2/health/ready", "/v2", "/v2/", "/v2/models/<name>/ready",
     "/v2/models/<name>/versions/<version>/ready", "/openapi.json", "/docs", "/docs/static/<path:filename>",
     "/static/<path:filename>", "/ui/static/<path:filename>",
 })
 OPEN_PAGES = frozenset({"/", "/ui"})  # GET only: the page shells; their POSTs need a key
+# Routes that check an admin key themselves (require_admin): a prediction key is neither needed nor enough.
+ADMIN_RULES: set[str] = set()
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 HTML_PAGES = frozenset({"/history", "/review", "/quality"})  # server-rendered with data: a browser gets _KEY_PAGE, which asks for the key
 
 
@@ -75,9 +79,44 @@ def init_app(app: Flask, settings: Settings) -> None:
     @app.before_request
     def _require_key() -> Response | None:
         rule = request.url_rule.rule if request.url_rule else None
-        if rule is None or rule in open_rules or (rule in OPEN_PAGES and request.method in ("GET", "HEAD")):
+        if rule is None or rule in open_rules or rule in ADMIN_RULES or (
+                rule in OPEN_PAGES and request.method in ("GET", "HEAD")):
             return None  # unknown routes 404 as before
         return checked()  # None when granted (OPTIONS too), else the 401
+
+
+def admin_rule(rule: str) -> str:
+    """Mark a route as an admin route (the model repository's changes): it needs an admin key, not a prediction key."""
+    ADMIN_RULES.add(rule)
+    return rule
+
+
+def require_admin() -> None:
+    """Refuse the request unless it carries an admin key (ADMIN_KEYS); with no key configured at all, unless this
+    service is bound to loopback only (`serve`): 401 without a key, 403 with a wrong one or none configured."""
+    settings: Settings = current_app.config["SETTINGS"]
+    admins = [k.strip().encode() for k in settings.admin_keys.split(",") if k.strip()]
+    if not admins:
+        if not keys_on() and settings.bind_host in LOOPBACK:
+            return
+        raise Forbidden("The model repository's changes need an admin key: set ADMIN_KEYS on this service (and send "
+                        "it as `Authorization: Bearer <key>` or `X-API-Key: <key>`). With no keys at all they are "
+                        f"open only to a service bound to loopback; this one listens on {settings.bind_host}.",
+                        code="admin_key_needed")
+    given = _given_key()
+    if not given:
+        raise Unauthorized("This route needs an admin key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`.")
+    if not matches(given.encode(), admins):
+        raise Forbidden("That key is not an admin key (ADMIN_KEYS).", code="not_an_admin_key")
+    g.api_key_id = key_id(given)
+
+
+def _given_key() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get(KEY_HEADER, "").strip()
 
 
 def keys_on() -> bool:

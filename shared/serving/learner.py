@@ -5,6 +5,8 @@ import ctypes
 import ctypes.util
 import gc
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,12 +15,13 @@ from PIL import Image
 
 from shared import members
 from shared.config import Settings
-from shared.errors import BadRequest
+from shared.errors import ArtifactError, BadRequest
 from shared.features.registry import extractor_class
 from shared.images import ImageLimits, decode_image
 from shared.serving import api, observability
 from shared.serving.batching import DynamicBatcher
-from shared.serving.runtime import ModelRuntime, current_runtime
+from shared.serving.runtime import current_runtime
+from shared.serving.versions import VersionedRuntime
 
 # How long a request may wait for its batch before it gives up (the gateway's own timeout is shorter).
 BATCH_TIMEOUT_S = 60.0
@@ -26,12 +29,21 @@ BATCH_TIMEOUT_S = 60.0
 bp = Blueprint("member", __name__)
 
 
-class LearnerRuntime(ModelRuntime):
-    """One base learner: its fitted pipeline and feature extractor, batched when its extractor gains from it."""
+@dataclass
+class LoadedLearner:
+    """One version of this member: its fitted learner, and its batcher when its extractor gains from batching."""
+
+    learner: Any
+    batcher: DynamicBatcher | None
+
+
+class LearnerRuntime(VersionedRuntime):
+    """One base learner: its fitted pipeline and feature extractor per loaded version, batched when its extractor
+    gains from it. Versions recorded with the same extractor config share one loaded extractor."""
 
     def __init__(self, name: str, settings: Settings):
         super().__init__(name, settings)
-        self.batcher: DynamicBatcher | None = None
+        self.extractors: dict[str, Any] = {}  # extractor_key -> loaded extractor, shared by versions
 
     def running_slots(self) -> int:
         """All gunicorn threads when requests share a batch; else a few (UNBATCHED_RUNNING): one read already
@@ -40,40 +52,56 @@ class LearnerRuntime(ModelRuntime):
             return self.settings.threads
         return max(1, min(self.settings.threads, self.settings.unbatched_running))
 
-    def load(self) -> Any:
-        """The learner and its extractor, checked against the manifest (imports torch)."""
+    def load_version(self, version: str, folder: Path) -> LoadedLearner:
+        """One version's learner and its extractor (shared when recorded alike), checked against its manifest
+        (imports torch)."""
         from shared.learning.learners import FittedLearner
 
-        member = FittedLearner.load(self.settings.models_dir, self.settings.weights_dir, self.name, self.settings)
-        self.batcher = self._make_batcher(member)
-        return member
+        learner = FittedLearner.load(folder, self.settings.weights_dir, self.name, self.settings, self.extractors)
+        if learner.model_version != version:
+            raise ArtifactError(f"{folder} holds version {learner.model_version}, not {version}: its folder was "
+                                "renamed or its manifest replaced.")
+        return LoadedLearner(learner, self._make_batcher(learner))
 
-    def warm_up(self) -> None:
+    def warm_version(self, model: LoadedLearner) -> None:
         """One inference through every layer, then hand the load's freed heap back to the OS."""
-        self.predict(warmup_image())
+        _predict(model, warmup_image(), 0.0)
         release_freed_memory()
 
-    def predict(self, image: Image.Image, slack_s: float = 0.0) -> tuple[np.ndarray, float | None]:
-        """(K,) class probabilities of one decoded image, and the seconds it waited for its batch (None: unbatched).
+    def _drop(self, wanted: set[str]) -> None:
+        super()._drop(wanted)
+        with self._lock:  # an extractor no loaded version uses any more is let go
+            used = {id(slot.model.learner.extractor) for slot in self.slots.values() if slot.model is not None}
+            self.extractors = {k: e for k, e in self.extractors.items() if id(e) in used}
+
+    def require_learner(self) -> Any:
+        """The active version's FittedLearner."""
+        return self.require_loaded().learner
+
+    def predict(self, image: Image.Image, slack_s: float = 0.0,
+                version: str | None = None) -> tuple[np.ndarray, float | None, Any]:
+        """(K,) class probabilities of one decoded image, the seconds it waited for its batch (None: unbatched),
+        and the learner (of the pinned version, else the active one) that answered.
 
         `slack_s`: how long the caller lets it wait for other requests to share its forward pass.
         """
-        if self.batcher is not None:
-            return self.batcher.submit_timed(image, timeout=BATCH_TIMEOUT_S, slack_s=slack_s)
-        return self.require_loaded().predict_proba([image])[0], None
+        _version, loaded = self.model_for(version)
+        proba, waited = _predict(loaded, image, slack_s)
+        return proba, waited, loaded.learner
 
     def metadata(self) -> dict:
-        """The learner's metadata and this worker's readiness."""
-        return {**self.require_loaded().metadata(), "ready": self.health.ready}
+        """The active version's learner metadata, the loaded versions and this worker's readiness."""
+        return {**self.require_learner().metadata(), "loaded_versions": self.loaded_versions(),
+                "ready": self.health.ready}
 
     @property
     def model_version(self) -> str:
-        return self.require_loaded().model_version
+        return self.require_learner().model_version
 
     @property
     def weights(self) -> dict[str, str]:
         """Its own extractor's part only, e.g. {"ocr": "real"}."""
-        return self.require_loaded().weights
+        return self.require_learner().weights
 
     def _make_batcher(self, member: Any) -> DynamicBatcher | None:
         if not member.batchable:  # e.g. OCR reads one image at a time anyway
@@ -83,6 +111,12 @@ class LearnerRuntime(ModelRuntime):
                               max_batch_size=self.settings.batch_max_size,
                               max_wait_ms=self.settings.batch_max_wait_ms,
                               on_batch=hist.observe)
+
+
+def _predict(loaded: LoadedLearner, image: Image.Image, slack_s: float) -> tuple[np.ndarray, float | None]:
+    if loaded.batcher is not None:
+        return loaded.batcher.submit_timed(image, timeout=BATCH_TIMEOUT_S, slack_s=slack_s)
+    return loaded.learner.predict_proba([image])[0], None
 
 
 def release_freed_memory() -> None:
@@ -127,20 +161,23 @@ def predict() -> Response:
     return response
 
 
-def classify(data: bytes) -> dict:
+def classify(data: bytes, version: str | None = None) -> dict:
     """One image's bytes -> the prediction body (the raw POST's and the inference protocol's one path)."""
-    return classify_timed(data)[0]
+    return classify_timed(data, version)[0]
 
 
-def classify_timed(data: bytes) -> tuple[dict, float | None]:
-    """The prediction body and how long the image waited for its batch (None: unbatched)."""
+def classify_timed(data: bytes, version: str | None = None) -> tuple[dict, float | None]:
+    """The prediction body and how long the image waited for its batch (None: unbatched).
+
+    `version`: the model version to answer with (else the request's X-Model-Version, else the active one); one
+    not loaded here is refused (409), never answered by another."""
     runtime = current_runtime(LearnerRuntime)
     settings: Settings = current_app.config["SETTINGS"]
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
     slack_s = batch_slack_s(request.headers.get(api.SLACK_HEADER), settings.batch_max_slack_ms)
+    version = version or api.requested_version(request)
     image = decode_image(data, limits)
-    member = runtime.require_loaded()
-    proba, waited_s = runtime.predict(image, slack_s)
+    proba, waited_s, member = runtime.predict(image, slack_s, version)
     body = api.prediction_body(proba, member.classes, model=runtime.name, model_version=member.model_version,
                                weights=member.weights)
     observability.add_log_fields(label=body["label"], proba=round(body["proba"], 4))

@@ -54,6 +54,13 @@ ADMISSION_REJECTED = Counter("classifier_admission_rejected_total",
                              ["service"])
 DEADLINE_REFUSED = Counter("classifier_deadline_refused_total",
                            "Gateway: requests refused before any fan-out, their deadline spent waiting", ["service"])
+VERSION_REFUSALS = Counter("classifier_version_refusals_total",
+                           "Requests refused because the model version they named is not loaded here", ["service"])
+VERSION_SWITCHES = Counter("classifier_version_switches_total",
+                           "Times a service began answering with another active model version", ["service"])
+VERSION_ANSWERS = Counter("classifier_version_answers_total",
+                          "Gateway: answers by model version and route (active, pinned, canary, shadow)",
+                          ["version", "route"])
 
 request_log = logging.getLogger("classifier.requests")
 _EXTENSION = "health"  # this app's Health, in app.extensions

@@ -17,6 +17,7 @@ from shared.errors import NotFound, NotReady
 from shared.serving import observability, oip_codec
 from shared.serving.oip_codec import Tensor
 from shared.serving.runtime import ModelRuntime, current_runtime
+from shared.serving.versions import VersionedRuntime
 
 BLUEPRINT = "oip"
 # The prediction body's fields that become output tensors; every other field goes to the response's parameters.
@@ -27,7 +28,7 @@ BODY_LIMIT_FACTOR = 2
 _CLASSIFY = "classify"  # the service's classify(bytes), in app.extensions
 
 bp = Blueprint(BLUEPRINT, __name__)
-Classify = Callable[[bytes], dict]
+Classify = Callable[..., dict]  # (image bytes, version=None) -> the raw path's prediction body
 
 
 def init_app(app: Flask, classify: Classify) -> None:
@@ -42,6 +43,7 @@ def is_oip_request() -> bool:
 
 
 @bp.get("/v2")
+@bp.get("/v2/")
 def server_metadata() -> Response:
     """The inference protocol's server metadata.
     ---
@@ -72,7 +74,7 @@ def model_metadata(name: str, version: str | None = None) -> Response:
     k = len(meta["classes"])
     return jsonify({
         "name": runtime.name,
-        "versions": [runtime.model_version],
+        "versions": _versions(runtime),
         "platform": "sklearn",
         "inputs": [{"name": oip_codec.INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
         "outputs": [{"name": "probas", "datatype": "FP32", "shape": [-1, k]},
@@ -135,7 +137,8 @@ def infer(name: str, version: str | None = None) -> Response:
     req = oip_codec.decode_request(request.get_data(cache=False, parse_form_data=False), request.mimetype,
                                    request.headers.get(oip_codec.HEADER_LENGTH))
     oip_codec.check_outputs(req, OUTPUTS)
-    bodies = _each(_classify(), req.images)
+    classify = _classify()
+    bodies = _each(lambda data: classify(data, version), req.images)
     classes = runtime.metadata()["classes"]
     tensors = [
         Tensor("probas", "FP32", [len(bodies), len(classes)],
@@ -180,11 +183,17 @@ def _runtime(name: str | None = None) -> ModelRuntime:
 
 
 def _runtime_for(name: str, version: str | None) -> ModelRuntime:
-    """The runtime serving `name` (and `version`, when given): 404 otherwise, 503 while it loads."""
+    """The runtime serving `name` (and holding `version` loaded, when given): 404 otherwise, 503 while it loads."""
     runtime = _runtime(name)
     if runtime.model is None:
         runtime.require_loaded()
         raise NotReady(f"{name} is not loaded yet")
-    if version is not None and version != runtime.model_version:
-        raise NotFound(f"{name} serves version {runtime.model_version!r}, not {version!r}.")
+    if version is not None and version not in _versions(runtime):
+        raise NotFound(f"{name} holds the versions {', '.join(_versions(runtime))} loaded, not {version!r}.")
     return runtime
+
+
+def _versions(runtime: ModelRuntime) -> list[str]:
+    """The versions loaded here, the active one first."""
+    loaded = runtime.loaded_versions() if isinstance(runtime, VersionedRuntime) else []
+    return list(dict.fromkeys([runtime.model_version, *loaded]))

@@ -112,6 +112,21 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
                                "shape": {"type": "array", "items": {"type": "integer"}},
                                "data": {"type": "array"}, "parameters": {"type": "object"}}}}}},
+    "RepositoryIndex": {"type": "array", "items": {"type": "object", "required": ["name", "version", "state"],
+                                                   "properties": {
+        "name": {"type": "string"}, "version": {"type": "string"},
+        "state": {"type": "string", "enum": ["READY", "LOADING", "UNAVAILABLE"]}, "reason": {"type": "string"},
+        "active": {"type": "boolean"}, "replica": {"type": "string", "description": "gateway: the member replica"},
+        "canary": {"type": "number"}, "shadow": {"type": "number"}}}},
+    "RepositoryRequest": {"type": "object", "properties": {"parameters": {"type": "object", "properties": {
+        "version": {"type": "string", "description": "default: the newest version in the repository"},
+        "activate": {"type": "boolean", "description": "load only: switch to it once loaded (default true)"}}}}},
+    "CandidateRequest": {"type": "object", "required": ["version", "percent"], "properties": {
+        "version": {"type": "string", "nullable": True}, "percent": {"type": "number", "minimum": 0, "maximum": 100}}},
+    "ServingState": {"type": "object", "properties": {
+        "active": {"type": "string"}, "loaded": {"type": "array", "items": {"type": "string"}},
+        "previous": {"type": "array", "items": {"type": "string"}}, "canary": {"type": "object", "nullable": True},
+        "shadow": {"type": "object", "nullable": True}}},
     "HistoryPage": {"type": "object", "required": ["items"], "properties": {
         "items": {"type": "array", "items": {"type": "object"}}, "next_cursor": {"type": "string", "nullable": True},
         "next_url": {"type": "string"}, "filters": {"type": "object"}, "recording": {"type": "boolean"}}},
@@ -120,6 +135,7 @@ SCHEMAS: dict[str, Any] = {
 # Error responses, by name: the operations' docstrings refer to them ("400": BadInput); each also in the inference
 # protocol's flat error shape, named with an Oip prefix.
 ERRORS = {400: ("BadInput", "Bad input (empty or corrupt image, malformed request)"),
+          401: ("Unauthorized", "No key, or not a valid one"), 403: ("Forbidden", "Not an admin key (ADMIN_KEYS)"),
           404: ("NotFound", "Not found"), 409: ("Conflict", "Conflicts with the serving model's state"), 413: ("TooLarge", "Body or pixel count over the limit"),
           415: ("NotAnImage", "Not an image / unsupported type"), 422: ("Rejected", "A member rejected the input"),
           503: ("NotReady", "Not ready (loading, draining), no member answered, or the history database is down"),

@@ -83,3 +83,34 @@ def test_the_history_backends_section_states_ratios_per_round_and_every_answer_r
     history_db.write_section(record, page)
     history_db.write_section(record, page)
     assert page.read_text().count(history_db.START) == 1
+
+
+def test_the_versions_section_judges_the_switch_and_the_shadow(tmp_path: Path) -> None:
+    from bench.report import versions
+
+    def phase(p50: float, rps: float, answered: int = 0) -> dict:
+        return {"p50_ms": p50, "throughput_rps": rps, "errors": 0, "n": 100,
+                "shadow": {"answered": answered, "failed": 0, "dropped": 0}}
+
+    record = {"concurrency": 4, "duration_s": 40, "versions": ["aaa", "bbb"], "machine": {"nproc": 2},
+              "memory": {"one_mb": {"ocr_nb": 900.0, "stacking": 200.0}, "two_mb": {"ocr_nb": 912.0, "stacking": 203.0},
+                         "load_s": 4.2},
+              "switch": {"answers": 300, "statuses": {"200": 300}, "degraded": 0, "mixed": 0,
+                         "by_version": {"aaa": 200, "bbb": 100}, "old_version_after_switch": 0,
+                         "switches": [{"version": "bbb", "seconds": 1.2, "at": 0}, {"version": "aaa", "seconds": 0.9,
+                                                                                    "at": 10}]},
+              "shadow": [{"alone": phase(1000, 3.0), "shadow100": phase(1900, 1.6, 60), "shadow10": phase(1020, 2.9, 9)},
+                         {"alone": phase(1100, 2.8), "shadow100": phase(2000, 1.5, 55), "shadow10": phase(1100, 2.8, 8)}]}
+    f = versions.versions_figures(record)
+    assert f["cost_mb"] == {"ocr_nb": 12.0, "stacking": 3.0} and f["failed"] == 0
+    assert list(f["shadow"]) == [100, 10] and f["shadow"][100]["copies"]["answered"] == 115
+    text = versions.versions_section(record)
+    assert text.startswith(versions.START) and text.endswith(versions.END)
+    assert "| ocr_nb | 900 MB | 912 MB | +12 MB |" in text
+    assert "| failed answers | 0 of 300 | 0 | met |" in text
+    assert "| 100% | 1.859" in text and "not met" in text  # the shadow at 100% on 2 busy cores
+    page = tmp_path / "BENCHMARKS.md"
+    page.write_text("# Benchmarks\n")
+    versions.write_section(record, page)
+    versions.write_section(record, page)
+    assert page.read_text().count(versions.START) == 1

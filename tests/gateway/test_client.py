@@ -10,7 +10,8 @@ import pytest
 import requests
 
 from shared.config import Settings
-from shared.gateway.client import MemberClient, Outcome, Timeouts, _answer_from_response, make_session
+from shared.gateway.client import (REPLICA_FAILURES, MemberClient, Outcome, Timeouts, _answer_from_response,
+                                   _worth_retrying, make_session)
 
 CLASSES = ["a", "b"]
 
@@ -104,15 +105,30 @@ def test_deadline_cuts_the_whole_fan_out(silent):
 
 def test_outcome_values_are_the_strings_metrics_and_logs_show():
     assert [o.value for o in Outcome] == ["ok", "rejected", "timeout", "deadline", "connection_error", "http_error",
-                                          "bad_response", "circuit_open", "overloaded"]
+                                          "bad_response", "circuit_open", "overloaded", "wrong_version"]
     assert json.dumps({"outcome": Outcome.BAD_RESPONSE}) == '{"outcome": "bad_response"}'
 
 
+def test_an_answer_of_another_version_is_never_an_answer_and_a_refusal_is_tried_elsewhere():
+    wrong = _answer_from_response("m", fake_response(200, {"probas": {"a": 0.25, "b": 0.75}, "model_version": "v1"}),
+                                  3.0, CLASSES, version="v2")
+    assert wrong.outcome == Outcome.BAD_RESPONSE and "'v1', not the 'v2'" in wrong.error
+    right = _answer_from_response("m", fake_response(200, {"probas": {"a": 0.25, "b": 0.75}, "model_version": "v2"}),
+                                  3.0, CLASSES, version="v2")
+    assert right.ok
+    refused = _answer_from_response("m", fake_response(409, {"error": {"code": "version_not_loaded", "message": "x"}}),
+                                    3.0, CLASSES, version="v2")
+    assert refused.outcome == Outcome.WRONG_VERSION and _worth_retrying(refused)
+    assert refused.outcome not in REPLICA_FAILURES  # a replica still loading a version is not broken
+
+
 def test_probabilities_over_the_stacks_classes_are_an_answer_with_the_batch_wait():
-    answer = _answer_from_response("m", fake_response(200, {"probas": {"a": 0.25, "b": 0.75}, "label": "b"},
+    answer = _answer_from_response("m", fake_response(200, {"probas": {"a": 0.25, "b": 0.75}, "label": "b",
+                                                            "model_version": "v1"},
                                                       {"X-Batch-Wait-Ms": "12.5"}), 3.0, CLASSES)
     assert answer.ok and answer.batch_wait_ms == 12.5
-    assert answer.summary() == {"ok": True, "latency_ms": 3.0, "probas": {"a": 0.25, "b": 0.75}, "label": "b"}
+    assert answer.summary() == {"ok": True, "latency_ms": 3.0, "probas": {"a": 0.25, "b": 0.75}, "label": "b",
+                                "model_version": "v1"}
 
 
 @pytest.mark.parametrize("probas, error", [

@@ -47,13 +47,14 @@ CREATE INDEX IF NOT EXISTS ix_predictions_review ON predictions (priority, id) W
 CREATE INDEX IF NOT EXISTS ix_predictions_labelled ON predictions (ts, id) WHERE true_label IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ix_predictions_version_ts ON predictions (model_version, ts, id);
 """
+HEAD, REVISIONS = "0002", 2  # the newest revision in shared/history/migrations/versions/, and how many there are
 # A later release's revision: additive, as every revision must be (docs/history.md).
 NEXT_REVISION = '''
 import sqlalchemy as sa
 from alembic import op
 
 revision = "9999_test"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -78,7 +79,7 @@ def test_a_new_database_is_at_the_newest_revision_with_exactly_the_code_s_schema
     s = HistoryStore(new_db("fresh"))
     s.record(answered(1))
     assert s.flush() and s.count() == 1
-    assert _revision(s) == {"0001"}
+    assert _revision(s) == {HEAD}
     assert _schema_differences(s) == []  # the revisions make what schema.py reads and writes, indexes included
     s.close()
 
@@ -112,7 +113,7 @@ def test_a_sqlite_file_of_the_first_release_opens_and_keeps_its_rows(tmp_path) -
     assert s.review_queue().items == []  # no probabilities, no priority: not queued
     s.record(answered(1))
     assert s.flush() and s.count() == 2
-    assert _revision(s) == {"0001"} and _lacks(s) == set()
+    assert _revision(s) == {HEAD} and _lacks(s) == set()
     s.close()
 
 
@@ -127,7 +128,7 @@ def test_a_sqlite_file_of_the_previous_release_is_stamped_and_keeps_rows_and_lab
     s = HistoryStore(path)
     old = s.query().items[0]
     assert (old["true_label"], old["labelled_by"], old["label_changes"]) == ("apple", "key:abc", 2)
-    assert _revision(s) == {"0001"} and _lacks(s) == set()
+    assert _revision(s) == {HEAD} and _lacks(s) == set()
     s.close()
 
 
@@ -206,8 +207,9 @@ def test_gateways_starting_together_migrate_once(new_db, caplog) -> None:
             t.start()
         for t in threads:
             t.join(60)
-    assert sum("Running upgrade" in r.getMessage() for r in caplog.records) == 1
+    # One process upgraded (one line per revision); the others found it done.
+    assert sum("Running upgrade" in r.getMessage() for r in caplog.records) == REVISIONS
     assert not errors and all(s.last_error is None for s in stores)
-    assert stores[0].count() == 4 and _revision(stores[0]) == {"0001"}
+    assert stores[0].count() == 4 and _revision(stores[0]) == {HEAD}
     for s in stores:
         s.close()

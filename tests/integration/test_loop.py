@@ -230,13 +230,14 @@ def test_export_feeds_calibration_and_restack(served: dict, trained_models: Path
     again = subprocess.run(run, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "not an empty folder" in again.stderr
 
-    restacked = tmp_path / "restacked"
     done = subprocess.run([sys.executable, "-m", "shared", "restack", "--models", str(trained_models), "--data",
-                           str(out), "--out", str(restacked), "--folds", "3"], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+                           str(out), "--out", str(tmp_path / "restacked"), "--folds", "3"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"on {n} labelled photos" in done.stdout and "SYNTHETIC" in done.stdout
-    from shared import artifacts
+    from shared import artifacts, repository
+
+    restacked = repository.active_dir(tmp_path / "restacked")  # a new version, active in a new repository
     from shared.learning.meta_model import MetaEnsemble
     from shared.learning.reference import load_reference
 
@@ -258,7 +259,7 @@ def test_export_feeds_calibration_and_restack(served: dict, trained_models: Path
                            "--weights", str(tiny_weights), "--folds", "3", "--calibration-data",
                            str(out / "labels.csv")], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr
-    assert artifacts.load_manifest(calibrated)["calibration"]["data"]["images"] == n
+    assert artifacts.load_manifest(repository.active_dir(calibrated))["calibration"]["data"]["images"] == n
 
 
 def test_label_calls_need_a_key_when_keys_are_on_and_name_it(stack: Stack, photos: dict, tmp_path: Path) -> None:

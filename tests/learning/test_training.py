@@ -95,7 +95,7 @@ def test_calibration_data_fits_a_temperature_per_meta_model_that_serving_loads(
 
     gateway = GatewayRuntime(trained_settings.replace(models_dir=tmp_path / "models"))
     gateway.start(background=False)
-    assert gateway.model.temperatures == calibration["temperatures"]
+    assert gateway.stack.ensemble.temperatures == calibration["temperatures"]
     assert gateway.metadata()["calibration"] == {"method": "temperature", "temperatures": calibration["temperatures"],
                                                  "images": 20, "at_bound": calibration["at_bound"]}
 

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+from shared import repository
 from shared.config import Settings
 
 from tests.test_cli import run_cli
@@ -37,14 +38,16 @@ def test_real_ocr_tells_packages_apart_by_text(tiny_weights: Path, tmp_path: Pat
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Trained 4 classes" in done.stdout and "ocr real, clip SYNTHETIC" in done.stdout
 
-    manifest = json.loads((models / "manifest.json").read_text())
+    folder = repository.active_dir(models)  # the first version trained into a new repository is active
+    assert folder.parent == models / "versions" and f"(version {folder.name})" in done.stdout
+    manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["classes"] == sorted(PRODUCTS) and manifest["training"]["train"]["labels"] == "leaf"
     assert manifest["weights"] == {"clip": "synthetic", "ocr": "real"}
     metrics = manifest["metrics"]
     # 20 held-out photos of 4 products: chance is 0.25. Measured 0.9+; the bound leaves room for OCR jitter.
     assert metrics["ocr_nb"]["accuracy"] >= 0.7, metrics
     assert metrics["ocr_nb"]["macro_f1"] > metrics["clip_logreg"]["macro_f1"] + 0.2, metrics
-    report = (models / "report" / "report.md").read_text()
+    report = (folder / "report" / "report.md").read_text()
     assert "SYNTHETIC" in report and "real" in report
 
     # evaluate names the kept-back folder's classes as training did (leaf), without being told.

@@ -106,7 +106,7 @@ def test_request_id_is_echoed_or_generated(client):
 
 
 def test_unexpected_exception_is_a_logged_json_500(client, caplog):
-    def broken(image, slack_s=0.0):
+    def broken(image, slack_s=0.0, version=None):
         raise RuntimeError("boom")
 
     runtime = client.application.extensions["runtime"]

@@ -1,0 +1,259 @@
+"""The model repository: versions side by side in MODELS_DIR/versions/<model_version>/, and serving.json, the one
+file that says which version answers, which stay loaded, and which candidate gets a share of the traffic.
+
+    models/
+      versions/3f2a9c01b7e4/   a whole trained model (manifest.json, learners/, meta/, ...), named by its version
+      versions/a81d44e0c9f2/
+      serving.json             {"active": ..., "loaded": [...], "previous": [...], "canary": ..., "shadow": ...}
+
+A version is never written over: `publish` trains into a hidden staging folder and renames it into place once its
+manifest is written. serving.json is replaced atomically (write, fsync, rename); every service polls it and
+converges (serving/versions.py). Only its writers (`python -m shared models ...`, the gateway's repository API
+where the folder is writable) change it. A models folder of the older single-folder layout (manifest.json at its
+top) is one version, active unless serving.json names another.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from shared.artifacts import MANIFEST, load_manifest, write_bytes_atomic
+from shared.errors import ArtifactError, NotFound, VersionConflict
+
+VERSIONS = "versions"
+POINTER = "serving.json"
+STAGING_PREFIX = ".staging-"
+# serving.json keeps this many earlier active versions for `rollback`.
+HISTORY_LENGTH = 10
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A version that gets `percent` of the traffic: answered by it (canary) or copied to it (shadow)."""
+
+    version: str
+    percent: float
+
+    @classmethod
+    def parse(cls, value: object) -> "Candidate | None":
+        if not isinstance(value, dict):
+            return None
+        return cls(str(value["version"]), float(value["percent"]))
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What serving.json says; `loaded` lists what every service keeps loaded, the active version first."""
+
+    active: str | None = None
+    loaded: tuple[str, ...] = ()
+    previous: tuple[str, ...] = ()
+    canary: Candidate | None = None
+    shadow: Candidate | None = None
+    changed_at: str = ""
+    stamp: str = field(default="", compare=False)  # the file's sha256: a service acts when it changes
+
+    def to_json(self) -> bytes:
+        body = {key: value for key, value in asdict(self).items() if key != "stamp"}
+        return json.dumps(body, indent=2, sort_keys=True).encode() + b"\n"
+
+    def wanted(self) -> tuple[str, ...]:
+        """Every version a service should hold: the active one, the candidates, the rest of `loaded`."""
+        extra = [c.version for c in (self.canary, self.shadow) if c is not None]
+        return tuple(dict.fromkeys(v for v in (self.active, *extra, *self.loaded) if v))
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version on disk: its id, folder, when it was trained, and whether it is the old single-folder layout."""
+
+    version: str
+    path: Path
+    created_at: str | None
+    legacy: bool = False
+
+
+def manifest_version(folder: Path) -> str:
+    """The version id of a model folder: its manifest's sha256, first 12 hex (as artifacts.load_manifest names it)."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing; train first: python -m shared train --out {folder}")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def is_repository(root: Path) -> bool:
+    root = Path(root)
+    return (root / VERSIONS).is_dir() or (root / POINTER).is_file()
+
+
+def has_model(root: Path) -> bool:
+    """Whether `root` holds a model to serve (a version, or the older layout's manifest)."""
+    root = Path(root)
+    return (root / MANIFEST).is_file() or bool(list_versions(root))
+
+
+def list_versions(root: Path) -> list[VersionInfo]:
+    """Every version in the repository, oldest first; the older layout's top-level model is one of them."""
+    root = Path(root)
+    found = []
+    if (root / MANIFEST).is_file():
+        found.append(_info(root, manifest_version(root), legacy=True))
+    folder = root / VERSIONS
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.is_dir() and not path.name.startswith(".") and (path / MANIFEST).is_file():
+                found.append(_info(path, path.name))
+    return sorted(found, key=lambda info: (info.created_at or "", info.version))
+
+
+def _info(path: Path, version: str, legacy: bool = False) -> VersionInfo:
+    try:
+        created = json.loads((path / MANIFEST).read_text()).get("created_at")
+    except (OSError, ValueError):
+        created = None
+    return VersionInfo(version, path, created, legacy)
+
+
+def version_dir(root: Path, version: str) -> Path:
+    """The folder of one version; NotFound (404) naming the versions there are when it is not in the repository."""
+    root = Path(root)
+    candidate = root / VERSIONS / version
+    if _safe_name(version) and (candidate / MANIFEST).is_file():
+        return candidate
+    if (root / MANIFEST).is_file() and manifest_version(root) == version:
+        return root
+    known = ", ".join(info.version for info in list_versions(root)) or "none"
+    raise NotFound(f"There is no version {version!r} in {root}; it has: {known}.", code="version_not_found")
+
+
+def _safe_name(version: str) -> bool:
+    return bool(version) and all(c.isalnum() or c in "-_." for c in version) and not version.startswith(".")
+
+
+def read_state(root: Path) -> ServingState:
+    """serving.json; without it, the only version there is (or the older layout's model) is active."""
+    root = Path(root)
+    path = root / POINTER
+    if path.is_file():
+        data = path.read_bytes()
+        try:
+            body = json.loads(data)
+            return ServingState(
+                active=body.get("active"), loaded=tuple(body.get("loaded", ())),
+                previous=tuple(body.get("previous", ())), canary=Candidate.parse(body.get("canary")),
+                shadow=Candidate.parse(body.get("shadow")), changed_at=body.get("changed_at", ""),
+                stamp=hashlib.sha256(data).hexdigest())
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ArtifactError(f"{path} is not a valid serving state ({exc}); fix it or remove it.") from None
+    versions = list_versions(root)
+    legacy = [info for info in versions if info.legacy]
+    only = legacy[0] if legacy else (versions[-1] if len(versions) == 1 else None)
+    if only is None:
+        return ServingState()
+    return ServingState(active=only.version, loaded=(only.version,), stamp=f"implicit:{only.version}")
+
+
+def write_state(root: Path, state: ServingState) -> ServingState:
+    """Replace serving.json atomically; the state as read back (with its stamp)."""
+    from datetime import datetime, timezone
+
+    state = replace(state, changed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    write_bytes_atomic(Path(root) / POINTER, state.to_json())
+    return read_state(root)
+
+
+def active_dir(root: Path) -> Path:
+    """The active version's folder: what `evaluate`, `predict`, `classify-batch` and `restack` read by default."""
+    root = Path(root)
+    state = read_state(root)
+    if state.active is None:
+        if is_repository(root):
+            raise ArtifactError(f"{root} has versions but none is active: python -m shared models activate <version>")
+        return root  # not a repository: the caller's own error names the missing manifest
+    return version_dir(root, state.active)
+
+
+def publish(root: Path, build: Callable[[Path], object], activate: bool | None = None) -> VersionInfo:
+    """Run `build(folder)` into a staging folder, then move it to versions/<its version>.
+
+    `activate`: True makes it active, False never, None (default) only when nothing is active yet (a first model).
+    The staging folder is removed if `build` fails; a version already there (the same bytes) is kept as it is.
+    """
+    root = Path(root)
+    before = read_state(root)
+    staging = root / VERSIONS / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        build(staging)
+        version = manifest_version(staging)
+        target = root / VERSIONS / version
+        if target.exists():
+            shutil.rmtree(staging)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if activate or (activate is None and before.active is None):
+        set_active(root, version)
+    elif not (root / POINTER).is_file() and before.active is not None:
+        write_state(root, before)  # the one version active by default stays so, now that there are two
+    return _info(target, version)
+
+
+def set_active(root: Path, version: str, keep_loaded: int = 2) -> ServingState:
+    """Make `version` active after verifying it (every file against its manifest); the old active one stays
+    loaded (in-flight requests finish on it, rollback is instant) and first in `previous`."""
+    root = Path(root)
+    load_manifest(version_dir(root, version))  # a tampered or incomplete version fails here, naming the file
+    state = read_state(root)
+    old = state.active
+    previous = (old, *state.previous) if old and old != version else state.previous
+    previous = tuple(v for v in dict.fromkeys(previous) if v != version)[:HISTORY_LENGTH]
+    loaded = tuple(dict.fromkeys(v for v in (version, old, *state.loaded) if v))[:max(1, keep_loaded)]
+    return write_state(root, replace(state, active=version, loaded=loaded, previous=previous,
+                                     canary=_unless(state.canary, version), shadow=_unless(state.shadow, version)))
+
+
+def rollback_target(root: Path) -> str:
+    """The version that was active before this one (VersionConflict when serving.json records none)."""
+    state = read_state(root)
+    earlier = [v for v in state.previous if v != state.active]
+    if not earlier:
+        raise VersionConflict(f"{Path(root) / POINTER} records no earlier active version to roll back to.")
+    return earlier[0]
+
+
+def forget_previous(root: Path, version: str) -> ServingState:
+    """Take `version` out of `previous`: after a rollback from it, the next rollback must not undo this one."""
+    state = read_state(root)
+    return write_state(root, replace(state, previous=tuple(v for v in state.previous if v != version)))
+
+
+def set_candidate(root: Path, kind: str, version: str | None, percent: float = 0.0) -> ServingState:
+    """Give `version` `percent` of the traffic as the canary or the shadow (kind); None or 0 % removes it."""
+    root = Path(root)
+    if kind not in ("canary", "shadow"):
+        raise ValueError(f"kind must be canary or shadow, got {kind!r}")
+    if not 0.0 <= percent <= 100.0:
+        raise VersionConflict(f"The {kind} percentage must be between 0 and 100; got {percent:g}.", status=400,
+                              code="bad_percent")
+    state = read_state(root)
+    candidate = None
+    if version is not None and percent > 0:
+        load_manifest(version_dir(root, version))
+        if version == state.active:
+            raise VersionConflict(f"{version} is the active version; a {kind} must be another version.")
+        candidate = Candidate(version, percent)
+    return write_state(root, replace(state, **{kind: candidate}))
+
+
+def _unless(candidate: Candidate | None, version: str) -> Candidate | None:
+    """A candidate that has just become the active version is no longer a candidate."""
+    return None if candidate is not None and candidate.version == version else candidate
