@@ -26,18 +26,19 @@ missing learner) is taken out again with the reason, and the old version keeps s
 
 
 def add_parser(parser: argparse.ArgumentParser, models: Path) -> argparse.ArgumentParser:
-    parser.add_argument("--models", type=Path, default=models, help="model repository (default: %(default)s)")
-    parser.add_argument("--gateway", default=None, help="gateway to watch (default: MODELS_GATEWAY_URL)")
-    parser.add_argument("--timeout", type=float, default=None,
+    common = argparse.ArgumentParser(add_help=False)  # on every subcommand: `models activate V --models M`
+    common.add_argument("--models", type=Path, default=models, help="model repository (default: %(default)s)")
+    common.add_argument("--gateway", default=None, help="gateway to watch (default: MODELS_GATEWAY_URL)")
+    common.add_argument("--timeout", type=float, default=None,
                         help="seconds to wait for every service (default: MODEL_LOAD_TIMEOUT_S)")
     sub = parser.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
-    sub.add_parser("list", help="the versions, which is active, loaded, previous, canary")
-    p = sub.add_parser("activate", help="load a version everywhere, then switch to it")
+    sub.add_parser("list", parents=[common], help="the versions, which is active, loaded, previous, canary")
+    p = sub.add_parser("activate", parents=[common], help="load a version everywhere, then switch to it")
     p.add_argument("version")
-    sub.add_parser("rollback", help="activate the version that was active before")
+    sub.add_parser("rollback", parents=[common], help="activate the version that was active before")
     for kind, what in (("canary", "answer a share of the clients with a candidate version (sticky per client)"),
                        ("shadow", "copy a share of the requests to a candidate version, off the response path")):
-        p = sub.add_parser(kind, help=what)
+        p = sub.add_parser(kind, parents=[common], help=what)
         p.add_argument("version", nargs="?", default=None)
         p.add_argument("--percent", type=float, default=None, help="share, 0-100 (0 or --off removes it)")
         p.add_argument("--off", action="store_true", help=f"remove the {kind}")

@@ -20,7 +20,7 @@ from typing import Callable
 
 from shared import repository
 from shared.artifacts import load_manifest
-from shared.errors import VersionConflict
+from shared.errors import ArtifactError, VersionConflict
 from shared.serving.versions import SlotState
 
 Readiness = Callable[[str], "tuple[str, str]"]  # version -> (state, reason) across the ensemble
@@ -32,7 +32,7 @@ def activate(root: Path, version: str, readiness: Readiness, active_now: Callabl
     """Load `version` everywhere, switch to it once it is READY everywhere, and wait for the gateway to answer with
     it; VersionConflict with the reason (and the old version still active) when it cannot."""
     root = Path(root)
-    load_manifest(repository.version_dir(root, version))  # tampered or incomplete here: refused before any service
+    verify(root, version)
     before = repository.read_state(root)
     if before.active != version:
         load(root, version, readiness, timeout_s, keep_loaded, say)
@@ -47,7 +47,7 @@ def load(root: Path, version: str, readiness: Readiness, timeout_s: float, keep_
          say: Callable[[str], None] = lambda _: None) -> repository.ServingState:
     """Phase 1 alone: every service loads `version` beside the active one (for a canary, shadow or pinning)."""
     root = Path(root)
-    load_manifest(repository.version_dir(root, version))
+    verify(root, version)
     before = repository.read_state(root)
     if version not in before.loaded:
         loaded = (*before.loaded[:max(0, keep_loaded - 1)], version)
@@ -60,6 +60,17 @@ def load(root: Path, version: str, readiness: Readiness, timeout_s: float, keep_
         raise VersionConflict(f"Version {version} did not load: {reason}. {before.active} keeps serving.",
                               code="version_load_failed")
     return repository.read_state(root)
+
+
+def verify(root: Path, version: str) -> None:
+    """Every file of the version against its manifest, before any service is asked to load it: a tampered or
+    incomplete version is refused here (409), naming the file, with the active version unchanged."""
+    try:
+        load_manifest(repository.version_dir(root, version))
+    except ArtifactError as exc:
+        active = repository.read_state(root).active
+        raise VersionConflict(f"Version {version} cannot be loaded: {exc.message} {active} keeps serving.",
+                              code="version_load_failed") from None
 
 
 def _wait(check: Callable[[], tuple[str, str]], timeout_s: float, version: str,

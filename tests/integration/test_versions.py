@@ -235,7 +235,7 @@ def test_repository_changes_need_an_admin_key(vstack, versions, tmp_path):
 
 
 def test_models_list_names_each_version_and_its_role(versions):
-    done = subprocess.run([sys.executable, "-m", "shared", "models", "--models", str(versions["root"]), "list"],
+    done = subprocess.run([sys.executable, "-m", "shared", "models", "list", "--models", str(versions["root"])],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     lines = {line.split()[0]: line for line in done.stdout.splitlines()[1:]}
