@@ -50,7 +50,8 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             test_data=args.test_data, test_size=args.test_size, folds=args.folds, seed=args.seed, labels=args.labels,
             calibration_data=args.calibration_data))
 
-    info = repository.publish(args.out, build, activate=True if args.activate else None)
+    info = repository.publish(args.out, build, activate=True if args.activate else None,
+                              keep_loaded=settings.model_versions_loaded)
     print(f"Trained {len(trained['classes'])} classes into {info.path} (version {info.version}); report: "
           f"{info.path / 'report' / 'report.md'}{_synthetic_note(trained)}")
     print(_activation_note(args.out, info.version))

@@ -65,6 +65,10 @@ class VersionNotLoaded(VersionConflict):
 class Unauthorized(ClassifierError):
     status, code = 401, "unauthorized"
 
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.headers = headers or {}
+
 
 class Forbidden(ClassifierError):
     status, code = 403, "forbidden"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from shared import repository, rollout
 from shared.config import Settings
+from shared.errors import VersionConflict
 from shared.serving.auth import member_key
 
 HELP = """\
@@ -57,8 +58,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     keep = settings.model_versions_loaded
     if args.models_command in ("canary", "shadow"):
         return _candidate(args.models_command, root, args, gateway, timeout, keep)
-    rolled_back_from = repository.read_state(root).active if args.models_command == "rollback" else None
-    version = args.version if rolled_back_from is None else repository.rollback_target(root)
+    rollback = args.models_command == "rollback"
+    rolled_back_from = repository.read_state(root).active if rollback else None
+    version = repository.rollback_target(root) if rollback else args.version
     if gateway.entries() is None:
         repository.set_active(root, version, keep)
         print(f"{version} is active in {root / repository.POINTER}. No gateway answered at {gateway.url}: the "
@@ -73,13 +75,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _candidate(kind: str, root: Path, args: argparse.Namespace, gateway: rollout.GatewayIndex, timeout: float,
                keep: int) -> int:
-    if args.off or not args.version or not args.percent:
+    if args.off or args.percent == 0:
         repository.set_candidate(root, kind, None)
         print(f"No {kind}: the active version answers every request, alone.")
         return 0
+    if not args.version or args.percent is None or not 0 < args.percent <= 100:
+        raise VersionConflict(f"Name the version and its share: models {kind} <version> --percent P "
+                                         "(0 < P <= 100), or --off.", status=400, code="bad_percent")
     if gateway.entries() is not None:  # loaded everywhere before any request goes to it
         rollout.load(root, args.version, gateway.readiness, timeout, keep, say=_say)
-    repository.set_candidate(root, kind, args.version, args.percent)
+    repository.set_candidate(root, kind, args.version, args.percent, keep)
     share = ("answers {p}% of the clients (sticky per API key, X-Client-Id or address)" if kind == "canary" else
              "gets a copy of {p}% of the requests; compare: GET /v1/versions/compare")
     print(f"{args.version} {share.format(p=f'{args.percent:g}')}.")

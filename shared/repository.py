@@ -14,20 +14,24 @@ top) is one version, active unless serving.json names another.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from shared.artifacts import MANIFEST, load_manifest, write_bytes_atomic
-from shared.errors import ArtifactError, NotFound, VersionConflict
+from shared.errors import ArtifactError, ClassifierError, NotFound, VersionConflict
 
 VERSIONS = "versions"
 POINTER = "serving.json"
+LOCK = ".serving.lock"
+DEFAULT_KEEP = 3  # MODEL_VERSIONS_LOADED's default
 STAGING_PREFIX = ".staging-"
 # serving.json keeps this many earlier active versions for `rollback`.
 HISTORY_LENGTH = 10
@@ -64,9 +68,10 @@ class ServingState:
         return json.dumps(body, indent=2, sort_keys=True).encode() + b"\n"
 
     def wanted(self) -> tuple[str, ...]:
-        """Every version a service should hold: the active one, the candidates, the rest of `loaded`."""
+        """Every version a service should hold: the active one, `loaded` (a version being loaded comes right after
+        the active one), the candidates. Writers keep it within MODEL_VERSIONS_LOADED (`fit`)."""
         extra = [c.version for c in (self.canary, self.shadow) if c is not None]
-        return tuple(dict.fromkeys(v for v in (self.active, *extra, *self.loaded) if v))
+        return tuple(dict.fromkeys(v for v in (self.active, *self.loaded, *extra) if v))
 
 
 @dataclass(frozen=True)
@@ -150,13 +155,28 @@ def read_state(root: Path) -> ServingState:
                 shadow=Candidate.parse(body.get("shadow")), changed_at=body.get("changed_at", ""),
                 stamp=hashlib.sha256(data).hexdigest())
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ArtifactError(f"{path} is not a valid serving state ({exc}); fix it or remove it.") from None
+            raise ClassifierError(f"{path} is not a valid serving state ({exc}); fix it or remove it.", status=503,
+                                  code="serving_state_invalid") from None
     versions = list_versions(root)
     legacy = [info for info in versions if info.legacy]
     only = legacy[0] if legacy else (versions[-1] if len(versions) == 1 else None)
     if only is None:
         return ServingState()
     return ServingState(active=only.version, loaded=(only.version,), stamp=f"implicit:{only.version}")
+
+
+@contextmanager
+def changing(root: Path) -> Iterator[None]:
+    """Hold the repository's lock while serving.json is read, changed and written (writers on one host: the CLI,
+    the gateway's workers); readers need none, the file is replaced whole."""
+    path = Path(root) / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def write_state(root: Path, state: ServingState) -> ServingState:
@@ -179,7 +199,8 @@ def active_dir(root: Path) -> Path:
     return version_dir(root, state.active)
 
 
-def publish(root: Path, build: Callable[[Path], object], activate: bool | None = None) -> VersionInfo:
+def publish(root: Path, build: Callable[[Path], object], activate: bool | None = None,
+            keep_loaded: int = DEFAULT_KEEP) -> VersionInfo:
     """Run `build(folder)` into a staging folder, then move it to versions/<its version>.
 
     `activate`: True makes it active, False never, None (default) only when nothing is active yet (a first model).
@@ -201,24 +222,63 @@ def publish(root: Path, build: Callable[[Path], object], activate: bool | None =
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if activate or (activate is None and before.active is None):
-        set_active(root, version)
+        set_active(root, version, keep_loaded)
     elif not (root / POINTER).is_file() and before.active is not None:
-        write_state(root, before)  # the one version active by default stays so, now that there are two
+        with changing(root):  # the one version active by default stays so, now that there are two
+            write_state(root, before)
     return _info(target, version)
 
 
-def set_active(root: Path, version: str, keep_loaded: int = 2) -> ServingState:
+def set_active(root: Path, version: str, keep_loaded: int = DEFAULT_KEEP) -> ServingState:
     """Make `version` active after verifying it (every file against its manifest); the old active one stays
     loaded (in-flight requests finish on it, rollback is instant) and first in `previous`."""
     root = Path(root)
     load_manifest(version_dir(root, version))  # a tampered or incomplete version fails here, naming the file
-    state = read_state(root)
-    old = state.active
-    previous = (old, *state.previous) if old and old != version else state.previous
-    previous = tuple(v for v in dict.fromkeys(previous) if v != version)[:HISTORY_LENGTH]
-    loaded = tuple(dict.fromkeys(v for v in (version, old, *state.loaded) if v))[:max(1, keep_loaded)]
-    return write_state(root, replace(state, active=version, loaded=loaded, previous=previous,
-                                     canary=_unless(state.canary, version), shadow=_unless(state.shadow, version)))
+    with changing(root):
+        state = read_state(root)
+        old = state.active
+        previous = (old, *state.previous) if old and old != version else state.previous
+        previous = tuple(v for v in dict.fromkeys(previous) if v != version)[:HISTORY_LENGTH]
+        new = replace(state, active=version, loaded=(version, *(v for v in (old, *state.loaded) if v)),
+                      previous=previous, canary=_unless(state.canary, version), shadow=_unless(state.shadow, version))
+        return write_state(root, fit(new, keep_loaded, must=(version, old)))
+
+
+def add_loaded(root: Path, version: str, keep_loaded: int = DEFAULT_KEEP) -> ServingState:
+    """List `version` to be loaded everywhere beside the active one (not answering yet)."""
+    with changing(root):
+        state = read_state(root)
+        new = replace(state, loaded=(state.active, version, *state.loaded) if state.active else (version,))
+        return write_state(root, fit(new, keep_loaded, must=(state.active, version)))
+
+
+def drop_version(root: Path, version: str) -> ServingState:
+    """Take a version that is not active out of `loaded` and the candidates: every service drops it."""
+    with changing(root):
+        state = read_state(root)
+        if version == state.active:
+            raise VersionConflict(f"{version} is the active version; activate another before unloading it.")
+        loaded = tuple(v for v in state.loaded if v != version)
+        return write_state(root, replace(state, loaded=loaded, canary=_unless(state.canary, version),
+                                         shadow=_unless(state.shadow, version)))
+
+
+def fit(state: ServingState, keep: int, must: tuple[str | None, ...] = ()) -> ServingState:
+    """`state` with the oldest entries of `loaded` left out until every service holds at most `keep` versions;
+    VersionConflict when the active one, `must` and the candidates alone are more."""
+    needed = set(v for v in (state.active, *must) if v) | {c.version for c in (state.canary, state.shadow) if c}
+    if len(needed) > keep:
+        raise VersionConflict(f"That would hold {len(needed)} versions loaded ({', '.join(sorted(needed))}); "
+                              f"MODEL_VERSIONS_LOADED allows {keep}. Remove the canary or shadow first, or raise it.",
+                              code="too_many_versions")
+    loaded, room = [], keep - len(needed)
+    for v in dict.fromkeys(v for v in state.loaded if v):
+        if v in needed:
+            loaded.append(v)
+        elif room > 0:
+            loaded.append(v)
+            room -= 1
+    return replace(state, loaded=tuple(loaded))
 
 
 def rollback_target(root: Path) -> str:
@@ -232,28 +292,32 @@ def rollback_target(root: Path) -> str:
 
 def forget_previous(root: Path, version: str) -> ServingState:
     """Take `version` out of `previous`: after a rollback from it, the next rollback must not undo this one."""
-    state = read_state(root)
-    return write_state(root, replace(state, previous=tuple(v for v in state.previous if v != version)))
+    with changing(root):
+        state = read_state(root)
+        return write_state(root, replace(state, previous=tuple(v for v in state.previous if v != version)))
 
 
-def set_candidate(root: Path, kind: str, version: str | None, percent: float = 0.0) -> ServingState:
-    """Give `version` `percent` of the traffic as the canary or the shadow (kind); None or 0 % removes it."""
+def set_candidate(root: Path, kind: str, version: str | None, percent: float = 0.0,
+                  keep_loaded: int = DEFAULT_KEEP) -> ServingState:
+    """Give `version` `percent` of the traffic as the canary or the shadow (kind); None or 0 % removes it (the
+    version stays loaded: a gateway worker that has not seen the change yet may still send it requests)."""
     root = Path(root)
     if kind not in ("canary", "shadow"):
         raise ValueError(f"kind must be canary or shadow, got {kind!r}")
     if not 0.0 <= percent <= 100.0:
         raise VersionConflict(f"The {kind} percentage must be between 0 and 100; got {percent:g}.", status=400,
                               code="bad_percent")
-    state = read_state(root)
-    candidate = None
-    if version is not None and percent > 0:
+    with changing(root):
+        state = read_state(root)
+        if version is None or percent == 0:
+            return write_state(root, replace(state, **{kind: None}))
         load_manifest(version_dir(root, version))
         if version == state.active:
             raise VersionConflict(f"{version} is the active version; a {kind} must be another version.")
-        candidate = Candidate(version, percent)
-    return write_state(root, replace(state, **{kind: candidate}))
+        new = replace(state, loaded=(state.active, version, *state.loaded), **{kind: Candidate(version, percent)})
+        return write_state(root, fit(new, keep_loaded, must=(version,)))
 
 
 def _unless(candidate: Candidate | None, version: str) -> Candidate | None:
-    """A candidate that has just become the active version is no longer a candidate."""
+    """A candidate that has just become the active version (or is dropped) is no longer a candidate."""
     return None if candidate is not None and candidate.version == version else candidate

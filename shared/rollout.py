@@ -14,7 +14,6 @@ can write the models folder, watching the gateway's index over HTTP.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,8 +26,8 @@ Readiness = Callable[[str], "tuple[str, str]"]  # version -> (state, reason) acr
 POLL_S = 0.2
 
 
-def activate(root: Path, version: str, readiness: Readiness, active_now: Callable[[], str | None],
-             timeout_s: float, keep_loaded: int, say: Callable[[str], None] = lambda _: None) -> repository.ServingState:
+def activate(root: Path, version: str, readiness: Readiness, active_now: Callable[[], str | None], timeout_s: float,
+             keep_loaded: int, say: Callable[[str], None] = lambda _: None) -> repository.ServingState:
     """Load `version` everywhere, switch to it once it is READY everywhere, and wait for the gateway to answer with
     it; VersionConflict with the reason (and the old version still active) when it cannot."""
     root = Path(root)
@@ -38,8 +37,12 @@ def activate(root: Path, version: str, readiness: Readiness, active_now: Callabl
         load(root, version, readiness, timeout_s, keep_loaded, say)
         repository.set_active(root, version, keep_loaded)
     say(f"{version} is active; waiting for the gateway to answer with it")
-    _wait(lambda: ("READY", "") if active_now() == version else ("LOADING", f"the gateway answers with "
-                                                                             f"{active_now()}"), timeout_s, version)
+    state, reason = _wait(lambda: ("READY", "") if active_now() == version else ("LOADING", f"the gateway answers "
+                                                                                 f"with {active_now()}"),
+                          timeout_s, version)
+    if state != SlotState.READY:
+        raise VersionConflict(f"serving.json makes {version} active, but {reason}. Every service holds it; see "
+                              "GET /v2/repository/index on the gateway.", status=504, code="switch_timeout")
     return repository.read_state(root)
 
 
@@ -49,14 +52,18 @@ def load(root: Path, version: str, readiness: Readiness, timeout_s: float, keep_
     root = Path(root)
     verify(root, version)
     before = repository.read_state(root)
-    if version not in before.loaded:
-        loaded = (*before.loaded[:max(0, keep_loaded - 1)], version)
-        repository.write_state(root, replace(before, loaded=loaded))
+    if version not in before.wanted():
+        repository.add_loaded(root, version, keep_loaded)
     say(f"loading {version} in every service beside {before.active}")
-    state, reason = _wait(lambda: readiness(version), timeout_s, version, fail_on=SlotState.UNAVAILABLE)
+    def still_wanted(version: str) -> tuple[str, str]:
+        if version not in repository.read_state(root).wanted():
+            return SlotState.UNAVAILABLE, "another change to serving.json took it out meanwhile"
+        return readiness(version)
+
+    state, reason = _wait(lambda: still_wanted(version), timeout_s, version, fail_on=SlotState.UNAVAILABLE)
     if state != SlotState.READY:
-        now = repository.read_state(root)
-        repository.write_state(root, replace(now, loaded=tuple(v for v in now.loaded if v != version)))
+        if version not in before.wanted():  # only what this call added is taken out again
+            repository.drop_version(root, version)
         raise VersionConflict(f"Version {version} did not load: {reason}. {before.active} keeps serving.",
                               code="version_load_failed")
     return repository.read_state(root)

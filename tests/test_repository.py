@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared import repository
-from shared.errors import ArtifactError, NotFound, VersionConflict
+from shared.errors import ArtifactError, ClassifierError, NotFound, VersionConflict
 
 
 @pytest.fixture
@@ -101,5 +101,26 @@ def test_candidates_are_loaded_and_cleared_when_activated(repo):
 
 def test_a_corrupt_serving_json_is_an_error_naming_it(repo):
     (repo["root"] / repository.POINTER).write_text("{not json")
-    with pytest.raises(ArtifactError, match="serving.json is not a valid serving state"):
+    with pytest.raises(ClassifierError, match="serving.json is not a valid serving state") as raised:
         repository.read_state(repo["root"])
+    assert raised.value.status == 503
+
+
+def test_the_bound_on_loaded_versions_drops_the_oldest_and_refuses_what_cannot_fit(repo, trained_models):
+    from shared.artifacts import load_manifest, write_manifest
+
+    root, v1, v2 = repo["root"], repo["v1"], repo["v2"]
+
+    def third(folder: Path) -> None:
+        shutil.copytree(trained_models, folder)
+        write_manifest(folder, {k: v for k, v in load_manifest(folder).items() if k != "model_version"} | {"n": 3})
+
+    v3 = repository.publish(root, third).version
+    repository.set_active(root, v2, keep_loaded=2)
+    state = repository.add_loaded(root, v3, keep_loaded=2)  # v1 (previous) makes room for the one being loaded
+    assert state.wanted() == (v2, v3)
+    assert repository.set_candidate(root, "canary", v1, 10, keep_loaded=2).wanted() == (v2, v1)  # v3 made room
+    with pytest.raises(VersionConflict, match="MODEL_VERSIONS_LOADED allows 2"):
+        repository.set_candidate(root, "shadow", v3, 10, keep_loaded=2)  # active + canary + shadow
+    with pytest.raises(VersionConflict, match="is the active version"):
+        repository.drop_version(root, v2)

@@ -38,7 +38,7 @@ def build_app(config: Mapping[str, Any] | None = None) -> Flask:
     oip.init_app(app, routes.classify)
     cache.init_app(app, settings)
     store = history.init_app(app, settings)
-    shadow.init_app(app, model, members, store.record_shadow)
+    shadow.init_app(app, model, store.record_shadow)
     feedback.init_app(app, settings)
     ui.init_app(app)
     return start(app, model)

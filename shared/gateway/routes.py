@@ -9,7 +9,7 @@ from typing import Mapping
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from shared.config import Settings
-from shared.errors import ClassifierError, DeadlineExceeded, MembersUnavailable, Overloaded
+from shared.errors import ClassifierError, DeadlineExceeded, MembersUnavailable, Overloaded, VersionNotLoaded
 from shared.gateway.cache import current_cache, mark as cache_mark
 from shared.gateway.client import MemberAnswer, Outcome, current_member_client
 from shared.gateway.runtime import GatewayRuntime, LoadedStack
@@ -82,8 +82,7 @@ def classify(data: bytes, version: str | None = None) -> dict:
     settings: Settings = current_app.config["SETTINGS"]
     runtime = current_runtime(GatewayRuntime)
     probe_image(data, ImageLimits(settings.max_image_bytes, settings.max_image_pixels))
-    version, route = choose_version(runtime, version or api.requested_version(request))
-    stack = runtime.require_stack(version)
+    version, route, stack = choose_version(runtime, version or api.requested_version(request))
     sha, cache = sha256_hex(data), current_cache()
     hit = cache.get(sha, version)
     if hit is not None:  # the stored answer as it was; the history still records this request, as a hit
@@ -97,6 +96,15 @@ def classify(data: bytes, version: str | None = None) -> dict:
     # The members get the deadline less a margin for stacking, recording and sending the answer.
     answers = current_member_client().fan_out(data, _member_headers(), stack.classes,
                                              deadline_at - ANSWER_MARGIN_S, version=version)
+    if _all_refused_the_version(answers):
+        if route == PINNED:
+            raise VersionNotLoaded(f"No member holds version {version} loaded (it is being loaded or dropped).")
+        # This worker has not seen serving.json change yet (members dropped the version): ask again with what the
+        # ensemble answers with now.
+        runtime.sync()
+        version, route, stack = choose_version(runtime, None)
+        answers = current_member_client().fan_out(data, _member_headers(), stack.classes,
+                                                 deadline_at - ANSWER_MARGIN_S, version=version)
     _log_members(answers)
     rejected = [a for a in answers.values() if a.rejected]
     if rejected:  # the input is bad: the client gets the member's own 4xx and error body
@@ -120,16 +128,23 @@ ACTIVE, PINNED, CANARY = "active", "pinned", "canary"
 CLIENT_HEADER = "X-Client-Id"
 
 
-def choose_version(runtime: GatewayRuntime, pinned: str | None) -> tuple[str, str]:
-    """(version, how it was chosen): pinned, else the canary when this client falls in its share, else active."""
+def choose_version(runtime: GatewayRuntime, pinned: str | None) -> tuple[str, str, LoadedStack]:
+    """(version, how it was chosen, its stack): pinned, else the canary when this client falls in its share and
+    every member holds it, else the active one."""
     if pinned is not None:
-        return pinned, PINNED
+        return pinned, PINNED, runtime.require_stack(pinned)
     runtime.require_loaded()
     canary = runtime.serving.canary
-    if canary is not None and canary.version in runtime.loaded_versions() and \
+    if canary is not None and canary.version in runtime.candidates_ready and \
             _bucket(_client_key(), canary.version) < canary.percent:
-        return canary.version, CANARY
-    return runtime.active, ACTIVE
+        version, stack = runtime.model_for(canary.version)
+        return version, CANARY, stack
+    version, stack = runtime.model_for(None)
+    return version, ACTIVE, stack
+
+
+def _all_refused_the_version(answers: Mapping[str, MemberAnswer]) -> bool:
+    return all(a.outcome == Outcome.WRONG_VERSION for a in answers.values())
 
 
 def _client_key() -> str:

@@ -9,7 +9,6 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from shared.config import Settings
-from shared.errors import ArtifactError
 from shared.learning.reference import Reference, load_reference
 from shared.members import GATEWAY
 from shared.serving.versions import SlotState, VersionedRuntime
@@ -68,6 +67,7 @@ class GatewayRuntime(VersionedRuntime):
         super().__init__(GATEWAY, settings)
         # {member: [{"replica", "entries" | "error"}]}: the members' repository indexes (set by gateway/app.py).
         self.member_indexes: Callable[[], dict[str, list[dict]]] = lambda: {}
+        self.candidates_ready: set[str] = set()  # canary/shadow versions every member replica holds
 
     def running_slots(self) -> int:
         """Fan-outs at once (GATEWAY_RUNNING, else this host's cores): about what the members can compute at once;
@@ -81,9 +81,6 @@ class GatewayRuntime(VersionedRuntime):
         from shared.learning.meta_model import MetaEnsemble
 
         manifest = artifacts.load_manifest(folder)
-        if manifest["model_version"] != version:
-            raise ArtifactError(f"{folder} holds version {manifest['model_version']}, not {version}: its folder was "
-                                "renamed or its manifest replaced.")
         return LoadedStack(MetaEnsemble.load(folder, manifest), manifest, load_reference(folder, manifest))
 
     def warm_version(self, model: LoadedStack) -> None:
@@ -108,6 +105,19 @@ class GatewayRuntime(VersionedRuntime):
     def predict(self, probas: Mapping[str, Mapping[str, float]], version: str | None = None) -> np.ndarray:
         """Stacked (K,) probabilities of the members that answered, by `version`'s meta-models (default active)."""
         return self.require_stack(version).combine(probas)
+
+    def sync(self, state=None) -> bool:
+        """Follow serving.json; a canary or shadow version gets requests only once every member replica holds it
+        (until then it is `pending` and the watcher keeps checking)."""
+        done = super().sync(state)
+        wanted = {c.version for c in (self.serving.canary, self.serving.shadow) if c is not None}
+        ready = self.candidates_ready & wanted
+        for version in wanted - ready:
+            if self.readiness(version)[0] == SlotState.READY:
+                ready.add(version)
+        self.candidates_ready = ready
+        self.converged = done and ready == wanted
+        return self.converged
 
     def index(self) -> list[dict]:
         """Each stacking version as the ensemble holds it (READY only when every member replica holds it too, its
@@ -166,9 +176,6 @@ class GatewayRuntime(VersionedRuntime):
     @property
     def reference(self) -> Reference | None:
         return self.stack.reference
-
-    def seen_in_training(self, sha256: str) -> bool:
-        return self.stack.seen_in_training(sha256)
 
     @property
     def calibration(self) -> dict | None:

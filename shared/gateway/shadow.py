@@ -1,9 +1,9 @@
 """Shadow traffic: a copy of a share of the live requests goes to a candidate version, off the response path.
 
-The live answer is sent first and never waits for, or fails with, the shadow: `offer` only queues the copy (a full
-queue drops it, counted). A small pool of threads asks every member for the candidate version and stacks the answers
-with its meta-models; what it answered is recorded apart (the history's shadow_answers), beside the live answer's
-label, for `GET /v1/versions/compare`.
+The live answer is made first and never waits for, or fails with, the shadow: `offer` only queues the copy (a full
+queue drops it, counted). A small pool of threads asks every member for the candidate version, through a member
+client of its own, and stacks the answers with its meta-models; what it answered is recorded apart (the history's
+shadow_answers), beside the live answer's label, for `GET /v1/versions/compare`.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from shared.config import Settings
 from shared.gateway.client import MemberClient
 from shared.gateway.runtime import GatewayRuntime
+from shared.serving import auth, observability
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class ShadowSender:
         shadow = self.runtime.serving.shadow
         if shadow is None or random.random() * 100.0 >= shadow.percent:
             return False
-        if shadow.version not in self.runtime.loaded_versions() or shadow.version == live.get("model_version"):
+        if shadow.version not in self.runtime.candidates_ready or shadow.version == live.get("model_version"):
             return False
         if not self.room.acquire(blocking=False):
             SHADOW_CALLS.labels("dropped").inc()
@@ -69,6 +70,7 @@ class ShadowSender:
                          "live_label": live.get("label"), "degraded": len(answered) < len(answers),
                          "latency_ms": round((time.perf_counter() - started) * 1000, 1)})
             SHADOW_CALLS.labels("answered").inc()
+            observability.VERSION_ANSWERS.labels(version, "shadow").inc()
         except Exception:  # noqa: BLE001 - the shadow never affects the live path; it is counted and logged
             SHADOW_CALLS.labels("failed").inc()
             log.exception("shadow request for version %s failed", version)
@@ -76,8 +78,13 @@ class ShadowSender:
             self.room.release()
 
 
-def init_app(app: Flask, runtime: GatewayRuntime, client: MemberClient, record) -> ShadowSender:
-    sender = ShadowSender(runtime, client, app.config["SETTINGS"], record)
+def init_app(app: Flask, runtime: GatewayRuntime, record) -> ShadowSender:
+    """The shadow's sender, with a member client of its own: its own threads and connections, and its own breaker
+    state, so a slow shadow version neither queues live calls nor ejects the replicas they need."""
+    settings = app.config["SETTINGS"]
+    client = MemberClient.from_settings(settings.replace(threads=settings.shadow_workers))
+    client.session.headers.update(auth.outgoing_headers(settings))
+    sender = ShadowSender(runtime, client, settings, record)
     app.extensions[_EXTENSION] = sender
     return sender
 

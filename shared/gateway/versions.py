@@ -9,6 +9,7 @@ that can write it does the same.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import requests
@@ -79,7 +80,7 @@ def load(name: str) -> Response:
     """
     runtime, root, settings = _writable(name)
     params = _parameters()
-    version = params.get("version") or _newest(root)
+    version = _version(params.get("version")) or _newest(root)
     activate = params.get("activate", True)
     if not isinstance(activate, bool):
         raise BadRequest("parameters.activate must be true or false.")
@@ -109,19 +110,19 @@ def unload(name: str) -> Response:
         "403": Forbidden
         "409": Conflict
     """
-    runtime, root, _settings = _writable(name)
-    version = _parameters().get("version")
+    runtime, root, settings = _writable(name)
+    version = _version(_parameters().get("version"))
     if not version:
         raise BadRequest("parameters.version names the version to unload.")
     state = repository.read_state(root)
     if version == state.active:
         raise VersionConflict(f"{version} is the active version; activate another before unloading it.")
-    canary = None if state.canary is not None and state.canary.version == version else state.canary
-    shadow = None if state.shadow is not None and state.shadow.version == version else state.shadow
-    from dataclasses import replace
-
-    state = repository.write_state(root, replace(state, loaded=tuple(v for v in state.loaded if v != version),
-                                                 canary=canary, shadow=shadow))
+    candidates = [kind for kind in ("canary", "shadow") if (c := getattr(state, kind)) and c.version == version]
+    for kind in candidates:  # first no request is sent to it, on every gateway worker; then it is dropped
+        repository.set_candidate(root, kind, None)
+    if candidates:
+        time.sleep(2 * settings.model_poll_s + 0.2)
+    state = repository.drop_version(root, version)
     runtime.sync(state)
     return jsonify(_state_body(state))
 
@@ -150,13 +151,13 @@ def candidate() -> Response:
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or "percent" not in body:
         raise BadRequest(f'Send {{"version": "<version>", "percent": <0-100>}} (percent 0 removes the {kind}).')
-    version, percent = body.get("version"), body["percent"]
-    if not isinstance(percent, (int, float)) or isinstance(percent, bool):
+    version, percent = _version(body.get("version")), body["percent"]
+    if not isinstance(percent, (int, float)) or isinstance(percent, bool) or not 0 <= percent <= 100:
         raise BadRequest("percent must be a number between 0 and 100.")
     if version and percent > 0:  # every service holds it before any request is sent to it
         rollout.load(root, version, _syncing(runtime, runtime.readiness), settings.model_load_timeout_s,
                      settings.model_versions_loaded)
-    state = repository.set_candidate(root, kind, version, float(percent))
+    state = repository.set_candidate(root, kind, version, float(percent), settings.model_versions_loaded)
     runtime.sync(state)
     return jsonify(_state_body(state))
 
@@ -235,6 +236,14 @@ def _parameters() -> dict:
     if body is None or not isinstance(body, dict) or not isinstance(body.get("parameters", {}), dict):
         raise BadRequest('Send JSON like {"parameters": {"version": "<version>"}} (or no body).')
     return body.get("parameters", {})
+
+
+def _version(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise BadRequest(f"A version is a string like the ones GET /v2/repository/index lists; got {value!r:.60}.")
+    return value
 
 
 def _newest(root: Path) -> str:

@@ -285,6 +285,13 @@ class HistoryStore:
                 deleted += self._in_chunks(delete(predictions).where(p.id.in_(
                     select(p.id).where(tuple_(p.ts, p.id) <= tuple_(*edge)).order_by(p.ts, p.id)
                     .limit(RETENTION_CHUNK))))
+        if self.max_rows > 0:  # shadow answers: at most as many as records
+            s = shadow_answers.c
+            with self.db.begin() as conn:
+                edge = conn.execute(select(s.id).order_by(s.id.desc()).limit(1).offset(self.max_rows)).scalar()
+            if edge is not None:
+                self._in_chunks(delete(shadow_answers).where(s.id.in_(
+                    select(s.id).where(s.id <= edge).order_by(s.id).limit(RETENTION_CHUNK))))
         if not self.keep_images:  # thumbnails stay
             beyond = (select(p.id).join(images, images.c.id == p.id).where(UNLABELLED, images.c.image.is_not(None))
                       .order_by(p.ts.desc(), p.id.desc()).offset(self.pending_images).limit(RETENTION_CHUNK))
@@ -306,6 +313,7 @@ class HistoryStore:
         """Store a person's class for one record (the latest wins; a different one counts a change), written and
         committed before it returns; the updated record with `label_outcome` new, same or changed. NotFound if
         there is no such record."""
+        _check_id(record_id)
         changed = self._write_label(record_id, label, by, time.time() if now is None else now)
         if changed is None and self._queue.unfinished_tasks and self.flush(timeout=2.0):
             changed = self._write_label(record_id, label, by, time.time() if now is None else now)  # just answered
@@ -383,6 +391,7 @@ class HistoryStore:
 
     def get(self, record_id: int) -> dict:
         """One record by id; NotFound if there is none."""
+        _check_id(record_id)
         rows = self._read(LISTED.where(p.id == record_id))
         if not rows:
             raise NotFound(f"There is no history record with id {record_id}.")
@@ -439,6 +448,7 @@ class HistoryStore:
         return self._read(sql.order_by(*order).limit(limit))
 
     def _blob(self, column: str, record_id: int) -> bytes:
+        _check_id(record_id)
         rows = self._read(select(images.c[column].label("data")).where(images.c.id == record_id))
         if not rows or rows[0]["data"] is None:
             raise NotFound(f"History record {record_id} has no stored {column}.")
@@ -458,6 +468,12 @@ class HistoryStore:
 
     def _unavailable(self, what: str, exc: BaseException) -> HistoryUnavailable:
         return HistoryUnavailable(f"The history database {self.db} cannot be {what}: {_first_line(exc)}")
+
+
+def _check_id(record_id: int) -> None:
+    """Ids are 64-bit on both backends: a larger one (a fuzzed URL) is no record, not a driver's OverflowError."""
+    if not 0 <= record_id < 2**63:
+        raise NotFound(f"There is no history record with id {record_id}.")
 
 
 def _drain(buf: io.StringIO) -> str:

@@ -100,6 +100,7 @@ def error_response(error: ClassifierError) -> tuple[Response, int]:
     retry_after = getattr(error, "retry_after", None)
     if retry_after:
         response.headers["Retry-After"] = str(retry_after)
+    response.headers.update(getattr(error, "headers", {}))
     return response, error.status
 
 

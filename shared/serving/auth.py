@@ -38,7 +38,7 @@ OPEN_RULES = frozenset({
 OPEN_PAGES = frozenset({"/", "/ui"})  # GET only: the page shells; their POSTs need a key
 # Routes that check an admin key themselves (require_admin): a prediction key is neither needed nor enough.
 ADMIN_RULES: set[str] = set()
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")  # a bind address, and the caller's address, that stay on this host
 HTML_PAGES = frozenset({"/history", "/review", "/quality"})  # server-rendered with data: a browser gets _KEY_PAGE, which asks for the key
 
 
@@ -93,11 +93,12 @@ def admin_rule(rule: str) -> str:
 
 def require_admin() -> None:
     """Refuse the request unless it carries an admin key (ADMIN_KEYS); with no key configured at all, unless this
-    service is bound to loopback only (`serve`): 401 without a key, 403 with a wrong one or none configured."""
+    service is bound to loopback only (`serve`) and the caller is on this host: 401 without a key, 403 with a wrong
+    one or none configured."""
     settings: Settings = current_app.config["SETTINGS"]
     admins = [k.strip().encode() for k in settings.admin_keys.split(",") if k.strip()]
     if not admins:
-        if not keys_on() and settings.bind_host in LOOPBACK:
+        if not keys_on() and settings.bind_host in LOOPBACK and request.remote_addr in LOOPBACK:
             return
         raise Forbidden("The model repository's changes need an admin key: set ADMIN_KEYS on this service (and send "
                         "it as `Authorization: Bearer <key>` or `X-API-Key: <key>`). With no keys at all they are "
@@ -105,7 +106,8 @@ def require_admin() -> None:
                         code="admin_key_needed")
     given = _given_key()
     if not given:
-        raise Unauthorized("This route needs an admin key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`.")
+        raise Unauthorized("This route needs an admin key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`.",
+                           headers={"WWW-Authenticate": CHALLENGE})
     if not matches(given.encode(), admins):
         raise Forbidden("That key is not an admin key (ADMIN_KEYS).", code="not_an_admin_key")
     g.api_key_id = key_id(given)

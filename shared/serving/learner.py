@@ -5,6 +5,7 @@ import ctypes
 import ctypes.util
 import gc
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from PIL import Image
 
 from shared import members
 from shared.config import Settings
-from shared.errors import ArtifactError, BadRequest
+from shared.errors import BadRequest
 from shared.features.registry import extractor_class
 from shared.images import ImageLimits, decode_image
 from shared.serving import api, observability
@@ -58,9 +59,6 @@ class LearnerRuntime(VersionedRuntime):
         from shared.learning.learners import FittedLearner
 
         learner = FittedLearner.load(folder, self.settings.weights_dir, self.name, self.settings, self.extractors)
-        if learner.model_version != version:
-            raise ArtifactError(f"{folder} holds version {learner.model_version}, not {version}: its folder was "
-                                "renamed or its manifest replaced.")
         return LoadedLearner(learner, self._make_batcher(learner))
 
     def warm_version(self, model: LoadedLearner) -> None:
@@ -69,7 +67,14 @@ class LearnerRuntime(VersionedRuntime):
         release_freed_memory()
 
     def _drop(self, wanted: set[str]) -> None:
+        with self._lock:
+            dropped = [s.model for v, s in self.slots.items() if v not in wanted and v != self.active and s.model]
         super()._drop(wanted)
+        for loaded in dropped:  # its batcher's thread ends once the requests still running on it are done
+            if loaded.batcher is not None:
+                timer = threading.Timer(self.settings.deadline_s, loaded.batcher.close)
+                timer.daemon = True
+                timer.start()
         with self._lock:  # an extractor no loaded version uses any more is let go
             used = {id(slot.model.learner.extractor) for slot in self.slots.values() if slot.model is not None}
             self.extractors = {k: e for k, e in self.extractors.items() if id(e) in used}

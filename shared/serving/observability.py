@@ -91,6 +91,12 @@ class Health:
             self.warmed_up = True
         self._settled.set()
 
+    def mark_recovered(self) -> None:
+        """A model serves after all (another version, after the first failed to load): ready, the error cleared."""
+        with self._lock:
+            self.loaded, self.warmed_up, self.error = True, True, None
+        self._settled.set()
+
     def mark_failed(self, message: str) -> None:
         with self._lock:
             self.error = message

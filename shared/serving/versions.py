@@ -77,24 +77,35 @@ class VersionedRuntime(ModelRuntime):
                 f"has no model to serve (no {root / 'manifest.json'}, no versions/)"
             raise ArtifactError(f"{root} {found}: train one (python -m shared train --out {root}) or activate a "
                                 "version (python -m shared models activate <version>).")
+        self.serving = state
         slot = self._load(state.active, root)
         if slot.state != SlotState.READY:
             raise ArtifactError(slot.reason)
-        with self._lock:
-            self.active = state.active
         for version in self._bounded(state.wanted()):
             if version != state.active:
                 self._load(version, root)
-        self.serving = state
-        return slot.model
+        start = self._starting_version(state)
+        with self._lock:
+            self.active = start
+        self.converged = start == state.active
+        return self.slots[start].model
+
+    def _starting_version(self, state: repository.ServingState) -> str:
+        """The active version, unless this service must wait to answer with it (the gateway, while its members
+        still load it) and the version before it is ready here: start on that one, switch when they are."""
+        if not self.switch_ready(state.active):
+            return state.active
+        ready = [v for v in state.previous if v in self.slots and self.slots[v].state == SlotState.READY]
+        return next((v for v in ready if not self.switch_ready(v)), state.active)
 
     def warm_up(self) -> None:
-        """Versions are warmed as they load; from here on, follow serving.json."""
+        """Versions are warmed as they load."""
+
+    def load_and_warm_up(self) -> None:
+        """Load and warm up, then follow serving.json, even after a failed load: a rollback heals it."""
+        super().load_and_warm_up()
         if self.settings.model_poll_s > 0:
             threading.Thread(target=self._watch, name=f"versions-{self.name}", daemon=True).start()
-
-    def stop_watching(self) -> None:
-        self._stop.set()
 
     # Requests
     def model_for(self, version: str | None = None) -> tuple[str, Any]:
@@ -152,6 +163,8 @@ class VersionedRuntime(ModelRuntime):
         with self._lock:
             old, self.active, self.model = self.active, version, slot.model
             slot.reason = ""
+        if old is None:  # the first load failed; this version serves now
+            self.health.mark_recovered()
         observability.VERSION_SWITCHES.labels(self.name).inc()
         log.info("%s now answers with version %s (was %s)", self.name, version, old)
         return True
@@ -170,7 +183,11 @@ class VersionedRuntime(ModelRuntime):
         with self._lock:
             slot = self.slots[version] = Slot(version, SlotState.LOADING)
         try:
-            model = self.load_version(version, repository.version_dir(root, version))
+            folder = repository.version_dir(root, version)
+            if repository.manifest_version(folder) != version:
+                raise ArtifactError(f"{folder} holds version {repository.manifest_version(folder)}, not {version}: "
+                                    "its folder was renamed or its manifest replaced.")
+            model = self.load_version(version, folder)
             self.warm_version(model)
         except Exception as exc:  # noqa: BLE001 - any failure leaves this version unavailable, the others serving
             log.warning("%s could not load version %s: %s", self.name, version, exc)

@@ -40,3 +40,13 @@ def test_retention_removes_old_shadow_answers(store):
     assert store.flush()
     store.apply_retention(now=T0 + 3 * 86400)
     assert [p["label"] for p in store.shadow_pairs("v2")] == ["cat"]
+
+
+def test_max_rows_bounds_the_shadow_answers_too(store):
+    store.max_rows = 2
+    for i in range(5):
+        store.record_shadow(shadow(i, "cat", "cat"))
+    assert store.flush()
+    store.apply_retention()
+    assert len(store.shadow_pairs("v2")) == 2
+

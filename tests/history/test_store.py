@@ -331,3 +331,9 @@ def test_a_read_only_postgresql_is_waited_out_as_in_a_failover(postgres):
         read_only(False)
     assert s.flush(30) and s.count() == 2 and _failures("storage_error") == before
     s.close()
+
+
+def test_an_id_beyond_64_bits_is_no_record(store):
+    for call in (store.get, store.thumbnail, lambda i: store.set_label(i, "apple", "t")):
+        with pytest.raises(NotFound):
+            call(1606921011980227440315203584)

@@ -45,9 +45,11 @@ def test_a_member_holds_two_versions_on_one_extractor_and_follows_serving_json(t
     with pytest.raises(VersionNotLoaded, match=f"does not hold version '0123'.*loaded: {v1}, {v2}"):
         runtime.model_for("0123")
 
-    repository.set_active(root, v2, keep_loaded=1)  # v1 no longer wanted: switched from, then dropped
+    repository.set_active(root, v2)  # switched to; v1 stays loaded for the requests still on it
     assert runtime.sync() and runtime.active == v2 and runtime.model_version == v2
-    assert runtime.loaded_versions() == [v2]
+    assert sorted(runtime.loaded_versions()) == sorted([v1, v2])
+    repository.drop_version(root, v1)  # then dropped
+    assert runtime.sync() and runtime.loaded_versions() == [v2]
     assert [e["version"] for e in runtime.index() if e["active"]] == [v2]
 
 
