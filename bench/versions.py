@@ -110,8 +110,10 @@ def switch_under_load(url: str, photos: list[bytes], first: str, second: str, se
             t.join(70)
     statuses = Counter(a[1] for a in answers)
     mixed = [a for a in answers if a[1] == 200 and a[4] != [a[2]]]
+    # Sent after a switch returned (the answer's time less its latency) and answered by another version.
     late = [a for s, nxt in zip(switches, switches[1:] + [None]) for a in answers
-            if a[0] > s["at"] + s["seconds"] + 1.0 and (nxt is None or a[0] < nxt["at"]) and a[2] != s["version"]]
+            if a[0] - a[5] > s["at"] + s["seconds"] and (nxt is None or a[0] - a[5] < nxt["at"])
+            and a[2] != s["version"]]
     return {"answers": len(answers), "statuses": {str(k): v for k, v in statuses.items()},
             "degraded": sum(1 for a in answers if a[3]), "mixed": len(mixed),
             "by_version": dict(Counter(a[2] for a in answers)), "switches": switches,
@@ -130,14 +132,25 @@ def shadow_rounds(url: str, photos: list[bytes], shadow: str, rounds: int, durat
             repository_call(url, "/v1/versions/shadow", {"version": shadow if percent else None, "percent": percent})
             before = shadow_counts(url)
             result = load.run_load(request, photos[r::2], CONCURRENCY, duration_s)
-            time.sleep(3)  # the last copies finish
-            after = shadow_counts(url)
+            repository_call(url, "/v1/versions/shadow", {"version": None, "percent": 0})
+            after = drained(url)  # the next phase starts with no copy left running
             row[phase] = result.summary() | {"shadow": {k: after.get(k, 0) - before.get(k, 0) for k in after}}
             log.info("round %d %s: p50 %.0f ms, %.2f answers/s, shadow %s", r, phase, row[phase]["p50_ms"],
                      row[phase]["throughput_rps"], row[phase]["shadow"])
         out.append(row)
     repository_call(url, "/v1/versions/shadow", {"version": None, "percent": 0})
     return out
+
+
+def drained(url: str, quiet_s: float = 3.0, most_s: float = 60.0) -> dict[str, float]:
+    """The shadow counters once they have not moved for `quiet_s` (the queued copies are done)."""
+    counts, since, deadline = shadow_counts(url), time.monotonic(), time.monotonic() + most_s
+    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = shadow_counts(url)
+        if now != counts:
+            counts, since = now, time.monotonic()
+    return counts
 
 
 def shadow_counts(url: str) -> dict[str, float]:
@@ -183,6 +196,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help=f"rewrite the section from {RESULTS}")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not every request
     if not args.report_only:
         record = measure(args.rounds, args.duration) | {"machine": {"nproc": len(os.sched_getaffinity(0)),
                                                                     "python": platform.python_version()}}

@@ -143,8 +143,8 @@ def review() -> Response:
       summary: The review queue
       tags: [feedback]
       parameters:
-      - {name: limit, in: query, required: false, schema: {type: integer}}
-      - {name: cursor, in: query, required: false, schema: {type: string}}
+      - limit
+      - cursor
       responses:
         "200": {description: A page of the queue, content: {application/json: {schema: {type: object}}}}
         "400": BadInput
@@ -169,9 +169,9 @@ def quality() -> Response:
       summary: Live quality on labelled records
       tags: [feedback]
       parameters:
-      - {name: since, in: query, required: false, schema: {type: string}}
-      - {name: until, in: query, required: false, schema: {type: string}}
-      - {name: model_version, in: query, required: false, schema: {type: string}}
+      - since
+      - until
+      - model_version
       responses:
         "200": {description: The metrics, content: {application/json: {schema: {type: object}}}}
         "400": BadInput

@@ -172,7 +172,7 @@ def compare() -> Response:
       tags: [model repository]
       parameters:
         - {name: version, in: query, schema: {type: string}, description: "default: the current shadow version"}
-        - {name: since, in: query, schema: {type: string}, description: epoch seconds, a date or an ISO datetime}
+        - since
       responses:
         "200": {description: The comparison, content: {application/json: {schema: {type: object}}}}
         "400": BadInput

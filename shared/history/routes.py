@@ -40,13 +40,7 @@ def list_records() -> Response:
     get:
       summary: Recorded predictions, newest first, paged
       tags: [history]
-      parameters:
-      - {name: label, in: query, required: false, schema: {type: string}}
-      - {name: since, in: query, required: false, schema: {type: string}}
-      - {name: until, in: query, required: false, schema: {type: string}}
-      - {name: degraded, in: query, required: false, schema: {type: string}}
-      - {name: limit, in: query, required: false, schema: {type: integer}}
-      - {name: cursor, in: query, required: false, schema: {type: string}}
+      parameters: [HistoryFilters, limit, cursor]
       responses:
         "200": {description: A page, content: {application/json: {schema: HistoryPage}}}
         "400": BadInput
@@ -73,11 +67,7 @@ def export_csv() -> Response:
     get:
       summary: The matching records as CSV
       tags: [history]
-      parameters:
-      - {name: label, in: query, required: false, schema: {type: string}}
-      - {name: since, in: query, required: false, schema: {type: string}}
-      - {name: until, in: query, required: false, schema: {type: string}}
-      - {name: degraded, in: query, required: false, schema: {type: string}}
+      parameters: [HistoryFilters]
       responses:
         "200": {description: CSV, content: {text/csv: {schema: {type: string}}}}
         "400": BadInput

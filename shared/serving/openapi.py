@@ -149,6 +149,21 @@ REQUEST_BODIES = {"Image": {
                 "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                     "file": {"type": "string", "format": "binary"}}}}}}}
 
+# Query parameters several operations share, by name: a docstring lists `HistoryFilters` (every history filter) or a
+# parameter's own name; each is written out where it is used.
+QUERY_PARAMETERS = {name: {"name": name, "in": "query", "required": False, "schema": schema, "description": why}
+                    for name, schema, why in (
+    ("label", {"type": "string"}, "the answered class"),
+    ("since", {"type": "string"}, "answers from this time: epoch seconds, a date or an ISO datetime"),
+    ("until", {"type": "string"}, "answers before this time (a date includes that day)"),
+    ("degraded", {"type": "string"}, "true: degraded answers only; false: complete ones only"),
+    ("reviewed", {"type": "string", "enum": ["labelled", "unlabelled", "wrong"]}, "by what people said of them"),
+    ("model_version", {"type": "string"}, "answers of this model version"),
+    ("limit", {"type": "integer"}, "records a page"),
+    ("cursor", {"type": "string"}, "the page after the one that gave this cursor"),
+)}
+PARAMETER_GROUPS = {"HistoryFilters": ("label", "since", "until", "degraded", "reviewed", "model_version")}
+
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "API_KEYS / API_KEY_FILE, when set"},
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
@@ -197,13 +212,22 @@ class _RulesPlugin(FlaskPlugin):
         for operation in (operations or {}).values():
             if isinstance(operation.get("requestBody"), str):  # a shared body by name; apispec registers none
                 operation["requestBody"] = copy.deepcopy(REQUEST_BODIES[operation["requestBody"]])
-            parameters = [*_path_parameters(rule), *operation.get("parameters", [])]
+            parameters = [*_path_parameters(rule), *_named_parameters(operation.get("parameters", []))]
             if parameters:
                 operation["parameters"] = parameters
         return path
 
     def _rule_for_view(self, view: Any, app: Flask | None = None) -> Rule:
         return self._rule
+
+
+def _named_parameters(parameters: list) -> list[dict]:
+    """A docstring's parameters with the shared ones (QUERY_PARAMETERS, PARAMETER_GROUPS) written out."""
+    out = []
+    for item in parameters:
+        names = PARAMETER_GROUPS.get(item, (item,)) if isinstance(item, str) else ()
+        out += [copy.deepcopy(QUERY_PARAMETERS[name]) for name in names] or [item]
+    return out
 
 
 def _path_parameters(rule: Rule) -> list[dict]:

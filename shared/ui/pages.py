@@ -67,12 +67,7 @@ def history_page() -> tuple[str, int]:
     get:
       summary: The history page
       tags: [pages]
-      parameters:
-      - {name: label, in: query, required: false, schema: {type: string}}
-      - {name: since, in: query, required: false, schema: {type: string}}
-      - {name: until, in: query, required: false, schema: {type: string}}
-      - {name: degraded, in: query, required: false, schema: {type: string}}
-      - {name: limit, in: query, required: false, schema: {type: integer}}
+      parameters: [HistoryFilters, limit, cursor]
       responses:
         "200": Page
         "400": Page
@@ -99,8 +94,7 @@ def review_page() -> tuple[str, int]:
     get:
       summary: The review queue page
       tags: [pages]
-      parameters:
-      - {name: cursor, in: query, required: false, schema: {type: string}}
+      parameters: [limit, cursor]
       responses:
         "200": Page
         "400": Page
@@ -128,9 +122,9 @@ def quality_page() -> tuple[str, int]:
       summary: The live quality and drift page
       tags: [pages]
       parameters:
-      - {name: since, in: query, required: false, schema: {type: string}}
-      - {name: until, in: query, required: false, schema: {type: string}}
-      - {name: model_version, in: query, required: false, schema: {type: string}}
+      - since
+      - until
+      - model_version
       responses:
         "200": Page
         "400": Page
